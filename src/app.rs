@@ -1,0 +1,268 @@
+//! The application: builds every part from a [`Config`], binds the listener,
+//! and runs the server and background tasks until told to stop.
+//!
+//! Tests start it on port 0 with `App::build` + `local_addr()` +
+//! `run_until_stopped(token)`; `main` does the same with a signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use fred::prelude::ClientLike;
+use mongodb::Database;
+use mongodb::options::ClientOptions;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Keys, NewUser, PasswordHasher, Role, UserStore, normalize_email};
+use crate::catalog::ProductStore;
+use crate::config::Config;
+use crate::engine::PurchaseEngine;
+use crate::leaderboard::Leaderboard;
+use crate::orders::{OrderStore, Reconciler, WriteBehind};
+use crate::sales::{SaleService, SaleStore};
+
+/// Everything a request handler may use. Shared behind an `Arc`.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    pub db: Database,
+    pub keys: Keys,
+    pub hasher: PasswordHasher,
+    pub users: UserStore,
+    pub products: ProductStore,
+    pub sales: SaleService,
+    pub engine: PurchaseEngine,
+    pub orders: OrderStore,
+    pub write_behind: WriteBehind,
+    pub leaderboard: Leaderboard,
+    pub reconciler: Reconciler,
+}
+
+/// A built application, listening but not yet serving.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    state: Arc<AppState>,
+}
+
+/// Connects to MongoDB (lazily; the driver connects on first use).
+pub async fn connect_mongo(config: &Config) -> anyhow::Result<Database> {
+    let mut opts = ClientOptions::parse(&config.mongo.url)
+        .await
+        .context("MONGO_URL: cannot parse")?;
+    opts.app_name = Some("flashsale".to_owned());
+    opts.max_pool_size = Some(config.mongo.pool_size);
+    opts.server_selection_timeout = Some(Duration::from_secs(5));
+    opts.connect_timeout = Some(Duration::from_secs(3));
+    let client =
+        mongodb::Client::with_options(opts).context("failed to build the MongoDB client")?;
+    Ok(client.database(&config.mongo.database))
+}
+
+/// A consumer name unique to this process, for the order streams' group.
+fn consumer_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "flashsale".to_owned());
+    let nonce = mongodb::bson::oid::ObjectId::new().to_hex();
+    format!("{host}-{}-{}", std::process::id(), &nonce[16..])
+}
+
+impl App {
+    /// Connects the stores, prepares them, and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let state = Arc::new(build_state(config).await?);
+        state
+            .engine
+            .load_scripts()
+            .await
+            .context("failed to load the Redis scripts")?;
+        ensure_indexes(&state).await?;
+        bootstrap_admin(&state).await?;
+        let n = state
+            .sales
+            .reseed_missing()
+            .await
+            .context("failed to re-seed open sales into Redis")?;
+        if n > 0 {
+            tracing::warn!(
+                sales = n,
+                "Redis had lost open sales; re-seeded them from MongoDB"
+            );
+        }
+        let addr = SocketAddr::new(state.config.http.bind, state.config.http.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("failed to bind {addr}"))?;
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until `stop` is cancelled; then finishes in-flight requests and
+    /// drains the write-behind.
+    pub async fn run_until_stopped(self, stop: CancellationToken) {
+        let state = self.state;
+        let wb_stop = CancellationToken::new();
+        let write_behind = tokio::spawn(
+            state
+                .write_behind
+                .clone()
+                .run_until_stopped(wb_stop.clone(), state.config.http.shutdown_grace),
+        );
+        tracing::info!(addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
+        crate::http::server::run(self.listener, state.clone(), stop).await;
+        wb_stop.cancel();
+        if let Err(e) = write_behind.await {
+            tracing::error!(error = %e, "write-behind task failed");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+async fn build_state(config: Config) -> anyhow::Result<AppState> {
+    let pool = crate::redis::build_pool(&config.redis)
+        .context("REDIS_URL: invalid Redis configuration")?;
+    tokio::time::timeout(Duration::from_secs(10), pool.init())
+        .await
+        .context("timed out connecting to Redis")?
+        .context("failed to connect to Redis")?;
+    let db = connect_mongo(&config).await?;
+    db.run_command(mongodb::bson::doc! { "ping": 1 })
+        .await
+        .context("failed to reach MongoDB")?;
+
+    let keys = Keys::new(
+        config.auth.secret_key.expose().as_bytes(),
+        &config.auth.issuer,
+        config.auth.token_ttl,
+    );
+    let hasher = PasswordHasher::new(
+        config.auth.password_iterations,
+        config.auth.hash_concurrency,
+    )
+    .context("failed to set up password hashing")?;
+    let users = UserStore::new(&db);
+    let products = ProductStore::new(&db);
+    let orders = OrderStore::new(&db);
+    let engine = PurchaseEngine::new(pool.clone(), config.sales.idempotency_ttl);
+    let sale_store = SaleStore::new(&db);
+    let sales = SaleService::new(
+        sale_store.clone(),
+        products.clone(),
+        engine.clone(),
+        orders.clone(),
+        config.sales.default_max_per_user,
+        config.sales.default_max_per_transaction,
+    );
+    let write_behind = WriteBehind::new(
+        pool.clone(),
+        orders.clone(),
+        consumer_name(),
+        config.write_behind.batch_size,
+        config.write_behind.claim_idle,
+        config.write_behind.interval,
+    );
+    let leaderboard = Leaderboard::new(pool.clone(), users.clone());
+    let reconciler = Reconciler::new(pool, orders.clone(), sale_store);
+    Ok(AppState {
+        config,
+        db,
+        keys,
+        hasher,
+        users,
+        products,
+        sales,
+        engine,
+        orders,
+        write_behind,
+        leaderboard,
+        reconciler,
+    })
+}
+
+async fn ensure_indexes(state: &AppState) -> anyhow::Result<()> {
+    state
+        .users
+        .ensure_indexes()
+        .await
+        .context("failed to create user indexes")?;
+    state
+        .sales
+        .store
+        .ensure_indexes()
+        .await
+        .context("failed to create sale indexes")?;
+    state
+        .orders
+        .ensure_indexes()
+        .await
+        .context("failed to create order indexes")?;
+    Ok(())
+}
+
+/// Creates the first admin from ADMIN_EMAIL / ADMIN_PASSWORD when configured.
+async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
+    let (Some(email), Some(password)) = (
+        &state.config.auth.admin_email,
+        &state.config.auth.admin_password,
+    ) else {
+        return Ok(());
+    };
+    let outcome = ensure_admin(
+        state,
+        email,
+        password.expose(),
+        &state.config.auth.admin_name,
+    )
+    .await?;
+    tracing::info!(email = %email, outcome, "admin account checked");
+    Ok(())
+}
+
+/// Creates an admin, or promotes an existing account (resetting its password
+/// to the given one, so an account squatted under the admin email is not
+/// handed to whoever registered it). Returns what it did.
+pub async fn ensure_admin(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    name: &str,
+) -> anyhow::Result<&'static str> {
+    let new = NewUser::parse(name, email, password, Role::Admin)
+        .map_err(|(f, m)| anyhow::anyhow!("ADMIN_{}: {m}", f.to_uppercase()))?;
+    let email = normalize_email(email).expect("validated");
+    match state.users.by_email(&email).await? {
+        Some(u) if u.role == Role::Admin => Ok("exists"),
+        Some(_) => {
+            let hash = state.hasher.hash(password).await?;
+            state.users.promote(&email, &hash).await?;
+            tracing::warn!(email = %email, "an existing account was promoted to admin and its password reset");
+            Ok("promoted")
+        }
+        None => {
+            let hash = state.hasher.hash(password).await?;
+            match state.users.insert(&new, hash).await {
+                Ok(_) => Ok("created"),
+                // Another instance created it at the same moment.
+                Err(crate::auth::UserError::EmailTaken) => Ok("exists"),
+                Err(crate::auth::UserError::Store(e)) => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Builds the state without binding, for subcommands.
+pub async fn state_for_command(config: Config) -> anyhow::Result<Arc<AppState>> {
+    let state = Arc::new(build_state(config).await?);
+    ensure_indexes(&state).await?;
+    Ok(state)
+}

@@ -1,0 +1,158 @@
+//! HS256 access tokens: algorithm pinned, `exp` and `iss` required.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use serde::{Deserialize, Serialize};
+
+use super::Role;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub role: Role,
+    pub iss: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid token: {0}")]
+pub struct JwtError(#[from] jsonwebtoken::errors::Error);
+
+/// Signing and verification keys, built once from SECRET_KEY.
+pub struct Keys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    header: Header,
+    issuer: String,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("issuer", &self.issuer)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keys {
+    pub fn new(secret: &[u8], issuer: &str, ttl: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[issuer]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.leeway = 5;
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some("JWT".to_owned());
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            header,
+            issuer: issuer.to_owned(),
+            ttl,
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// A signed token for `sub` valid for the configured lifetime.
+    pub fn issue(&self, sub: &str, role: Role) -> Result<String, JwtError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let claims = Claims {
+            sub: sub.to_owned(),
+            role,
+            iss: self.issuer.clone(),
+            iat: now,
+            exp: now + self.ttl.as_secs(),
+        };
+        Ok(encode(&self.header, &claims, &self.encoding)?)
+    }
+
+    /// Verifies signature, algorithm (HS256 only), issuer and expiry.
+    pub fn verify(&self, token: &str) -> Result<Claims, JwtError> {
+        Ok(decode::<Claims>(token, &self.decoding, &self.validation)?.claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    fn keys() -> Keys {
+        Keys::new(&[7u8; 32], "flashsale", Duration::from_secs(60))
+    }
+
+    #[test]
+    fn issued_tokens_verify() {
+        let k = keys();
+        let t = k.issue("abc", Role::Admin).unwrap();
+        let c = k.verify(&t).unwrap();
+        assert_eq!(c.sub, "abc");
+        assert_eq!(c.role, Role::Admin);
+    }
+
+    #[test]
+    fn alg_none_and_other_algorithms_are_refused() {
+        let k = keys();
+        let payload = URL_SAFE_NO_PAD
+            .encode(br#"{"sub":"a","role":"admin","iss":"flashsale","iat":1,"exp":99999999999}"#);
+        let none = format!(
+            "{}.{payload}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#)
+        );
+        assert!(k.verify(&none).is_err());
+        let hs512 = encode(
+            &Header::new(Algorithm::HS512),
+            &Claims {
+                sub: "a".into(),
+                role: Role::Admin,
+                iss: "flashsale".into(),
+                iat: 1,
+                exp: 99_999_999_999,
+            },
+            &EncodingKey::from_secret(&[7u8; 32]),
+        )
+        .unwrap();
+        assert!(k.verify(&hs512).is_err());
+    }
+
+    #[test]
+    fn expired_wrong_issuer_and_wrong_key_are_refused() {
+        let k = keys();
+        let mk = |iss: &str, exp: u64, key: &[u8]| {
+            encode(
+                &Header::new(Algorithm::HS256),
+                &Claims {
+                    sub: "a".into(),
+                    role: Role::Customer,
+                    iss: iss.into(),
+                    iat: 1,
+                    exp,
+                },
+                &EncodingKey::from_secret(key),
+            )
+            .unwrap()
+        };
+        assert!(k.verify(&mk("flashsale", 1_000, &[7u8; 32])).is_err());
+        assert!(k.verify(&mk("other", 99_999_999_999, &[7u8; 32])).is_err());
+        assert!(
+            k.verify(&mk("flashsale", 99_999_999_999, &[8u8; 32]))
+                .is_err()
+        );
+        assert!(
+            k.verify(&mk("flashsale", 99_999_999_999, &[7u8; 32]))
+                .is_ok()
+        );
+    }
+}

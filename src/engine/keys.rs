@@ -1,0 +1,82 @@
+//! Every Redis key of the service. All keys of one sale share the hash tag
+//! `{sale:<id>}`, so every script touches a single Redis Cluster slot.
+
+use crate::ids::SaleId;
+
+/// The consumer group the write-behind reads order streams with.
+pub const ORDERS_GROUP: &str = "write-behind";
+/// Set of sale ids whose order streams the write-behind drains.
+pub const SALES_REGISTRY: &str = "flashsale:sales";
+
+/// The keys of one sale.
+#[derive(Debug, Clone)]
+pub struct SaleKeys {
+    pub tag: String,
+    pub meta: String,
+    pub stock: String,
+    pub buyers: String,
+    pub leaderboard: String,
+    pub seq: String,
+    pub orders: String,
+}
+
+impl SaleKeys {
+    pub fn new(sale: SaleId) -> Self {
+        let tag = format!("{{sale:{}}}", sale.hex());
+        Self {
+            meta: format!("{tag}:meta"),
+            stock: format!("{tag}:stock"),
+            buyers: format!("{tag}:buyers"),
+            leaderboard: format!("{tag}:lb"),
+            seq: format!("{tag}:seq"),
+            orders: format!("{tag}:orders"),
+            tag,
+        }
+    }
+
+    /// The key remembering the first reply for a user's Idempotency-Key.
+    pub fn idempotency(&self, user: &str, key: Option<&str>) -> String {
+        match key {
+            Some(k) => format!("{}:idem:{user}:{k}", self.tag),
+            None => format!("{}:idem:-", self.tag),
+        }
+    }
+
+    /// The sale id back from a key's hash tag.
+    pub fn sale_of(key: &str) -> Option<SaleId> {
+        let rest = key.strip_prefix("{sale:")?;
+        let (hex, _) = rest.split_once('}')?;
+        SaleId::parse(hex).ok()
+    }
+}
+
+/// A per-product lock key serialising sale creation for one product.
+pub fn product_lock(product_hex: &str) -> String {
+    format!("flashsale:lock:product:{product_hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_sale_keys_share_one_hash_tag() {
+        let id = SaleId::new();
+        let k = SaleKeys::new(id);
+        let tag = format!("{{sale:{}}}", id.hex());
+        for key in [
+            &k.meta,
+            &k.stock,
+            &k.buyers,
+            &k.leaderboard,
+            &k.seq,
+            &k.orders,
+        ] {
+            assert!(key.starts_with(&tag), "{key}");
+        }
+        assert!(k.idempotency("u", Some("abc")).starts_with(&tag));
+        assert!(k.idempotency("u", None).starts_with(&tag));
+        assert_eq!(SaleKeys::sale_of(&k.stock), Some(id));
+        assert_eq!(SaleKeys::sale_of("other"), None);
+    }
+}

@@ -1,0 +1,169 @@
+//! The purchase script's reply, decoded into an outcome enum.
+//! Business refusals are outcomes, not errors.
+
+/// An accepted (or replayed) order as the script recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    pub seq: i64,
+    pub remaining: i64,
+    pub purchased_at_ms: i64,
+    pub unit_price_cents: i64,
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurchaseOutcome {
+    Accepted { order: Placed, user_total: i64 },
+    Duplicate { order: Placed },
+    NotFound,
+    NotStarted { start_ms: i64 },
+    Ended { end_ms: i64, cancelled: bool },
+    SoldOut,
+    InsufficientStock { available: i64 },
+    TransactionLimit { max_per_transaction: i64 },
+    UserLimit { remaining: i64, max_per_user: i64 },
+    IdempotencyMismatch { first_quantity: i64 },
+}
+
+/// The reply did not have the documented shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unexpected purchase script reply: {0:?}")]
+pub struct BadReply(pub Vec<i64>);
+
+impl PurchaseOutcome {
+    /// Decodes the reply documented at the top of `lua/purchase.lua`.
+    pub fn decode(r: &[i64], quantity: i64) -> Result<Self, BadReply> {
+        let bad = || BadReply(r.to_vec());
+        let at = |i: usize| r.get(i).copied().ok_or_else(bad);
+        Ok(match at(0)? {
+            0 => Self::Accepted {
+                order: Placed {
+                    seq: at(1)?,
+                    remaining: at(2)?,
+                    purchased_at_ms: at(3)?,
+                    unit_price_cents: at(4)?,
+                    quantity,
+                },
+                user_total: at(5)?,
+            },
+            1 => Self::NotFound,
+            2 => Self::NotStarted { start_ms: at(1)? },
+            3 => Self::Ended {
+                end_ms: at(1)?,
+                cancelled: at(2)? == 1,
+            },
+            4 => Self::SoldOut,
+            5 => Self::InsufficientStock { available: at(1)? },
+            6 => Self::TransactionLimit {
+                max_per_transaction: at(1)?,
+            },
+            7 => Self::UserLimit {
+                remaining: at(1)?,
+                max_per_user: at(2)?,
+            },
+            8 => Self::Duplicate {
+                order: Placed {
+                    seq: at(1)?,
+                    remaining: at(2)?,
+                    purchased_at_ms: at(3)?,
+                    unit_price_cents: at(4)?,
+                    quantity: at(5)?,
+                },
+            },
+            9 => Self::IdempotencyMismatch {
+                first_quantity: at(1)?,
+            },
+            _ => return Err(bad()),
+        })
+    }
+
+    /// The metric/log label of this outcome.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Accepted { .. } => "accepted",
+            Self::Duplicate { .. } => "duplicate",
+            Self::NotFound => "not_found",
+            Self::NotStarted { .. } => "not_started",
+            Self::Ended { .. } => "ended",
+            Self::SoldOut => "sold_out",
+            Self::InsufficientStock { .. } => "insufficient_stock",
+            Self::TransactionLimit { .. } => "transaction_limit",
+            Self::UserLimit { .. } => "user_limit",
+            Self::IdempotencyMismatch { .. } => "idempotency_mismatch",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reply_shape_decodes() {
+        let placed = Placed {
+            seq: 7,
+            remaining: 3,
+            purchased_at_ms: 99,
+            unit_price_cents: 500,
+            quantity: 2,
+        };
+        assert_eq!(
+            PurchaseOutcome::decode(&[0, 7, 3, 99, 500, 2], 2).unwrap(),
+            PurchaseOutcome::Accepted {
+                order: placed,
+                user_total: 2
+            }
+        );
+        assert_eq!(
+            PurchaseOutcome::decode(&[1], 1).unwrap(),
+            PurchaseOutcome::NotFound
+        );
+        assert_eq!(
+            PurchaseOutcome::decode(&[2, 10, 5], 1).unwrap(),
+            PurchaseOutcome::NotStarted { start_ms: 10 }
+        );
+        assert_eq!(
+            PurchaseOutcome::decode(&[3, 10, 1], 1).unwrap(),
+            PurchaseOutcome::Ended {
+                end_ms: 10,
+                cancelled: true
+            }
+        );
+        assert_eq!(
+            PurchaseOutcome::decode(&[4], 1).unwrap(),
+            PurchaseOutcome::SoldOut
+        );
+        assert_eq!(
+            PurchaseOutcome::decode(&[5, 1], 2).unwrap(),
+            PurchaseOutcome::InsufficientStock { available: 1 }
+        );
+        assert_eq!(
+            PurchaseOutcome::decode(&[6, 2], 3).unwrap(),
+            PurchaseOutcome::TransactionLimit {
+                max_per_transaction: 2
+            }
+        );
+        assert_eq!(
+            PurchaseOutcome::decode(&[7, 1, 3], 2).unwrap(),
+            PurchaseOutcome::UserLimit {
+                remaining: 1,
+                max_per_user: 3
+            }
+        );
+        assert_eq!(
+            PurchaseOutcome::decode(&[8, 7, 3, 99, 500, 2], 2).unwrap(),
+            PurchaseOutcome::Duplicate { order: placed }
+        );
+        assert_eq!(
+            PurchaseOutcome::decode(&[9, 1], 2).unwrap(),
+            PurchaseOutcome::IdempotencyMismatch { first_quantity: 1 }
+        );
+    }
+
+    #[test]
+    fn malformed_replies_are_errors() {
+        assert!(PurchaseOutcome::decode(&[], 1).is_err());
+        assert!(PurchaseOutcome::decode(&[0, 1], 1).is_err());
+        assert!(PurchaseOutcome::decode(&[42], 1).is_err());
+    }
+}

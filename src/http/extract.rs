@@ -1,0 +1,275 @@
+//! Reading requests: size-limited strict JSON bodies, query strings, the
+//! bearer token and the client IP (X-Forwarded-For only through trusted proxies).
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::de::DeserializeOwned;
+
+use crate::config::TrustProxy;
+use crate::error::{ApiError, ErrorCode};
+
+/// Reads the whole body, refusing more than `limit` bytes with 413.
+pub async fn body_bytes(
+    headers: &HeaderMap,
+    body: Incoming,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request body is larger than {limit} bytes"),
+        )
+        .with_details(serde_json::json!({ "limit": limit }))
+    };
+    if let Some(len) = headers.get(CONTENT_LENGTH) {
+        let len: u64 = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| ApiError::validation("invalid Content-Length header"))?;
+        if len > limit as u64 {
+            return Err(too_large());
+        }
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(_) => Err(ApiError::validation("the request body could not be read")),
+    }
+}
+
+/// Parses a JSON body strictly: unknown fields, wrong types and malformed JSON
+/// give 400 `VALIDATION_FAILED`; an empty body is treated as `{}` so that
+/// required fields are reported by name.
+pub async fn json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Incoming,
+    limit: usize,
+) -> Result<T, ApiError> {
+    if let Some(ct) = headers.get(CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if !(mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")) {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "request body must be application/json",
+            ));
+        }
+    }
+    let bytes = body_bytes(headers, body, limit).await?;
+    parse_json(&bytes)
+}
+
+/// Strict JSON decoding of a complete body.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| {
+        let kind = match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                "malformed JSON"
+            }
+            _ => "invalid request body",
+        };
+        // serde's message names the field and the expected type; it holds no
+        // internal detail, only facts about the client's input.
+        ApiError::validation(format!("{kind}: {e}"))
+            .with_details(serde_json::json!({ "line": e.line(), "column": e.column() }))
+    })
+}
+
+/// Query string parameters, refusing names outside `allowed` and repeats.
+#[derive(Debug, Default)]
+pub struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+impl Query {
+    pub fn parse(query: Option<&str>, allowed: &[&str]) -> Result<Self, ApiError> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            if !allowed.contains(&k.as_ref()) {
+                return Err(ApiError::field(&k, "unknown query parameter"));
+            }
+            if pairs.iter().any(|(pk, _)| *pk == k) {
+                return Err(ApiError::field(&k, "given more than once"));
+            }
+            pairs.push((k.into_owned(), v.into_owned()));
+        }
+        Ok(Self { pairs })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// An integer parameter within `min..=max`, or `default` when absent.
+    pub fn int(&self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, ApiError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(ApiError::field(
+                    key,
+                    format!("must be an integer from {min} to {max}"),
+                )),
+            },
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The client's address: the socket peer, or, when the peer is a trusted proxy,
+/// the first untrusted address of X-Forwarded-For read right to left.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trust: &TrustProxy) -> IpAddr {
+    let peer = canonical(peer);
+    let hops = || {
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .rev()
+    };
+    match trust {
+        TrustProxy::None => peer,
+        TrustProxy::Hops(n) => {
+            // The peer is hop 1; each further trusted hop is one more entry from the right.
+            let mut ip = peer;
+            for (i, entry) in hops().enumerate() {
+                if i >= usize::from(*n) {
+                    break;
+                }
+                match entry.parse::<IpAddr>() {
+                    Ok(next) => ip = canonical(next),
+                    Err(_) => break,
+                }
+            }
+            ip
+        }
+        TrustProxy::Cidrs(nets) => {
+            let trusted = |ip: &IpAddr| nets.iter().any(|n| n.contains(ip));
+            if !trusted(&peer) {
+                return peer;
+            }
+            let mut ip = peer;
+            for entry in hops() {
+                match entry.parse::<IpAddr>() {
+                    Ok(next) => {
+                        ip = canonical(next);
+                        if !trusted(&ip) {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            ip
+        }
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn xff(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_ignored_without_trust() {
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(client_ip(peer, &xff("1.2.3.4"), &TrustProxy::None), peer);
+    }
+
+    #[test]
+    fn one_trusted_hop_takes_the_rightmost_entry() {
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let ip = client_ip(peer, &xff("6.6.6.6, 1.2.3.4"), &TrustProxy::Hops(1));
+        assert_eq!(ip, "1.2.3.4".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn cidr_trust_skips_trusted_hops_and_stops_at_the_first_untrusted() {
+        let trust: TrustProxy = "10.0.0.0/8".parse().unwrap();
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let ip = client_ip(peer, &xff("6.6.6.6, 1.2.3.4, 10.1.1.1"), &trust);
+        assert_eq!(ip, "1.2.3.4".parse::<IpAddr>().unwrap());
+        // An untrusted peer's header is ignored.
+        let outside: IpAddr = "8.8.8.8".parse().unwrap();
+        assert_eq!(client_ip(outside, &xff("1.2.3.4"), &trust), outside);
+    }
+
+    #[test]
+    fn bearer_requires_the_scheme() {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&h), None);
+    }
+
+    #[test]
+    fn query_refuses_unknown_and_repeated_names() {
+        assert!(Query::parse(Some("a=1&b=2"), &["a"]).is_err());
+        assert!(Query::parse(Some("a=1&a=2"), &["a"]).is_err());
+        let q = Query::parse(Some("a=5"), &["a"]).unwrap();
+        assert_eq!(q.int("a", 1, 1, 10).unwrap(), 5);
+        assert!(q.int("a", 1, 6, 10).is_err());
+    }
+
+    #[test]
+    fn malformed_json_is_a_validation_error() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct B {
+            a: u32,
+        }
+        assert_eq!(
+            parse_json::<B>(b"{").unwrap_err().code,
+            ErrorCode::ValidationFailed
+        );
+        assert_eq!(
+            parse_json::<B>(b"{\"a\":1,\"b\":2}").unwrap_err().code,
+            ErrorCode::ValidationFailed
+        );
+        assert_eq!(
+            parse_json::<B>(b"{\"a\":\"1\"}").unwrap_err().code,
+            ErrorCode::ValidationFailed
+        );
+        assert_eq!(parse_json::<B>(b"{\"a\":1}").unwrap().a, 1);
+    }
+}

@@ -1,0 +1,128 @@
+//! POST /api/signup and POST /api/signin.
+
+use http::Request;
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::auth::{CurrentUser, NewUser, Role, User, UserError, normalize_email};
+use crate::error::{ApiError, ErrorCode};
+use crate::http::extract;
+use crate::http::response::{HttpResult, created, ok};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignupBody {
+    name: String,
+    email: String,
+    password: String,
+    role: Option<Role>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SigninBody {
+    email: String,
+    password: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub role: Role,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id.to_hex(),
+            name: u.name.clone(),
+            email: u.email.clone(),
+            role: u.role,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SigninView {
+    user: UserView,
+    access_token: String,
+    expires_in: u64,
+}
+
+pub async fn signup(state: &AppState, req: Request<Incoming>) -> HttpResult {
+    let (parts, body) = req.into_parts();
+    let b: SignupBody =
+        extract::json(&parts.headers, body, state.config.http.max_body_bytes).await?;
+    let role = b.role.unwrap_or_default();
+    if role == Role::Admin {
+        // Only an admin may create another admin.
+        let caller = CurrentUser::from_headers(&state.keys, &parts.headers).map_err(|_| {
+            ApiError::new(
+                ErrorCode::Forbidden,
+                "only an admin can create an admin account",
+            )
+        })?;
+        if !caller.is_admin() {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "only an admin can create an admin account",
+            ));
+        }
+    }
+    let new = NewUser::parse(&b.name, &b.email, &b.password, role)
+        .map_err(|(f, m)| ApiError::field(f, m))?;
+    let user = create_user(state, &new).await?;
+    created(&UserView::from(&user))
+}
+
+pub(crate) async fn create_user(state: &AppState, new: &NewUser) -> Result<User, ApiError> {
+    let hash = state
+        .hasher
+        .hash(&new.password)
+        .await
+        .map_err(|e| ApiError::internal("password hashing failed", &e))?;
+    match state.users.insert(new, hash).await {
+        Ok(u) => Ok(u),
+        Err(UserError::EmailTaken) => Err(ApiError::new(
+            ErrorCode::EmailAlreadyExists,
+            "an account with this email already exists",
+        )),
+        Err(UserError::Store(e)) => Err(e.into()),
+    }
+}
+
+pub async fn signin(state: &AppState, req: Request<Incoming>) -> HttpResult {
+    let (parts, body) = req.into_parts();
+    let b: SigninBody =
+        extract::json(&parts.headers, body, state.config.http.max_body_bytes).await?;
+    let invalid = || ApiError::new(ErrorCode::InvalidCredentials, "invalid email or password");
+    if b.password.is_empty() || b.password.chars().count() > 128 {
+        return Err(invalid());
+    }
+    // Unknown emails still pay for one hash, so timing does not tell them apart.
+    let user = match normalize_email(&b.email) {
+        Some(email) => state.users.by_email(&email).await?,
+        None => None,
+    };
+    let ok_pw = state
+        .hasher
+        .verify(&b.password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .await
+        .map_err(|e| ApiError::internal("password verification failed", &e))?;
+    let Some(user) = user.filter(|_| ok_pw) else {
+        return Err(invalid());
+    };
+    let token = state
+        .keys
+        .issue(&user.id.to_hex(), user.role)
+        .map_err(|e| ApiError::internal("token signing failed", &e))?;
+    ok(&SigninView {
+        user: UserView::from(&user),
+        access_token: token,
+        expires_in: state.keys.ttl().as_secs(),
+    })
+}

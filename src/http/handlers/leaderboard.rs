@@ -1,0 +1,31 @@
+//! GET /api/leaderboard (admin): buyers by first purchase, from Redis.
+
+use http::Request;
+use hyper::body::Incoming;
+
+use super::admin;
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorCode};
+use crate::http::extract::Query;
+use crate::http::response::{HttpResult, ok};
+use crate::ids::SaleId;
+
+pub async fn page(state: &AppState, req: &Request<Incoming>) -> HttpResult {
+    admin(state, req)?;
+    let q = Query::parse(req.uri().query(), &["flashSaleId", "offset", "limit"])?;
+    let sale = q
+        .get("flashSaleId")
+        .ok_or_else(|| ApiError::field("flashSaleId", "is required"))?;
+    let sale = SaleId::parse(sale)
+        .map_err(|_| ApiError::field("flashSaleId", "must be a 24-hex-digit id"))?;
+    let offset = q.int("offset", 0, 0, 10_000_000)?;
+    let limit = q.int("limit", 100, 1, 1_000)?;
+    if !state.engine.is_seeded(sale).await? {
+        return Err(ApiError::new(
+            ErrorCode::FlashSaleNotFound,
+            "flash sale not found",
+        ));
+    }
+    let entries = state.leaderboard.page(sale, offset, limit).await?;
+    ok(&entries)
+}

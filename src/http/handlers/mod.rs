@@ -1,0 +1,27 @@
+//! One file per area; each handler extracts, calls its module, renders.
+
+pub mod auth;
+pub mod health;
+pub mod leaderboard;
+pub mod orders;
+pub mod products;
+pub mod purchase;
+pub mod sales;
+
+use http::Request;
+
+use crate::app::AppState;
+use crate::auth::CurrentUser;
+use crate::error::ApiError;
+
+/// The signed-in caller.
+pub(crate) fn user<B>(state: &AppState, req: &Request<B>) -> Result<CurrentUser, ApiError> {
+    CurrentUser::from_headers(&state.keys, req.headers())
+}
+
+/// The signed-in caller, who must be an admin.
+pub(crate) fn admin<B>(state: &AppState, req: &Request<B>) -> Result<CurrentUser, ApiError> {
+    let u = user(state, req)?;
+    u.require_admin()?;
+    Ok(u)
+}

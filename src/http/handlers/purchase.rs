@@ -1,0 +1,163 @@
+//! POST /api/purchase-product: validate, one script call, map the outcome.
+
+use std::net::SocketAddr;
+
+use http::header::HeaderValue;
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::user;
+use crate::app::AppState;
+use crate::auth::Role;
+use crate::engine::{Placed, PurchaseOutcome, PurchaseRequest};
+use crate::error::{ApiError, ErrorCode};
+use crate::http::extract;
+use crate::http::response::{HttpResult, json};
+use crate::ids::{SaleId, UserId};
+use crate::orders::order_id;
+
+/// Largest quantity accepted at all; the sale's own limit is usually far lower.
+pub const MAX_QUANTITY: u32 = 1_000_000;
+const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PurchaseBody {
+    pub flash_sale_id: String,
+    /// A JSON integer; fractions, strings and numbers beyond u32 are refused
+    /// by the decoder, zero and anything above [`MAX_QUANTITY`] below.
+    #[serde(default = "one")]
+    pub quantity: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PurchaseView {
+    id: String,
+    user_id: String,
+    flash_sale_id: String,
+    quantity: i64,
+    unit_price: f64,
+    total_price: f64,
+    purchased_at: String,
+    remaining_units: i64,
+}
+
+fn view(sale: SaleId, user: UserId, o: &Placed) -> PurchaseView {
+    PurchaseView {
+        id: order_id(sale, o.seq),
+        user_id: user.hex(),
+        flash_sale_id: sale.hex(),
+        quantity: o.quantity,
+        unit_price: crate::catalog::cents_to_units(o.unit_price_cents),
+        total_price: crate::catalog::cents_to_units(o.unit_price_cents * o.quantity),
+        purchased_at: crate::sales::model_rfc3339(mongodb::bson::DateTime::from_millis(
+            o.purchased_at_ms,
+        )),
+        remaining_units: o.remaining,
+    }
+}
+
+/// A valid Idempotency-Key: 1 to 128 visible ASCII characters.
+pub fn parse_idempotency_key(v: &HeaderValue) -> Result<&str, ApiError> {
+    let s = v.to_str().unwrap_or("");
+    if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::field(
+            "Idempotency-Key",
+            "must be 1 to 128 visible ASCII characters",
+        ));
+    }
+    Ok(s)
+}
+
+pub async fn purchase(state: &AppState, req: Request<Incoming>, peer: SocketAddr) -> HttpResult {
+    let caller = user(state, &req)?;
+    if caller.role != Role::Customer {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "only customers can purchase",
+        ));
+    }
+    let (parts, body) = req.into_parts();
+    let b: PurchaseBody =
+        extract::json(&parts.headers, body, state.config.http.max_body_bytes).await?;
+    if b.quantity == 0 || b.quantity > MAX_QUANTITY {
+        return Err(ApiError::field(
+            "quantity",
+            format!("must be an integer from 1 to {MAX_QUANTITY}"),
+        ));
+    }
+    let sale = SaleId::parse(b.flash_sale_id.trim())
+        .map_err(|_| ApiError::field("flashSaleId", "must be a 24-hex-digit id"))?;
+    let idempotency_key = match parts.headers.get(IDEMPOTENCY_HEADER) {
+        Some(v) => Some(parse_idempotency_key(v)?),
+        None => None,
+    };
+    let ip = extract::client_ip(peer.ip(), &parts.headers, &state.config.http.trust_proxy);
+    let request = PurchaseRequest {
+        sale,
+        user: caller.id,
+        quantity: b.quantity,
+        ip,
+        idempotency_key,
+    };
+    let outcome = state.engine.purchase(&request).await?;
+    match outcome {
+        PurchaseOutcome::Accepted { order, .. } => {
+            Ok(json(StatusCode::CREATED, &view(sale, caller.id, &order)))
+        }
+        PurchaseOutcome::Duplicate { order } => {
+            let mut res = json(StatusCode::CREATED, &view(sale, caller.id, &order));
+            res.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(res)
+        }
+        refused => Err(refusal(refused)),
+    }
+}
+
+/// The error for a refused purchase.
+pub fn refusal(o: PurchaseOutcome) -> ApiError {
+    match o {
+        PurchaseOutcome::NotFound => ApiError::new(ErrorCode::FlashSaleNotFound, "flash sale not found"),
+        PurchaseOutcome::NotStarted { start_ms } => {
+            ApiError::new(ErrorCode::FlashSaleNotStarted, "the flash sale has not started yet").with_details(
+                json!({ "startTime": crate::sales::model_rfc3339(mongodb::bson::DateTime::from_millis(start_ms)) }),
+            )
+        }
+        PurchaseOutcome::Ended { cancelled, .. } => {
+            ApiError::new(ErrorCode::FlashSaleEnded, "the flash sale has ended")
+                .with_details(json!({ "reason": if cancelled { "cancelled" } else { "time-ended" } }))
+        }
+        PurchaseOutcome::SoldOut => ApiError::new(ErrorCode::SoldOut, "the flash sale is sold out")
+            .with_details(json!({ "availableUnits": 0 })),
+        PurchaseOutcome::InsufficientStock { available } => {
+            ApiError::new(ErrorCode::InsufficientStock, format!("only {available} units are left"))
+                .with_details(json!({ "availableUnits": available }))
+        }
+        PurchaseOutcome::TransactionLimit { max_per_transaction } => ApiError::new(
+            ErrorCode::TransactionLimitExceeded,
+            format!("at most {max_per_transaction} units per purchase"),
+        )
+        .with_details(json!({ "maxPerTransaction": max_per_transaction })),
+        PurchaseOutcome::UserLimit { remaining, max_per_user } => ApiError::new(
+            ErrorCode::UserPurchaseLimitReached,
+            format!("you may buy {remaining} more units of this sale"),
+        )
+        .with_details(json!({ "remainingAllowance": remaining.max(0), "maxPerUser": max_per_user })),
+        PurchaseOutcome::IdempotencyMismatch { first_quantity } => ApiError::new(
+            ErrorCode::IdempotencyKeyReused,
+            "this Idempotency-Key was used for a different purchase",
+        )
+        .with_details(json!({ "firstQuantity": first_quantity })),
+        PurchaseOutcome::Accepted { .. } | PurchaseOutcome::Duplicate { .. } => {
+            ApiError::new(ErrorCode::Internal, "internal error")
+        }
+    }
+}

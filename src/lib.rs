@@ -1,0 +1,37 @@
+//! flashsale: a Redis-first flash-sale purchase engine with MongoDB as the
+//! system of record.
+//!
+//! # Layout
+//!
+//! - `config`: every setting, from the environment or a map in tests.
+//! - `app`: builds the parts from a config and runs them (`App`).
+//! - `http`: the hyper server, router, extraction and responses.
+//! - `auth`: accounts, PBKDF2 passwords, HS256 tokens, roles.
+//! - `catalog`: products.
+//! - `sales`: flash sales in MongoDB and their hot state in Redis.
+//! - `engine`: the one-script purchase and every Redis key of a sale.
+//! - `orders`: the order record and the write-behind from Redis streams.
+//! - `leaderboard`: buyers ranked by first purchase, from Redis.
+//! - `error`: the one table of error codes and the error body.
+//!
+//! A purchase: `http::router` → `http::handlers::purchase` → `engine::PurchaseEngine::purchase`
+//! (one EVALSHA) → the order waits in the sale's stream → `orders::WriteBehind`
+//! writes it to MongoDB.
+
+pub mod app;
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod http;
+pub mod ids;
+pub mod leaderboard;
+pub mod orders;
+pub mod redis;
+pub mod sales;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use app::{App, AppState};
+pub use config::Config;

@@ -1,0 +1,58 @@
+use mongodb::bson::{DateTime, oid::ObjectId};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::cents_to_units;
+use crate::ids::SaleId;
+use crate::sales::model_rfc3339;
+
+/// An accepted order as MongoDB stores it. `_id` is `<saleId>-<seq>`, assigned
+/// by the purchase script, so writing it twice is harmless.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Order {
+    #[serde(rename = "_id")]
+    pub id: String,
+    #[serde(rename = "flashSaleId")]
+    pub flash_sale_id: ObjectId,
+    #[serde(rename = "userId")]
+    pub user_id: ObjectId,
+    pub quantity: i64,
+    #[serde(rename = "unitPriceCents")]
+    pub unit_price_cents: i64,
+    #[serde(rename = "purchasedAt")]
+    pub purchased_at: DateTime,
+    pub seq: i64,
+    #[serde(default)]
+    pub ip: String,
+}
+
+/// The order id of the `seq`-th order of a sale.
+pub fn order_id(sale: SaleId, seq: i64) -> String {
+    format!("{}-{seq}", sale.hex())
+}
+
+/// The JSON shape of an order.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderView {
+    pub id: String,
+    pub user_id: String,
+    pub flash_sale_id: String,
+    pub quantity: i64,
+    pub unit_price: f64,
+    pub total_price: f64,
+    pub purchased_at: String,
+}
+
+impl From<&Order> for OrderView {
+    fn from(o: &Order) -> Self {
+        Self {
+            id: o.id.clone(),
+            user_id: o.user_id.to_hex(),
+            flash_sale_id: o.flash_sale_id.to_hex(),
+            quantity: o.quantity,
+            unit_price: cents_to_units(o.unit_price_cents),
+            total_price: cents_to_units(o.unit_price_cents * o.quantity),
+            purchased_at: model_rfc3339(o.purchased_at),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Reconciliation: per sale, the units Redis sold against the orders MongoDB holds.
+
+use fred::prelude::*;
+use serde::Serialize;
+
+use super::OrderStore;
+use crate::engine::SaleKeys;
+use crate::error::StoreError;
+use crate::ids::SaleId;
+use crate::sales::SaleStore;
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileReport {
+    pub flash_sale_id: String,
+    pub total_units: i64,
+    /// totalUnits minus the stock Redis holds.
+    pub redis_sold: i64,
+    /// Units in MongoDB's orders for the sale.
+    pub mongo_sold: i64,
+    pub mongo_orders: i64,
+    /// Orders the script allocated (the sequence counter).
+    pub redis_orders: i64,
+    /// Stream entries not yet acknowledged by the write-behind.
+    pub pending_write_behind: i64,
+    /// redisSold - mongoSold; 0 when everything reached MongoDB.
+    pub difference: i64,
+    pub consistent: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Reconciler {
+    pool: Pool,
+    orders: OrderStore,
+    sales: SaleStore,
+}
+
+impl Reconciler {
+    pub fn new(pool: Pool, orders: OrderStore, sales: SaleStore) -> Self {
+        Self {
+            pool,
+            orders,
+            sales,
+        }
+    }
+
+    pub async fn sale(&self, sale: SaleId) -> Result<ReconcileReport, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let client = self.pool.next();
+        let total: Option<i64> = client.hget(&keys.meta, "total").await?;
+        let stock: Option<i64> = client.get(&keys.stock).await?;
+        let seq: Option<i64> = client.get(&keys.seq).await?;
+        let pending: Value = client
+            .custom(
+                fred::types::CustomCommand::new_static(
+                    "XPENDING",
+                    fred::types::ClusterHash::FirstKey,
+                    false,
+                ),
+                vec![keys.orders.as_str(), crate::engine::ORDERS_GROUP],
+            )
+            .await
+            .unwrap_or(Value::Null);
+        let pending = match pending {
+            Value::Array(p) => p.first().and_then(Value::as_i64).unwrap_or(0),
+            _ => 0,
+        };
+        // Unread entries are pending too: everything after the group's cursor.
+        let unread = self.unread(client, &keys.orders).await.unwrap_or(0);
+        let total = match total {
+            Some(t) => t,
+            None => self.sales.get(sale).await?.map_or(0, |s| s.total_units),
+        };
+        let redis_sold = total - stock.unwrap_or(total);
+        let m = self.orders.sale_summary(sale).await?;
+        let difference = redis_sold - m.sold;
+        Ok(ReconcileReport {
+            flash_sale_id: sale.hex(),
+            total_units: total,
+            redis_sold,
+            mongo_sold: m.sold,
+            mongo_orders: m.orders,
+            redis_orders: seq.unwrap_or(0),
+            pending_write_behind: pending + unread,
+            difference,
+            consistent: difference == 0,
+        })
+    }
+
+    async fn unread(&self, client: &Client, key: &str) -> Result<i64, StoreError> {
+        let v: Value = client.xinfo_groups(key).await?;
+        let Value::Array(groups) = v else {
+            return Ok(0);
+        };
+        for g in groups {
+            let pairs: Vec<Value> = match g {
+                Value::Array(a) => a,
+                Value::Map(m) => m
+                    .inner()
+                    .into_iter()
+                    .flat_map(|(k, v)| [Value::from(k), v])
+                    .collect(),
+                _ => continue,
+            };
+            let mut name = None;
+            let mut lag = None;
+            for kv in pairs.chunks(2) {
+                if let [k, v] = kv {
+                    match k.as_str().as_deref() {
+                        Some("name") => name = v.as_string(),
+                        Some("lag") => lag = v.as_i64(),
+                        _ => {}
+                    }
+                }
+            }
+            if name.as_deref() == Some(crate::engine::ORDERS_GROUP) {
+                return Ok(lag.unwrap_or(0));
+            }
+        }
+        Ok(0)
+    }
+
+    /// Every sale in the write-behind registry.
+    pub async fn all(&self) -> Result<Vec<ReconcileReport>, StoreError> {
+        let ids: Vec<String> = self.pool.smembers(crate::engine::SALES_REGISTRY).await?;
+        let mut out = Vec::new();
+        for id in ids {
+            if let Ok(s) = SaleId::parse(&id) {
+                out.push(self.sale(s).await?);
+            }
+        }
+        out.sort_by(|a, b| a.flash_sale_id.cmp(&b.flash_sale_id));
+        Ok(out)
+    }
+}

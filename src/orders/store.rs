@@ -1,0 +1,201 @@
+//! The `orders` collection.
+
+use futures_util::TryStreamExt;
+use mongodb::bson::{Document, doc};
+use mongodb::options::WriteConcern;
+use mongodb::{Collection, Database, IndexModel};
+
+use super::Order;
+use crate::error::StoreError;
+use crate::ids::{SaleId, UserId};
+
+pub(super) const COLLECTION: &str = "orders";
+
+/// What MongoDB holds for one sale.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SaleSummary {
+    pub sold: i64,
+    pub orders: i64,
+    pub max_seq: i64,
+    pub buyers: Vec<BuyerSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuyerSummary {
+    pub user: UserId,
+    pub units: i64,
+    pub first_ms: i64,
+    pub first_seq: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct OrderStore {
+    coll: Collection<Order>,
+}
+
+impl OrderStore {
+    pub fn new(db: &Database) -> Self {
+        Self {
+            coll: db.collection(COLLECTION),
+        }
+    }
+
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        self.coll
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "userId": 1, "purchasedAt": -1 })
+                    .build(),
+            )
+            .await?;
+        self.coll
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "flashSaleId": 1, "seq": 1 })
+                    .build(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Writes a batch idempotently: unordered, majority-acknowledged, and a
+    /// duplicate `_id` counts as already written. Returns how many were new.
+    pub async fn insert_batch(&self, orders: &[Order]) -> Result<usize, StoreError> {
+        if orders.is_empty() {
+            return Ok(0);
+        }
+        let result = self
+            .coll
+            .insert_many(orders)
+            .ordered(false)
+            .write_concern(WriteConcern::majority())
+            .await;
+        match result {
+            Ok(r) => Ok(r.inserted_ids.len()),
+            Err(e) => {
+                use mongodb::error::ErrorKind;
+                if let ErrorKind::InsertMany(im) = &*e.kind {
+                    let only_duplicates = im.write_concern_error.is_none()
+                        && im
+                            .write_errors
+                            .as_ref()
+                            .is_some_and(|es| es.iter().all(|w| w.code == 11000));
+                    if only_duplicates {
+                        let dups = im.write_errors.as_ref().map_or(0, Vec::len);
+                        return Ok(orders.len().saturating_sub(dups));
+                    }
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    pub async fn for_user(
+        &self,
+        user: UserId,
+        offset: u64,
+        limit: i64,
+    ) -> Result<Vec<Order>, StoreError> {
+        self.find(
+            doc! { "userId": user.oid() },
+            doc! { "purchasedAt": -1, "_id": -1 },
+            offset,
+            limit,
+        )
+        .await
+    }
+
+    pub async fn for_sale(
+        &self,
+        sale: SaleId,
+        user: Option<UserId>,
+        offset: u64,
+        limit: i64,
+    ) -> Result<Vec<Order>, StoreError> {
+        let mut filter = doc! { "flashSaleId": sale.oid() };
+        if let Some(u) = user {
+            filter.insert("userId", u.oid());
+        }
+        self.find(filter, doc! { "seq": 1 }, offset, limit).await
+    }
+
+    pub async fn all(&self, offset: u64, limit: i64) -> Result<Vec<Order>, StoreError> {
+        self.find(
+            doc! {},
+            doc! { "purchasedAt": -1, "_id": -1 },
+            offset,
+            limit,
+        )
+        .await
+    }
+
+    async fn find(
+        &self,
+        filter: Document,
+        sort: Document,
+        offset: u64,
+        limit: i64,
+    ) -> Result<Vec<Order>, StoreError> {
+        let cursor = self
+            .coll
+            .find(filter)
+            .sort(sort)
+            .skip(offset)
+            .limit(limit)
+            .await?;
+        Ok(cursor.try_collect().await?)
+    }
+
+    /// Units sold, order count, highest sequence and per-buyer totals of a sale.
+    pub async fn sale_summary(&self, sale: SaleId) -> Result<SaleSummary, StoreError> {
+        let pipeline = vec![
+            doc! { "$match": { "flashSaleId": sale.oid() } },
+            doc! { "$group": {
+                "_id": "$userId",
+                "units": { "$sum": "$quantity" },
+                "orders": { "$sum": 1 },
+                "firstAt": { "$min": "$purchasedAt" },
+                "firstSeq": { "$min": "$seq" },
+                "maxSeq": { "$max": "$seq" },
+            } },
+        ];
+        let docs: Vec<Document> = self.coll.aggregate(pipeline).await?.try_collect().await?;
+        let mut s = SaleSummary::default();
+        for d in docs {
+            let int = |k: &str| -> Result<i64, StoreError> {
+                match d.get(k) {
+                    Some(mongodb::bson::Bson::Int32(v)) => Ok(i64::from(*v)),
+                    Some(mongodb::bson::Bson::Int64(v)) => Ok(*v),
+                    Some(mongodb::bson::Bson::Double(v)) => Ok(*v as i64),
+                    other => Err(StoreError::Corrupt(format!(
+                        "order summary field {k}: {other:?}"
+                    ))),
+                }
+            };
+            let user = d
+                .get_object_id("_id")
+                .map_err(|_| StoreError::Corrupt("order summary without a user id".into()))?;
+            let first_ms = d
+                .get_datetime("firstAt")
+                .map(|t| t.timestamp_millis())
+                .map_err(|_| StoreError::Corrupt("order summary without firstAt".into()))?;
+            let b = BuyerSummary {
+                user: UserId(user),
+                units: int("units")?,
+                first_ms,
+                first_seq: int("firstSeq")?,
+            };
+            s.sold += b.units;
+            s.orders += int("orders")?;
+            s.max_seq = s.max_seq.max(int("maxSeq")?);
+            s.buyers.push(b);
+        }
+        s.buyers.sort_by_key(|b| b.first_seq);
+        Ok(s)
+    }
+
+    /// How many order documents carry this id (0 or 1 when all is well).
+    pub async fn count_id(&self, id: &str) -> Result<u64, StoreError> {
+        Ok(self.coll.count_documents(doc! { "_id": id }).await?)
+    }
+}

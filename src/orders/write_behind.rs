@@ -1,0 +1,417 @@
+//! The write-behind: drains every sale's order stream into MongoDB.
+//!
+//! Each instance reads the streams with one consumer group. A batch is written
+//! with `insert_many` (unordered, the order id as `_id`) and acknowledged only
+//! after MongoDB accepted it, so a crash at any point loses nothing: entries
+//! stay pending, are re-read by this consumer or claimed by another one after
+//! `claim_idle` (XAUTOCLAIM), and writing them twice is harmless. Acknowledged
+//! entries are trimmed. While MongoDB is down, orders wait in Redis and the
+//! loop backs off.
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
+use mongodb::bson::{DateTime, oid::ObjectId};
+use tokio_util::sync::CancellationToken;
+
+use super::{Order, OrderStore, order_id};
+use crate::engine::{ORDERS_GROUP, SALES_REGISTRY, SaleKeys};
+use crate::error::{ErrorChain, StoreError};
+use crate::ids::SaleId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteBehindError {
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error("mongodb: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Stream entries read (own pending, claimed and new).
+    pub read: usize,
+    /// Entries taken over from another consumer.
+    pub claimed: usize,
+    /// Orders MongoDB did not have before.
+    pub written: usize,
+    /// Entries acknowledged.
+    pub acked: usize,
+    /// Malformed entries moved to the dead-letter stream.
+    pub dead: usize,
+}
+
+impl std::ops::AddAssign for FlushReport {
+    fn add_assign(&mut self, o: Self) {
+        self.read += o.read;
+        self.claimed += o.claimed;
+        self.written += o.written;
+        self.acked += o.acked;
+        self.dead += o.dead;
+    }
+}
+
+/// One stream entry: its id and its decoded order (None when malformed).
+type Entry = (String, Option<Order>);
+
+#[derive(Debug, Clone)]
+pub struct WriteBehind {
+    pool: Pool,
+    orders: OrderStore,
+    consumer: String,
+    batch: usize,
+    claim_idle: Duration,
+    interval: Duration,
+}
+
+fn cmd(name: &'static str) -> CustomCommand {
+    CustomCommand::new_static(name, ClusterHash::FirstKey, false)
+}
+
+impl WriteBehind {
+    pub fn new(
+        pool: Pool,
+        orders: OrderStore,
+        consumer: String,
+        batch: usize,
+        claim_idle: Duration,
+        interval: Duration,
+    ) -> Self {
+        Self {
+            pool,
+            orders,
+            consumer,
+            batch: batch.max(1),
+            claim_idle,
+            interval,
+        }
+    }
+
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// One pass over every sale stream: read up to a batch per sale, write it
+    /// to MongoDB, acknowledge and trim.
+    pub async fn flush_once(&self) -> Result<FlushReport, WriteBehindError> {
+        let sales: Vec<String> = self.pool.smembers(SALES_REGISTRY).await?;
+        let mut report = FlushReport::default();
+        let mut first_err = None;
+        for hex in sales {
+            let Ok(sale) = SaleId::parse(&hex) else {
+                continue;
+            };
+            match self.flush_sale(sale).await {
+                Ok(r) => report += r,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    /// Flushes until a pass reads nothing, or `deadline` passes.
+    pub async fn drain(&self, deadline: Duration) -> Result<FlushReport, WriteBehindError> {
+        let until = tokio::time::Instant::now() + deadline;
+        let mut total = FlushReport::default();
+        loop {
+            let r = self.flush_once().await?;
+            total += r;
+            if r.read == 0 || tokio::time::Instant::now() >= until {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Runs until `stop` is cancelled, then drains what is left.
+    pub async fn run_until_stopped(self, stop: CancellationToken, drain_deadline: Duration) {
+        let max_backoff = Duration::from_secs(5);
+        let mut delay = self.interval;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            match self.flush_once().await {
+                Ok(r) if r.read >= self.batch => delay = Duration::ZERO,
+                Ok(_) => delay = self.interval,
+                Err(e) => {
+                    tracing::warn!(error = %ErrorChain(&e), "write-behind flush failed; orders wait in Redis");
+                    delay = (delay * 2).clamp(Duration::from_millis(100), max_backoff);
+                }
+            }
+        }
+        match self.drain(drain_deadline).await {
+            Ok(r) => tracing::info!(written = r.written, acked = r.acked, "write-behind drained"),
+            Err(e) => {
+                tracing::warn!(error = %ErrorChain(&e), "write-behind could not drain; orders stay in Redis")
+            }
+        }
+    }
+
+    async fn flush_sale(&self, sale: SaleId) -> Result<FlushReport, WriteBehindError> {
+        let key = SaleKeys::new(sale).orders;
+        let client = self.pool.next();
+        let mut report = FlushReport::default();
+
+        // 1. Our own pending entries: written before a failure, not yet acknowledged.
+        let mut entries = match self.read_group(client, &key, "0", sale).await {
+            Err(e) if e.details().starts_with("NOGROUP") => {
+                let r: Result<(), _> = client.xgroup_create(&key, ORDERS_GROUP, "0", true).await;
+                if let Err(e) = r
+                    && !e.details().starts_with("BUSYGROUP")
+                {
+                    return Err(e.into());
+                }
+                Vec::new()
+            }
+            other => other?,
+        };
+        // 2. Entries a dead consumer left pending.
+        if entries.len() < self.batch {
+            let claimed = self
+                .autoclaim(client, &key, sale, self.batch - entries.len())
+                .await?;
+            report.claimed = claimed.len();
+            entries.extend(claimed);
+        }
+        // 3. New entries.
+        if entries.len() < self.batch {
+            entries.extend(self.read_group(client, &key, ">", sale).await?);
+        }
+        report.read = entries.len();
+        if entries.is_empty() {
+            return Ok(report);
+        }
+
+        let (good, bad): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().partition(|(_, o)| o.is_some());
+        let orders: Vec<Order> = good.iter().filter_map(|(_, o)| o.clone()).collect();
+        report.written = self.orders.insert_batch(&orders).await?;
+
+        if !bad.is_empty() {
+            let dead_key = format!("{key}:dead");
+            for (id, _) in &bad {
+                tracing::error!(sale = %sale, entry = %id, "malformed order entry moved to the dead-letter stream");
+                let _: String = client
+                    .xadd(&dead_key, false, None, "*", vec![("entry", id.as_str())])
+                    .await?;
+            }
+            report.dead = bad.len();
+        }
+
+        let ids: Vec<String> = good.into_iter().chain(bad).map(|(id, _)| id).collect();
+        let acked: i64 = client.xack(&key, ORDERS_GROUP, ids.clone()).await?;
+        report.acked = usize::try_from(acked).unwrap_or(0);
+        self.trim(client, &key, &ids).await?;
+        Ok(report)
+    }
+
+    async fn read_group(
+        &self,
+        client: &Client,
+        key: &str,
+        from: &str,
+        sale: SaleId,
+    ) -> Result<Vec<Entry>, fred::error::Error> {
+        let v: Value = client
+            .xreadgroup(
+                ORDERS_GROUP,
+                self.consumer.as_str(),
+                Some(self.batch as u64),
+                None,
+                false,
+                key,
+                from,
+            )
+            .await?;
+        // [[key, [[id, [field, value, ...]], ...]]] or nil
+        let mut out = Vec::new();
+        if let Value::Array(streams) = v {
+            for s in streams {
+                if let Value::Array(mut kv) = s
+                    && kv.len() == 2
+                {
+                    out.extend(parse_entries(kv.swap_remove(1), sale));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn autoclaim(
+        &self,
+        client: &Client,
+        key: &str,
+        sale: SaleId,
+        count: usize,
+    ) -> Result<Vec<Entry>, fred::error::Error> {
+        let idle_ms = self.claim_idle.as_millis().to_string();
+        let v: Value = client
+            .custom(
+                cmd("XAUTOCLAIM"),
+                vec![
+                    key,
+                    ORDERS_GROUP,
+                    self.consumer.as_str(),
+                    idle_ms.as_str(),
+                    "0-0",
+                    "COUNT",
+                    &count.to_string(),
+                ],
+            )
+            .await?;
+        // [next-id, [[id, [fields]] ...], [deleted ids]]
+        match v {
+            Value::Array(mut parts) if parts.len() >= 2 => {
+                Ok(parse_entries(parts.swap_remove(1), sale))
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Trims entries below the oldest one that may still be needed.
+    async fn trim(
+        &self,
+        client: &Client,
+        key: &str,
+        acked: &[String],
+    ) -> Result<(), fred::error::Error> {
+        let Some(max_acked) = acked.iter().filter_map(|id| parse_id(id)).max() else {
+            return Ok(());
+        };
+        let v: Value = client
+            .custom(cmd("XPENDING"), vec![key, ORDERS_GROUP])
+            .await?;
+        // [count, min-id, max-id, consumers]
+        let min_pending = match &v {
+            Value::Array(p) if p.len() >= 2 && p[0].as_i64().unwrap_or(0) > 0 => {
+                p[1].as_str().and_then(|s| parse_id(&s))
+            }
+            _ => None,
+        };
+        let keep_from = min_pending.map_or(max_acked, |p| p.min(max_acked));
+        let minid = format!("{}-{}", keep_from.0, keep_from.1);
+        let _: Value = client
+            .custom(cmd("XTRIM"), vec![key, "MINID", minid.as_str()])
+            .await?;
+        Ok(())
+    }
+}
+
+fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+fn parse_entries(v: Value, sale: SaleId) -> Vec<Entry> {
+    let Value::Array(items) = v else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let Value::Array(mut pair) = item else {
+                return None;
+            };
+            if pair.len() != 2 {
+                return None;
+            }
+            let fields = pair.pop()?;
+            let id = pair.pop()?.as_string()?;
+            let order = match fields {
+                Value::Array(f) => decode_order(&f, sale),
+                _ => None, // deleted entry still pending
+            };
+            Some((id, order))
+        })
+        .collect()
+}
+
+fn decode_order(fields: &[Value], sale: SaleId) -> Option<Order> {
+    let mut seq = None;
+    let mut user = None;
+    let mut qty = None;
+    let mut price = None;
+    let mut ts = None;
+    let mut ip = String::new();
+    for kv in fields.chunks(2) {
+        let [k, v] = kv else { return None };
+        let v = v.as_string()?;
+        match k.as_str()?.as_ref() {
+            "seq" => seq = v.parse::<i64>().ok(),
+            "user" => user = ObjectId::parse_str(&v).ok(),
+            "qty" => qty = v.parse::<i64>().ok(),
+            "price" => price = v.parse::<i64>().ok(),
+            "ts" => ts = v.parse::<i64>().ok(),
+            "ip" => ip = v,
+            _ => {}
+        }
+    }
+    let seq = seq?;
+    Some(Order {
+        id: order_id(sale, seq),
+        flash_sale_id: sale.oid(),
+        user_id: user?,
+        quantity: qty.filter(|q| *q > 0)?,
+        unit_price_cents: price?,
+        purchased_at: DateTime::from_millis(ts?),
+        seq,
+        ip,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: &str) -> Value {
+        Value::String(x.into())
+    }
+
+    #[test]
+    fn stream_entries_decode_into_orders() {
+        let sale = SaleId::new();
+        let user = ObjectId::new();
+        let entries = Value::Array(vec![
+            Value::Array(vec![
+                s("1-0"),
+                Value::Array(vec![
+                    s("seq"),
+                    s("3"),
+                    s("user"),
+                    s(&user.to_hex()),
+                    s("qty"),
+                    s("2"),
+                    s("price"),
+                    s("1599"),
+                    s("ts"),
+                    s("1700000000000"),
+                    s("ip"),
+                    s("127.0.0.1"),
+                ]),
+            ]),
+            Value::Array(vec![s("2-0"), Value::Null]),
+            Value::Array(vec![s("3-0"), Value::Array(vec![s("seq"), s("x")])]),
+        ]);
+        let out = parse_entries(entries, sale);
+        assert_eq!(out.len(), 3);
+        let o = out[0].1.as_ref().unwrap();
+        assert_eq!(o.id, format!("{}-3", sale.hex()));
+        assert_eq!((o.quantity, o.unit_price_cents, o.user_id), (2, 1599, user));
+        assert!(out[1].1.is_none());
+        assert!(out[2].1.is_none());
+    }
+
+    #[test]
+    fn stream_ids_parse() {
+        assert_eq!(parse_id("17-3"), Some((17, 3)));
+        assert_eq!(parse_id("x"), None);
+    }
+}

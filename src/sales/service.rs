@@ -1,0 +1,284 @@
+//! Sale lifecycle operations that span MongoDB (the record) and Redis (the
+//! hot state): create, rerun, cancel, and re-seeding Redis after it lost data.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::model::{FieldError, parse_time};
+use super::store::new_sale_doc;
+use super::{EndReason, FlashSale, NewFlashSale, SaleInput, SaleStatus, SaleStore};
+use crate::catalog::ProductStore;
+use crate::engine::{HotSale, PurchaseEngine, keys};
+use crate::error::{ApiError, ErrorCode, StoreError};
+use crate::ids::SaleId;
+use crate::orders::OrderStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SaleError {
+    #[error("{0}: {1}")]
+    Invalid(&'static str, String),
+    #[error("product not found")]
+    ProductNotFound,
+    #[error("flash sale not found")]
+    NotFound,
+    #[error("another sale of this product overlaps the window")]
+    Overlap(Vec<String>),
+    #[error("the sale has already ended")]
+    AlreadyEnded,
+    #[error("another change to this product's sales is in progress")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<FieldError> for SaleError {
+    fn from((f, m): FieldError) -> Self {
+        Self::Invalid(f, m)
+    }
+}
+
+impl From<SaleError> for ApiError {
+    fn from(e: SaleError) -> Self {
+        match e {
+            SaleError::Invalid(f, m) => ApiError::field(f, m),
+            SaleError::ProductNotFound => {
+                ApiError::new(ErrorCode::ProductNotFound, "product not found")
+            }
+            SaleError::NotFound => {
+                ApiError::new(ErrorCode::FlashSaleNotFound, "flash sale not found")
+            }
+            SaleError::Overlap(ids) => ApiError::new(
+                ErrorCode::FlashSaleOverlap,
+                "another flash sale of this product overlaps this window",
+            )
+            .with_details(serde_json::json!({ "overlapping": ids })),
+            SaleError::AlreadyEnded => ApiError::new(
+                ErrorCode::FlashSaleEnded,
+                "the flash sale has already ended",
+            ),
+            SaleError::Busy => ApiError::unavailable(),
+            SaleError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// The rerun body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RerunInput {
+    pub start_time: String,
+    pub end_time: String,
+    pub total_units: Option<i64>,
+}
+
+/// Sale operations shared by the handlers, the scheduler and start-up.
+#[derive(Debug, Clone)]
+pub struct SaleService {
+    pub store: SaleStore,
+    products: ProductStore,
+    engine: PurchaseEngine,
+    orders: OrderStore,
+    default_max_per_user: i64,
+    default_max_per_tx: i64,
+}
+
+pub fn now_ms() -> i64 {
+    mongodb::bson::DateTime::now().timestamp_millis()
+}
+
+impl SaleService {
+    pub fn new(
+        store: SaleStore,
+        products: ProductStore,
+        engine: PurchaseEngine,
+        orders: OrderStore,
+        default_max_per_user: u32,
+        default_max_per_tx: u32,
+    ) -> Self {
+        Self {
+            store,
+            products,
+            engine,
+            orders,
+            default_max_per_user: i64::from(default_max_per_user),
+            default_max_per_tx: i64::from(default_max_per_tx),
+        }
+    }
+
+    pub async fn create(&self, input: &SaleInput) -> Result<FlashSale, SaleError> {
+        let new = NewFlashSale::parse(
+            input,
+            now_ms(),
+            self.default_max_per_user,
+            self.default_max_per_tx,
+        )?;
+        self.create_validated(&new, None).await
+    }
+
+    /// Inserts a validated sale after checking its product and overlaps, with
+    /// sale creation for one product serialised by a short Redis lock.
+    async fn create_validated(
+        &self,
+        new: &NewFlashSale,
+        rerun_of: Option<SaleId>,
+    ) -> Result<FlashSale, SaleError> {
+        let product = self
+            .products
+            .get(new.product_id)
+            .await?
+            .ok_or(SaleError::ProductNotFound)?;
+        let lock_key = keys::product_lock(&new.product_id.hex());
+        let token = self
+            .engine
+            .lock(&lock_key, Duration::from_secs(10), Duration::from_secs(3))
+            .await?
+            .ok_or(SaleError::Busy)?;
+        let result = self
+            .insert_unless_overlap(new, product.price_cents, rerun_of)
+            .await;
+        if let Err(e) = self.engine.unlock(&lock_key, &token).await {
+            tracing::warn!(error = %e, "failed to release a product lock; it expires by itself");
+        }
+        result
+    }
+
+    async fn insert_unless_overlap(
+        &self,
+        new: &NewFlashSale,
+        price_cents: i64,
+        rerun_of: Option<SaleId>,
+    ) -> Result<FlashSale, SaleError> {
+        let candidates = self
+            .store
+            .overlapping(new.product_id, new.start_ms, new.end_ms)
+            .await?;
+        if !candidates.is_empty() {
+            // A sold-out sale no longer holds its window.
+            let ids: Vec<SaleId> = candidates.iter().map(FlashSale::sale_id).collect();
+            let stock = self.engine.available_many(&ids).await?;
+            let live: Vec<String> = ids
+                .iter()
+                .zip(stock)
+                .filter(|(_, s)| s.is_none_or(|s| s > 0))
+                .map(|(id, _)| id.hex())
+                .collect();
+            if !live.is_empty() {
+                return Err(SaleError::Overlap(live));
+            }
+        }
+        let sale = new_sale_doc(new, price_cents, rerun_of.map(SaleId::oid));
+        // Redis first: a sale in MongoDB is always buyable, and a crash between
+        // the two leaves only unreachable hot state behind.
+        self.engine.seed(&hot(&sale, sale.total_units, 0)).await?;
+        self.store.insert(&sale).await?;
+        Ok(sale)
+    }
+
+    /// The sale and its live stock.
+    pub async fn get(&self, id: SaleId) -> Result<(FlashSale, Option<i64>), SaleError> {
+        let sale = self.store.get(id).await?.ok_or(SaleError::NotFound)?;
+        let available = self.engine.available(id).await?;
+        Ok((sale, available))
+    }
+
+    pub async fn list(
+        &self,
+        status: Option<SaleStatus>,
+        offset: u64,
+        limit: i64,
+    ) -> Result<Vec<(FlashSale, Option<i64>)>, SaleError> {
+        let sales = self.store.list(status, now_ms(), offset, limit).await?;
+        let ids: Vec<SaleId> = sales.iter().map(FlashSale::sale_id).collect();
+        let stock = self.engine.available_many(&ids).await?;
+        Ok(sales.into_iter().zip(stock).collect())
+    }
+
+    /// A new sale event for the same product with fresh inventory.
+    pub async fn rerun(&self, id: SaleId, input: &RerunInput) -> Result<FlashSale, SaleError> {
+        let old = self.store.get(id).await?.ok_or(SaleError::NotFound)?;
+        let start_ms = parse_time("startTime", &input.start_time)?;
+        let end_ms = parse_time("endTime", &input.end_time)?;
+        NewFlashSale::check_window(start_ms, end_ms, now_ms())?;
+        let total_units = input.total_units.unwrap_or(old.total_units);
+        if !(1..=super::model::MAX_TOTAL_UNITS).contains(&total_units) {
+            return Err(SaleError::Invalid(
+                "totalUnits",
+                "must be an integer from 1 to 10000000".into(),
+            ));
+        }
+        let new = NewFlashSale {
+            product_id: crate::ids::ProductId(old.product_id),
+            start_ms,
+            end_ms,
+            discount: old.discount,
+            total_units,
+            max_per_user: old.max_per_user,
+            max_per_transaction: old.max_per_transaction,
+        };
+        self.create_validated(&new, Some(id)).await
+    }
+
+    /// Cancels an open sale: Redis refuses purchases at once, then MongoDB records it.
+    pub async fn cancel(&self, id: SaleId) -> Result<FlashSale, SaleError> {
+        let sale = self.store.get(id).await?.ok_or(SaleError::NotFound)?;
+        if sale.status_at(now_ms()) != SaleStatus::Pending
+            && sale.status_at(now_ms()) != SaleStatus::Active
+        {
+            return Err(SaleError::AlreadyEnded);
+        }
+        self.engine.cancel(id).await?;
+        self.store
+            .finish(id, SaleStatus::Cancelled, EndReason::Cancelled)
+            .await?;
+        let sale = self.store.get(id).await?.ok_or(SaleError::NotFound)?;
+        Ok(sale)
+    }
+
+    /// Re-seeds Redis for every open sale it no longer holds (Redis restarted
+    /// empty). Stock is rebuilt from the orders MongoDB holds; stock Redis
+    /// still holds is never touched. Returns how many sales were re-seeded.
+    pub async fn reseed_missing(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for sale in self.store.open(now_ms()).await? {
+            let id = sale.sale_id();
+            if self.engine.is_seeded(id).await? {
+                // Make sure the write-behind knows the stream even if the
+                // registry was lost on its own.
+                self.engine.seed(&hot(&sale, 0, 0)).await?;
+                continue;
+            }
+            let summary = self.orders.sale_summary(id).await?;
+            let buyers: Vec<(String, i64, i64, i64)> = summary
+                .buyers
+                .iter()
+                .map(|b| (b.user.hex(), b.units, b.first_ms, b.first_seq))
+                .collect();
+            self.engine.restore_buyers(id, &buyers).await?;
+            let stock = (sale.total_units - summary.sold).max(0);
+            if self
+                .engine
+                .seed(&hot(&sale, stock, summary.max_seq))
+                .await?
+            {
+                tracing::info!(sale = %id, stock, sold = summary.sold, "re-seeded a sale into Redis");
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn hot(sale: &FlashSale, stock_if_new: i64, seq_floor: i64) -> HotSale {
+    HotSale {
+        id: sale.sale_id(),
+        start_ms: sale.start_time.timestamp_millis(),
+        end_ms: sale.end_time.timestamp_millis(),
+        max_per_user: sale.max_per_user,
+        max_per_transaction: sale.max_per_transaction,
+        price_cents: sale.sale_price_cents,
+        total_units: sale.total_units,
+        stock_if_new,
+        seq_floor,
+    }
+}
