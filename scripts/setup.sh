@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Idempotent set-up of a fresh Debian/Ubuntu machine for flashsale.
+#
+# Makes sure these are present, installing only what is missing:
+#   - redis-server and redis-cli       (Debian package redis-server)
+#   - cargo                            (not installed here: points to https://rustup.rs)
+#   - python3 with venv support        (Debian packages python3, python3-venv)
+#   - .venv/ with SecantusDB pinned    (provides .venv/bin/secantusd-py, the
+#                                       Mongo-wire server used by run.sh and the tests)
+#
+# A second run installs nothing and only reports what is present.
+#
+# Environment:
+#   SECANTUSDB_SPEC   pip requirement to install (default: SecantusDB==0.7.0b3)
+#   PYTHON            python interpreter used to create .venv (default: python3)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+readonly SECANTUSDB_SPEC="${SECANTUSDB_SPEC:-SecantusDB==0.7.0b3}"
+readonly PYTHON="${PYTHON:-python3}"
+readonly VENV=".venv"
+
+log() { printf 'setup: %s\n' "$*"; }
+die() {
+  printf 'setup: error: %s\n' "$*" >&2
+  exit 1
+}
+
+did_something=0
+apt_updated=0
+
+# Runs a command as root: directly when root, through sudo when available.
+as_root() {
+  if [[ "$(id -u)" -eq 0 ]]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    die "need root to run '$*' (not root and sudo is not installed); run it by hand and retry"
+  fi
+}
+
+# Installs Debian packages, running apt-get update once, and only when needed.
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 ||
+    die "apt-get not found: install $* with your system's package manager and retry"
+  if [[ "$apt_updated" -eq 0 ]]; then
+    log "apt-get update"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  log "apt-get install $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+  did_something=1
+}
+
+# The Debian package starts a system-wide redis on port 6379; we never use it
+# (run.sh starts its own on REDIS_PORT), so stop and disable the one we just installed.
+stop_system_redis() {
+  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
+    as_root systemctl disable --now redis-server >/dev/null 2>&1 || true
+    log "stopped and disabled the system redis-server service (not used by flashsale)"
+  elif command -v service >/dev/null 2>&1; then
+    as_root service redis-server stop >/dev/null 2>&1 || true
+    if command -v update-rc.d >/dev/null 2>&1; then
+      as_root update-rc.d redis-server disable >/dev/null 2>&1 || true
+    fi
+    log "stopped the system redis-server service (not used by flashsale)"
+  fi
+}
+
+# --- redis -------------------------------------------------------------------
+if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
+  log "redis-server present ($(redis-server --version | awk '{print $3}'))"
+else
+  apt_install redis-server
+  stop_system_redis
+  command -v redis-server >/dev/null 2>&1 || die "redis-server still missing after install"
+  log "installed redis-server ($(redis-server --version | awk '{print $3}'))"
+fi
+
+# --- cargo -------------------------------------------------------------------
+if command -v cargo >/dev/null 2>&1; then
+  log "cargo present ($(cargo --version))"
+  # test.sh needs rustfmt and clippy; rustup installs them when they are missing.
+  missing_components=()
+  cargo fmt --version >/dev/null 2>&1 || missing_components+=(rustfmt)
+  cargo clippy --version >/dev/null 2>&1 || missing_components+=(clippy)
+  if [[ ${#missing_components[@]} -gt 0 ]]; then
+    if command -v rustup >/dev/null 2>&1; then
+      log "rustup component add ${missing_components[*]}"
+      rustup component add "${missing_components[@]}"
+      did_something=1
+    else
+      log "warning: cargo ${missing_components[*]} missing (needed by scripts/test.sh) and rustup not found"
+    fi
+  fi
+else
+  msg="cargo (Rust) is not installed or not on PATH.
+  Install Rust with rustup: https://rustup.rs
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh
+  then open a new shell (or run: . \"\$HOME/.cargo/env\") and run this script again."
+  if [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+    msg="$msg
+  Note: $HOME/.cargo/bin/cargo exists; it is just not on PATH (run: . \"\$HOME/.cargo/env\")."
+  fi
+  printf 'setup: error: %s\n' "$msg" >&2
+  exit 1
+fi
+
+# --- python3 + .venv + SecantusDB --------------------------------------------
+if command -v "$PYTHON" >/dev/null 2>&1; then
+  log "python3 present ($("$PYTHON" --version 2>&1))"
+else
+  [[ "$PYTHON" == python3 ]] || die "PYTHON=$PYTHON not found"
+  apt_install python3 python3-venv
+fi
+
+if [[ -x "$VENV/bin/python" ]]; then
+  log "$VENV present"
+else
+  # A half-made .venv (e.g. from an earlier failed attempt) is replaced.
+  rm -rf "$VENV"
+  log "creating $VENV"
+  if ! venv_err="$("$PYTHON" -m venv "$VENV" 2>&1)"; then
+    rm -rf "$VENV"
+    # Debian/Ubuntu ship venv/ensurepip in a separate package.
+    log "'$PYTHON -m venv' failed; installing python3-venv"
+    apt_install python3-venv
+    "$PYTHON" -m venv "$VENV" || {
+      rm -rf "$VENV"
+      printf '%s\n' "$venv_err" >&2
+      die "cannot create $VENV with $PYTHON"
+    }
+  fi
+  did_something=1
+fi
+
+wanted_version="${SECANTUSDB_SPEC#*==}"
+installed_version="$("$VENV/bin/python" -c \
+  'import importlib.metadata as m; print(m.version("SecantusDB"))' 2>/dev/null || true)"
+if [[ -x "$VENV/bin/secantusd-py" && ("$installed_version" == "$wanted_version" || "$wanted_version" == "$SECANTUSDB_SPEC") ]]; then
+  log "secantusd-py present (SecantusDB ${installed_version:-?})"
+else
+  log "installing $SECANTUSDB_SPEC into $VENV"
+  "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet "$SECANTUSDB_SPEC"
+  [[ -x "$VENV/bin/secantusd-py" ]] || die "$VENV/bin/secantusd-py missing after installing $SECANTUSDB_SPEC"
+  did_something=1
+  log "installed $SECANTUSDB_SPEC"
+fi
+
+if [[ "$did_something" -eq 0 ]]; then
+  log "everything present, nothing to do"
+else
+  log "done"
+fi

@@ -1,0 +1,307 @@
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mongodb::bson::doc;
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_EMAIL, SECRET, assert_error, spawn_app};
+
+async fn user_count(app: &crate::helpers::TestApp) -> u64 {
+    app.mongo()
+        .await
+        .collection::<mongodb::bson::Document>("users")
+        .count_documents(doc! {})
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn signup_then_signin_returns_a_working_token() {
+    let app = spawn_app().await;
+    let r = app
+        .signup("Alice", "  Alice@Example.COM ", "long-password")
+        .await;
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["email"], "alice@example.com");
+    assert_eq!(v["role"], "customer");
+    assert_eq!(v["name"], "Alice");
+    assert_eq!(v["id"].as_str().unwrap().len(), 24);
+    assert!(v.get("password").is_none() && v.get("passwordHash").is_none());
+
+    let r = app.signin("ALICE@example.com", "long-password").await;
+    assert_eq!(r.status(), 200);
+    let s: Value = r.json().await.unwrap();
+    assert_eq!(s["user"]["id"], v["id"]);
+    assert_eq!(s["expiresIn"], 3600);
+    let token = s["accessToken"].as_str().unwrap();
+    assert_eq!(app.get("/api/products", Some(token)).await.status(), 200);
+}
+
+#[tokio::test]
+async fn passwords_are_stored_as_salted_pbkdf2_with_their_iteration_count() {
+    let app = spawn_app().await;
+    app.signup("A", "a@x.io", "same-password").await;
+    app.signup("B", "b@x.io", "same-password").await;
+    let users = app
+        .mongo()
+        .await
+        .collection::<mongodb::bson::Document>("users");
+    let a = users
+        .find_one(doc! { "email": "a@x.io" })
+        .await
+        .unwrap()
+        .unwrap();
+    let b = users
+        .find_one(doc! { "email": "b@x.io" })
+        .await
+        .unwrap()
+        .unwrap();
+    let (ha, hb) = (
+        a.get_str("passwordHash").unwrap(),
+        b.get_str("passwordHash").unwrap(),
+    );
+    assert!(ha.starts_with("pbkdf2-sha256$1000$"), "{ha}");
+    assert_ne!(ha, hb);
+    assert!(!ha.contains("same-password"));
+    assert_eq!(flashsale::auth::iterations_of(ha), Some(1000));
+}
+
+#[tokio::test]
+async fn self_assigned_admin_is_refused_and_creates_nobody() {
+    let app = spawn_app().await;
+    let before = user_count(&app).await;
+    let body = json!({ "name": "Mallory", "email": "m@x.io", "password": "long-password", "role": "admin" });
+    assert_error(app.post("/api/signup", None, &body).await, 403, "FORBIDDEN").await;
+    let (_, customer) = app.customer("c@x.io").await;
+    assert_error(
+        app.post("/api/signup", Some(&customer), &body).await,
+        403,
+        "FORBIDDEN",
+    )
+    .await;
+    assert_eq!(
+        user_count(&app).await,
+        before + 1,
+        "only the customer was created"
+    );
+    assert_error(
+        app.signin("m@x.io", "long-password").await,
+        401,
+        "INVALID_CREDENTIALS",
+    )
+    .await;
+
+    // An admin may create another admin.
+    let r = app.post("/api/signup", Some(&app.admin_token), &body).await;
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["role"], "admin");
+}
+
+#[tokio::test]
+async fn duplicate_email_is_409_whatever_its_case() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.signup("A", "dup@x.io", "long-password").await.status(),
+        201
+    );
+    assert_error(
+        app.signup("B", "DUP@x.io", "other-password").await,
+        409,
+        "EMAIL_ALREADY_EXISTS",
+    )
+    .await;
+    assert_error(
+        app.signup("B", ADMIN_EMAIL, "other-password").await,
+        409,
+        "EMAIL_ALREADY_EXISTS",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_email_get_the_same_answer() {
+    let app = spawn_app().await;
+    app.signup("A", "known@x.io", "long-password").await;
+    let wrong = app.signin("known@x.io", "not-the-password").await;
+    let unknown = app.signin("nobody@x.io", "not-the-password").await;
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(unknown.status(), 401);
+    let (a, b): (Value, Value) = (wrong.json().await.unwrap(), unknown.json().await.unwrap());
+    assert_eq!(a, b);
+    assert_eq!(a["error"]["code"], "INVALID_CREDENTIALS");
+}
+
+fn forge(header: &str, claims: &Value, key: &[u8]) -> String {
+    use ring::hmac;
+    let h = URL_SAFE_NO_PAD.encode(header);
+    let p = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let k = hmac::Key::new(hmac::HMAC_SHA256, key);
+    let sig = hmac::sign(&k, format!("{h}.{p}").as_bytes());
+    format!("{h}.{p}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+}
+
+#[tokio::test]
+async fn tampered_expired_and_alg_none_tokens_are_401() {
+    let app = spawn_app().await;
+    let (id, token) = app.customer("t@x.io").await;
+    let far = 99_999_999_999u64;
+    let hs = r#"{"alg":"HS256","typ":"JWT"}"#;
+    let good = json!({ "sub": id, "role": "customer", "iss": "flashsale", "iat": 1, "exp": far });
+    // Sanity: a correctly forged token with the real secret works.
+    let ok = forge(hs, &good, SECRET.as_bytes());
+    assert_eq!(app.get("/api/products", Some(&ok)).await.status(), 200);
+
+    let mut tampered_parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    let payload = json!({ "sub": id, "role": "admin", "iss": "flashsale", "iat": 1, "exp": far });
+    tampered_parts[1] = URL_SAFE_NO_PAD.encode(payload.to_string());
+    let tampered = tampered_parts.join(".");
+    let expired = forge(
+        hs,
+        &json!({ "sub": id, "role": "customer", "iss": "flashsale", "iat": 1, "exp": 1000 }),
+        SECRET.as_bytes(),
+    );
+    let none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(payload.to_string())
+    );
+    let wrong_key = forge(hs, &payload, b"another-secret-key-of-enough-length!!");
+    let hs512 = {
+        use ring::hmac;
+        let h = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS512","typ":"JWT"}"#);
+        let p = URL_SAFE_NO_PAD.encode(payload.to_string());
+        let k = hmac::Key::new(hmac::HMAC_SHA512, SECRET.as_bytes());
+        let sig = hmac::sign(&k, format!("{h}.{p}").as_bytes());
+        format!("{h}.{p}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+    };
+    let wrong_issuer = forge(
+        hs,
+        &json!({ "sub": id, "role": "admin", "iss": "evil", "iat": 1, "exp": far }),
+        SECRET.as_bytes(),
+    );
+    for (name, t) in [
+        ("tampered", tampered),
+        ("expired", expired),
+        ("alg none", none),
+        ("wrong key", wrong_key),
+        ("HS512", hs512),
+        ("wrong issuer", wrong_issuer),
+        ("garbage", "a.b.c".to_owned()),
+    ] {
+        let r = app.get("/api/products", Some(&t)).await;
+        assert_eq!(r.status(), 401, "{name}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "INVALID_TOKEN", "{name}");
+    }
+    assert_error(app.get("/api/products", None).await, 401, "UNAUTHORIZED").await;
+}
+
+#[tokio::test]
+async fn customers_get_403_on_every_admin_route() {
+    let app = spawn_app().await;
+    let (_, token) = app.customer("c@x.io").await;
+    let sale = app.open_sale(10, 2, 2).await;
+    let id = sale["id"].as_str().unwrap();
+    let t = Some(token.as_str());
+    let body = json!({});
+    for path in [
+        "/api/products",
+        "/api/create-product",
+        "/api/flash-sales",
+        "/api/create-flash-sale",
+    ] {
+        assert_error(app.post(path, t, &body).await, 403, "FORBIDDEN").await;
+    }
+    assert_error(
+        app.post(&format!("/api/flash-sales/{id}/cancel"), t, &body)
+            .await,
+        403,
+        "FORBIDDEN",
+    )
+    .await;
+    assert_error(
+        app.post(&format!("/api/flash-sales/{id}/rerun"), t, &body)
+            .await,
+        403,
+        "FORBIDDEN",
+    )
+    .await;
+    assert_error(
+        app.get(&format!("/api/leaderboard?flashSaleId={id}"), t)
+            .await,
+        403,
+        "FORBIDDEN",
+    )
+    .await;
+    assert_error(app.get("/api/admin/reconcile", t).await, 403, "FORBIDDEN").await;
+    // The sale is untouched.
+    assert_eq!(app.get_sale(id).await["status"], "active");
+}
+
+#[tokio::test]
+async fn bad_bodies_get_400_or_413_and_change_nothing() {
+    let app = spawn_app().await;
+    let before = user_count(&app).await;
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (b"{".to_vec(), 400),
+        (b"not json".to_vec(), 400),
+        (
+            br#"{"name":"A","email":"a@x.io","password":"long-password","extra":1}"#.to_vec(),
+            400,
+        ),
+        (
+            br#"{"name":1,"email":"a@x.io","password":"long-password"}"#.to_vec(),
+            400,
+        ),
+        (
+            br#"{"name":"A","email":"a@x.io","password":"long-password","role":"root"}"#.to_vec(),
+            400,
+        ),
+        (br#"{"name":"A","email":"a@x.io"}"#.to_vec(), 400),
+        (br#"[]"#.to_vec(), 400),
+        (
+            br#"{"name":"A","email":"not-an-email","password":"long-password"}"#.to_vec(),
+            400,
+        ),
+        (
+            br#"{"name":"A","email":"a@x.io","password":"short"}"#.to_vec(),
+            400,
+        ),
+        (
+            format!(
+                r#"{{"name":"{}","email":"a@x.io","password":"long-password"}}"#,
+                "x".repeat(40_000)
+            )
+            .into_bytes(),
+            413,
+        ),
+    ];
+    for (body, status) in cases {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(80)]).into_owned();
+        let r = app.post_raw("/api/signup", None, body).await;
+        let code = if status == 413 {
+            "PAYLOAD_TOO_LARGE"
+        } else {
+            "VALIDATION_FAILED"
+        };
+        let got = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(
+            (got, v["error"]["code"].as_str().unwrap()),
+            (status, code),
+            "{shown}: {v}"
+        );
+    }
+    // A non-JSON content type is refused too.
+    let r = app
+        .client
+        .post(app.url("/api/signup"))
+        .header("content-type", "text/plain")
+        .body("name=A")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 415, "UNSUPPORTED_MEDIA_TYPE").await;
+    assert_eq!(user_count(&app).await, before);
+}

@@ -1,0 +1,343 @@
+//! `spawn_app()`: the application on port 0 against its own Redis and a fresh
+//! MongoDB database, and a `TestApp` with one method per endpoint.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flashsale::{App, AppState, Config};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::mongo;
+use crate::support::redis::RedisServer;
+
+pub const ADMIN_EMAIL: &str = "admin@test.local";
+pub const ADMIN_PASSWORD: &str = "admin-password-123";
+pub const SECRET: &str = "test-secret-key-that-is-long-enough-0123456789";
+
+/// Settings every test app gets; tests override with `spawn_app_with`.
+pub fn base_settings(redis_url: &str, mongo_url: &str, db: &str) -> HashMap<&'static str, String> {
+    HashMap::from([
+        ("PORT", "0".to_owned()),
+        ("BIND_ADDR", "127.0.0.1".to_owned()),
+        ("REDIS_URL", redis_url.to_owned()),
+        ("MONGO_URL", mongo_url.to_owned()),
+        ("MONGO_DB", db.to_owned()),
+        ("SECRET_KEY", SECRET.to_owned()),
+        ("PASSWORD_ITERATIONS", "1000".to_owned()),
+        ("HASH_CONCURRENCY", "4".to_owned()),
+        ("ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
+        ("ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
+        // Tests drive the write-behind with flush_once().
+        ("WRITE_BEHIND_INTERVAL_MS", "3600000".to_owned()),
+        ("WRITE_BEHIND_CLAIM_IDLE_MS", "30000".to_owned()),
+        ("SHUTDOWN_GRACE_MS", "3000".to_owned()),
+    ])
+}
+
+pub fn unique_db() -> String {
+    format!("test_{}", mongodb::bson::oid::ObjectId::new().to_hex())
+}
+
+#[derive(Debug)]
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: Arc<AppState>,
+    pub redis: Option<RedisServer>,
+    pub redis_url: String,
+    pub mongo_url: String,
+    pub db_name: String,
+    pub admin_token: String,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts an app with its own Redis and the shared MongoDB, after `tweak`
+/// adjusts the settings.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut HashMap<&'static str, String>)) -> TestApp {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut app = spawn_app_on(&url, &mongo::shared_url(), &unique_db(), tweak).await;
+    app.redis = Some(redis);
+    app
+}
+
+/// Starts an app on existing stores (a second instance, or a restart).
+pub async fn spawn_app_on(
+    redis_url: &str,
+    mongo_url: &str,
+    db: &str,
+    tweak: impl FnOnce(&mut HashMap<&'static str, String>),
+) -> TestApp {
+    let mut settings = base_settings(redis_url, mongo_url, db);
+    tweak(&mut settings);
+    let config = Config::from_source(&settings).expect("valid test config");
+    let app = App::build(config).await.expect("app builds");
+    let addr = app.local_addr();
+    let state = app.state();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(app.run_until_stopped(stop.clone()));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(128)
+        .build()
+        .unwrap();
+    let mut t = TestApp {
+        base: format!("http://{addr}"),
+        client,
+        state,
+        redis: None,
+        redis_url: redis_url.to_owned(),
+        mongo_url: mongo_url.to_owned(),
+        db_name: db.to_owned(),
+        admin_token: String::new(),
+        stop,
+        task: Some(task),
+    };
+    t.admin_token = t.token_for(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    t
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stops the server and waits for it (in-flight requests, write-behind drain).
+    pub async fn shutdown(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.task.take() {
+            t.await.expect("app task");
+        }
+    }
+
+    pub fn redis(&self) -> &RedisServer {
+        self.redis.as_ref().expect("this app owns its redis")
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        let mut r = self.client.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().await.expect("request")
+    }
+
+    pub async fn post_raw(&self, path: &str, token: Option<&str>, body: Vec<u8>) -> Response {
+        let mut r = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().await.expect("request")
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut r = self.client.get(self.url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().await.expect("request")
+    }
+
+    pub async fn signup(&self, name: &str, email: &str, password: &str) -> Response {
+        self.post(
+            "/api/signup",
+            None,
+            &json!({ "name": name, "email": email, "password": password }),
+        )
+        .await
+    }
+
+    pub async fn signin(&self, email: &str, password: &str) -> Response {
+        self.post(
+            "/api/signin",
+            None,
+            &json!({ "email": email, "password": password }),
+        )
+        .await
+    }
+
+    pub async fn token_for(&self, email: &str, password: &str) -> String {
+        let r = self.signin(email, password).await;
+        assert_eq!(r.status(), StatusCode::OK, "signin of {email}");
+        let v: Value = r.json().await.unwrap();
+        v["accessToken"].as_str().unwrap().to_owned()
+    }
+
+    /// Signs up a customer and returns (user id, token).
+    pub async fn customer(&self, email: &str) -> (String, String) {
+        let r = self.signup("Buyer", email, "buyer-password").await;
+        assert_eq!(r.status(), StatusCode::CREATED, "signup of {email}");
+        let v: Value = r.json().await.unwrap();
+        let token = self.token_for(email, "buyer-password").await;
+        (v["id"].as_str().unwrap().to_owned(), token)
+    }
+
+    pub async fn create_product(&self, price: f64) -> String {
+        let r = self
+            .post(
+                "/api/products",
+                Some(&self.admin_token),
+                &json!({ "name": "Phone", "description": "A phone", "price": price }),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: Value = r.json().await.unwrap();
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn create_sale_raw(&self, body: &Value) -> Response {
+        self.post("/api/flash-sales", Some(&self.admin_token), body)
+            .await
+    }
+
+    /// A sale open now (started a minute ago, ends in an hour).
+    pub async fn open_sale(&self, total: i64, max_per_user: i64, max_per_tx: i64) -> Value {
+        let product = self.create_product(100.0).await;
+        self.sale_for(&product, -60, 3_600, total, max_per_user, max_per_tx)
+            .await
+    }
+
+    /// A sale of `product` from now+start_s to now+end_s.
+    pub async fn sale_for(
+        &self,
+        product: &str,
+        start_s: i64,
+        end_s: i64,
+        total: i64,
+        max_per_user: i64,
+        max_per_tx: i64,
+    ) -> Value {
+        let r = self
+            .create_sale_raw(&json!({
+                "productId": product,
+                "startTime": iso_in(start_s),
+                "endTime": iso_in(end_s),
+                "discount": 20,
+                "totalUnits": total,
+                "maxPerUser": max_per_user,
+                "maxPerTransaction": max_per_tx,
+            }))
+            .await;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        v
+    }
+
+    pub async fn get_sale(&self, id: &str) -> Value {
+        let r = self
+            .get(&format!("/api/flash-sales/{id}"), Some(&self.admin_token))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+
+    pub async fn purchase(&self, token: &str, sale: &str, quantity: Value) -> Response {
+        self.post(
+            "/api/purchase-product",
+            Some(token),
+            &json!({ "flashSaleId": sale, "quantity": quantity }),
+        )
+        .await
+    }
+
+    pub async fn purchase_keyed(
+        &self,
+        token: &str,
+        sale: &str,
+        quantity: i64,
+        key: &str,
+    ) -> Response {
+        self.client
+            .post(self.url("/api/purchase-product"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(&json!({ "flashSaleId": sale, "quantity": quantity }))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn orders(&self, token: &str, query: &str) -> Response {
+        self.get(&format!("/api/orders{query}"), Some(token)).await
+    }
+
+    pub async fn leaderboard(&self, sale: &str, offset: u64, limit: u64) -> Response {
+        self.get(
+            &format!("/api/leaderboard?flashSaleId={sale}&offset={offset}&limit={limit}"),
+            Some(&self.admin_token),
+        )
+        .await
+    }
+
+    /// Drains every order stream into MongoDB.
+    pub async fn flush(&self) -> flashsale::orders::FlushReport {
+        self.state
+            .write_behind
+            .drain(Duration::from_secs(30))
+            .await
+            .expect("flush")
+    }
+
+    pub async fn mongo(&self) -> mongodb::Database {
+        mongodb::Client::with_uri_str(&self.mongo_url)
+            .await
+            .unwrap()
+            .database(&self.db_name)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// RFC 3339 time `secs` from now.
+pub fn iso_in(secs: i64) -> String {
+    let ms = mongodb::bson::DateTime::now().timestamp_millis() + secs * 1000;
+    mongodb::bson::DateTime::from_millis(ms)
+        .try_to_rfc3339_string()
+        .unwrap()
+}
+
+/// Asserts an error body: status, code, and the body's shape.
+pub async fn assert_error(r: Response, status: u16, code: &str) -> Value {
+    let got = r.status().as_u16();
+    let v: Value = r.json().await.expect("error body is JSON");
+    assert_eq!(got, status, "body: {v}");
+    assert_eq!(v["error"]["code"], code, "body: {v}");
+    assert!(v["error"]["message"].is_string(), "body: {v}");
+    assert!(v["error"].get("details").is_some(), "body: {v}");
+    v
+}
+
+/// Polls an async condition until it holds or `patience` passes.
+pub async fn eventually<F, Fut>(patience: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,12 @@
+//! Integration tests against real Redis and a real Mongo-wire server.
+#![allow(unreachable_pub)] // a test binary exports nothing
+
+mod helpers;
+mod support;
+
+mod auth;
+mod health;
+mod products;
+mod purchase;
+mod sales;
+mod write_behind;
