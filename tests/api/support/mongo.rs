@@ -24,7 +24,7 @@ fn binary() -> PathBuf {
     PathBuf::from("secantusd-py")
 }
 
-fn missing(e: std::io::Error) -> ! {
+fn missing(e: &std::io::Error) -> ! {
     panic!(
         "cannot start `{}` ({e}); run scripts/setup.sh, which installs SecantusDB into .venv",
         binary().display()
@@ -43,6 +43,8 @@ pub fn url_for(port: u16) -> String {
 }
 
 /// The server shared by the tests of this binary.
+static WATCHDOG: OnceLock<std::sync::Mutex<Child>> = OnceLock::new();
+
 pub fn shared_url() -> String {
     static PORT: OnceLock<u16> = OnceLock::new();
     let port = *PORT.get_or_init(|| {
@@ -56,15 +58,17 @@ kill $child 2>/dev/null; wait $child 2>/dev/null; rm -rf "$dir""#,
             parent = std::process::id(),
         );
         if !bin.exists() && bin.components().count() > 1 {
-            missing(std::io::Error::new(std::io::ErrorKind::NotFound, "not found"));
+            missing(&std::io::Error::new(std::io::ErrorKind::NotFound, "not found"));
         }
-        Command::new("sh")
+        let watchdog = Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| missing(e));
+            .unwrap_or_else(|e| missing(&e));
+        // Kept for the life of the process; it exits by itself after us.
+        let _ = WATCHDOG.set(std::sync::Mutex::new(watchdog));
         wait_ready(port);
         port
     });
@@ -100,7 +104,7 @@ impl MongoServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| missing(e));
+            .unwrap_or_else(|e| missing(&e));
         self.child = Some(child);
         wait_ready(self.port);
     }
