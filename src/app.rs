@@ -38,6 +38,9 @@ pub struct AppState {
     pub write_behind: WriteBehind,
     pub leaderboard: Leaderboard,
     pub reconciler: Reconciler,
+    pub hub: Arc<crate::realtime::Hub>,
+    /// This process's name among instances (scheduler lease, stream consumer).
+    pub instance: String,
 }
 
 /// A built application, listening but not yet serving.
@@ -45,6 +48,7 @@ pub struct AppState {
 pub struct App {
     listener: TcpListener,
     state: Arc<AppState>,
+    source: crate::realtime::Source,
 }
 
 /// Connects to MongoDB (lazily; the driver connects on first use).
@@ -90,11 +94,30 @@ impl App {
                 "Redis had lost open sales; re-seeded them from MongoDB"
             );
         }
+        if let Err(e) = crate::realtime::check_keyspace_config(state.engine.pool()).await {
+            tracing::warn!("{e}; stock updates fall back to a once-a-second refresh");
+        }
+        let subscriber = crate::redis::build_subscriber(&state.config.redis)
+            .context("REDIS_URL: invalid Redis configuration")?;
+        let source = crate::realtime::Source::new(
+            subscriber,
+            state.hub.clone(),
+            state.engine.clone(),
+            state.config.realtime.stock_tick,
+        );
+        tokio::time::timeout(Duration::from_secs(10), source.connect())
+            .await
+            .context("timed out subscribing to Redis")?
+            .context("failed to subscribe to Redis")?;
         let addr = SocketAddr::new(state.config.http.bind, state.config.http.port);
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("failed to bind {addr}"))?;
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            source,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -107,23 +130,42 @@ impl App {
         self.state.clone()
     }
 
-    /// Serves until `stop` is cancelled; then finishes in-flight requests and
-    /// drains the write-behind.
+    /// Serves until `stop` is cancelled, then shuts down in order: stop
+    /// accepting, finish in-flight requests (up to the grace period), close
+    /// WebSockets with 1001, give up scheduler leadership, drain the write-behind.
+    ///
+    /// Every background task runs inside this future (none is spawned), so
+    /// aborting it stops the whole instance at once, as a crash would.
     pub async fn run_until_stopped(self, stop: CancellationToken) {
         let state = self.state;
-        let wb_stop = CancellationToken::new();
-        let write_behind = tokio::spawn(
-            state
-                .write_behind
-                .clone()
-                .run_until_stopped(wb_stop.clone(), state.config.http.shutdown_grace),
-        );
-        tracing::info!(addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
-        crate::http::server::run(self.listener, state.clone(), stop).await;
-        wb_stop.cancel();
-        if let Err(e) = write_behind.await {
-            tracing::error!(error = %e, "write-behind task failed");
-        }
+        let background = CancellationToken::new();
+        let write_behind = state
+            .write_behind
+            .clone()
+            .run_until_stopped(background.clone(), state.config.http.shutdown_grace);
+        let scheduler = crate::scheduler::Scheduler::new(
+            state.engine.clone(),
+            state.sales.store.clone(),
+            &state.config.redis.lock_key,
+            state.instance.clone(),
+            state.config.scheduler.lease,
+            state.config.scheduler.tick,
+        )
+        .run_until_stopped(background.clone());
+        let source = self.source.run_until_stopped(background.clone());
+        let server = async {
+            crate::http::server::run(self.listener, state.clone(), stop).await;
+            state.hub.stop.cancel();
+            state.hub.tracker.close();
+            if tokio::time::timeout(Duration::from_secs(3), state.hub.tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("some WebSockets did not close in time");
+            }
+            background.cancel();
+        };
+        tokio::join!(server, write_behind, scheduler, source);
         tracing::info!("stopped");
     }
 }
@@ -163,16 +205,18 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
         config.sales.default_max_per_user,
         config.sales.default_max_per_transaction,
     );
+    let instance = consumer_name();
     let write_behind = WriteBehind::new(
         pool.clone(),
         orders.clone(),
-        consumer_name(),
+        instance.clone(),
         config.write_behind.batch_size,
         config.write_behind.claim_idle,
         config.write_behind.interval,
     );
     let leaderboard = Leaderboard::new(pool.clone(), users.clone());
     let reconciler = Reconciler::new(pool, orders.clone(), sale_store);
+    let hub = crate::realtime::Hub::new(config.realtime.max_per_ip);
     Ok(AppState {
         config,
         db,
@@ -186,6 +230,8 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
         write_behind,
         leaderboard,
         reconciler,
+        hub,
+        instance,
     })
 }
 

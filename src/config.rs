@@ -84,6 +84,29 @@ pub const DEFAULT_WRITE_BEHIND_INTERVAL_MS: u64 = 50;
 pub const ENV_WRITE_BEHIND_CLAIM_IDLE_MS: &str = "WRITE_BEHIND_CLAIM_IDLE_MS";
 pub const DEFAULT_WRITE_BEHIND_CLAIM_IDLE_MS: u64 = 30_000;
 
+pub const ENV_WS_TICK_MS: &str = "WS_TICK_MS";
+pub const DEFAULT_WS_TICK_MS: u64 = 100;
+pub const ENV_WS_MAX_ROOMS: &str = "WS_MAX_ROOMS";
+pub const DEFAULT_WS_MAX_ROOMS: usize = 20;
+pub const ENV_WS_MAX_MESSAGE_BYTES: &str = "WS_MAX_MESSAGE_BYTES";
+pub const DEFAULT_WS_MAX_MESSAGE_BYTES: usize = 4 * 1024;
+pub const ENV_WS_MAX_PER_IP: &str = "WS_MAX_CONNECTIONS_PER_IP";
+pub const DEFAULT_WS_MAX_PER_IP: usize = 200;
+pub const ENV_WS_QUEUE: &str = "WS_QUEUE";
+pub const DEFAULT_WS_QUEUE: usize = 64;
+pub const ENV_WS_PING_INTERVAL_MS: &str = "WS_PING_INTERVAL_MS";
+pub const DEFAULT_WS_PING_INTERVAL_MS: u64 = 20_000;
+pub const ENV_WS_IDLE_TIMEOUT_MS: &str = "WS_IDLE_TIMEOUT_MS";
+pub const DEFAULT_WS_IDLE_TIMEOUT_MS: u64 = 60_000;
+pub const ENV_WS_SEND_TIMEOUT_MS: &str = "WS_SEND_TIMEOUT_MS";
+pub const DEFAULT_WS_SEND_TIMEOUT_MS: u64 = 5_000;
+pub const ENV_WS_ALLOWED_ORIGINS: &str = "WS_ALLOWED_ORIGINS";
+
+pub const ENV_SCHEDULER_TICK_MS: &str = "SCHEDULER_TICK_MS";
+pub const DEFAULT_SCHEDULER_TICK_MS: u64 = 250;
+pub const ENV_SCHEDULER_LEASE_MS: &str = "SCHEDULER_LEASE_MS";
+pub const DEFAULT_SCHEDULER_LEASE_MS: u64 = 5_000;
+
 pub const ENV_LOG_FORMAT: &str = "LOG_FORMAT";
 
 /// Where settings come from: the environment in production, a map in tests.
@@ -262,6 +285,12 @@ pub struct WriteBehindConfig {
     pub claim_idle: Duration,
 }
 
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub tick: Duration,
+    pub lease: Duration,
+}
+
 /// The whole configuration tree.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -271,6 +300,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub sales: SalesConfig,
     pub write_behind: WriteBehindConfig,
+    pub realtime: crate::realtime::RealtimeConfig,
+    pub scheduler: SchedulerConfig,
     pub log_json: bool,
 }
 
@@ -420,6 +451,42 @@ impl Config {
             )?,
         };
 
+        let realtime = crate::realtime::RealtimeConfig {
+            max_rooms: r.ranged(ENV_WS_MAX_ROOMS, DEFAULT_WS_MAX_ROOMS, 1, 1_000)?,
+            max_message_bytes: r.ranged(
+                ENV_WS_MAX_MESSAGE_BYTES,
+                DEFAULT_WS_MAX_MESSAGE_BYTES,
+                128,
+                1 << 20,
+            )?,
+            max_per_ip: r.ranged(ENV_WS_MAX_PER_IP, DEFAULT_WS_MAX_PER_IP, 1, 1_000_000)?,
+            queue: r.ranged(ENV_WS_QUEUE, DEFAULT_WS_QUEUE, 2, 100_000)?,
+            ping_interval: r
+                .positive_millis(ENV_WS_PING_INTERVAL_MS, DEFAULT_WS_PING_INTERVAL_MS)?,
+            idle_timeout: r.positive_millis(ENV_WS_IDLE_TIMEOUT_MS, DEFAULT_WS_IDLE_TIMEOUT_MS)?,
+            send_timeout: r.positive_millis(ENV_WS_SEND_TIMEOUT_MS, DEFAULT_WS_SEND_TIMEOUT_MS)?,
+            allowed_origins: r
+                .optional(ENV_WS_ALLOWED_ORIGINS)
+                .map(|v| {
+                    v.split(',')
+                        .map(|o| o.trim().to_owned())
+                        .filter(|o| !o.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            stock_tick: r.positive_millis(ENV_WS_TICK_MS, DEFAULT_WS_TICK_MS)?,
+        };
+        let scheduler = SchedulerConfig {
+            tick: r.positive_millis(ENV_SCHEDULER_TICK_MS, DEFAULT_SCHEDULER_TICK_MS)?,
+            lease: r.positive_millis(ENV_SCHEDULER_LEASE_MS, DEFAULT_SCHEDULER_LEASE_MS)?,
+        };
+        if scheduler.lease <= scheduler.tick {
+            return Err(ConfigError::new(
+                ENV_SCHEDULER_LEASE_MS,
+                "must be longer than SCHEDULER_TICK_MS",
+            ));
+        }
+
         let log_json = match r.optional(ENV_LOG_FORMAT).as_deref() {
             None | Some("text") => false,
             Some("json") => true,
@@ -433,6 +500,8 @@ impl Config {
             auth,
             sales,
             write_behind,
+            realtime,
+            scheduler,
             log_json,
         })
     }
@@ -515,6 +584,15 @@ impl Reader<'_> {
             ));
         }
         Ok(v)
+    }
+
+    fn positive_millis(&self, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_millis(self.ranged(
+            var,
+            default,
+            1,
+            24 * 3_600_000,
+        )?))
     }
 
     fn millis(&self, var: &'static str, default: u64) -> Result<Duration, ConfigError> {

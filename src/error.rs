@@ -23,6 +23,7 @@ pub enum ErrorCode {
     Forbidden,
     RouteNotFound,
     MethodNotAllowed,
+    UpgradeRequired,
     NotFound,
     EmailAlreadyExists,
     ProductNotFound,
@@ -53,6 +54,7 @@ impl ErrorCode {
             Self::Forbidden => "FORBIDDEN",
             Self::RouteNotFound => "ROUTE_NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::UpgradeRequired => "UPGRADE_REQUIRED",
             Self::NotFound => "NOT_FOUND",
             Self::EmailAlreadyExists => "EMAIL_ALREADY_EXISTS",
             Self::ProductNotFound => "PRODUCT_NOT_FOUND",
@@ -89,6 +91,7 @@ impl ErrorCode {
             | Self::ProductNotFound
             | Self::FlashSaleNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Self::EmailAlreadyExists
             | Self::FlashSaleOverlap
             | Self::FlashSaleNotStarted
@@ -103,7 +106,7 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         Self::ValidationFailed,
         Self::PayloadTooLarge,
         Self::UnsupportedMediaType,
@@ -113,6 +116,7 @@ impl ErrorCode {
         Self::Forbidden,
         Self::RouteNotFound,
         Self::MethodNotAllowed,
+        Self::UpgradeRequired,
         Self::NotFound,
         Self::EmailAlreadyExists,
         Self::ProductNotFound,

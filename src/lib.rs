@@ -11,6 +11,8 @@
 //! - `sales`: flash sales in MongoDB and their hot state in Redis.
 //! - `engine`: the one-script purchase and every Redis key of a sale.
 //! - `orders`: the order record and the write-behind from Redis streams.
+//! - `realtime`: WebSocket hub and its Redis sources (keyspace events, pub/sub).
+//! - `scheduler`: one leader (Redis lease) moves sales through their lifecycle.
 //! - `leaderboard`: buyers ranked by first purchase, from Redis.
 //! - `error`: the one table of error codes and the error body.
 //!
@@ -28,8 +30,10 @@ pub mod http;
 pub mod ids;
 pub mod leaderboard;
 pub mod orders;
+pub mod realtime;
 pub mod redis;
 pub mod sales;
+pub mod scheduler;
 pub mod shutdown;
 pub mod telemetry;
 

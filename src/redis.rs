@@ -11,6 +11,20 @@ use crate::config::RedisConfig;
 
 /// Builds the pool without connecting.
 pub fn build_pool(cfg: &RedisConfig) -> Result<Pool, Error> {
+    builder(cfg)?.build_pool(cfg.pool_size)
+}
+
+/// A client for subscriptions (keyspace notifications, lifecycle events).
+/// Its event channels are deep, so a burst of notifications lags rather than drops.
+pub fn build_subscriber(cfg: &RedisConfig) -> Result<fred::clients::SubscriberClient, Error> {
+    let mut b = builder(cfg)?;
+    b.with_performance_config(|p| {
+        p.broadcast_channel_capacity = 16 * 1024;
+    });
+    b.build_subscriber_client()
+}
+
+fn builder(cfg: &RedisConfig) -> Result<Builder, Error> {
     let config = Config::from_url(cfg.url.expose())?;
     let mut builder = Builder::from_config(config);
     builder
@@ -31,7 +45,7 @@ pub fn build_pool(cfg: &RedisConfig) -> Result<Pool, Error> {
                 interval: Duration::from_secs(1),
             };
         });
-    builder.build_pool(cfg.pool_size)
+    Ok(builder)
 }
 
 /// Builds and connects the pool, waiting for the first connection.

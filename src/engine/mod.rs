@@ -39,6 +39,15 @@ pub struct HotSale {
     pub seq_floor: i64,
 }
 
+/// A sale's hot state as Redis holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub cancelled: bool,
+    pub available: i64,
+}
+
 /// A validated purchase request.
 #[derive(Debug, Clone)]
 pub struct PurchaseRequest<'a> {
@@ -236,6 +245,32 @@ impl PurchaseEngine {
         Ok(pipe.all().await?)
     }
 
+    /// The window, state and stock of a sale, in one round trip.
+    pub async fn snapshot(&self, sale: SaleId) -> Result<Option<Snapshot>, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let pipe = self.inner.pool.next().pipeline();
+        let _: () = pipe
+            .hmget(&keys.meta, vec!["start", "end", "state"])
+            .await?;
+        let _: () = pipe.get(&keys.stock).await?;
+        let (meta, stock): (Vec<Option<String>>, Option<i64>) = pipe.all().await?;
+        let num = |i: usize| {
+            meta.get(i)
+                .cloned()
+                .flatten()
+                .and_then(|v| v.parse::<i64>().ok())
+        };
+        let (Some(start_ms), Some(end_ms), Some(available)) = (num(0), num(1), stock) else {
+            return Ok(None);
+        };
+        Ok(Some(Snapshot {
+            start_ms,
+            end_ms,
+            cancelled: meta.get(2).cloned().flatten().as_deref() == Some("cancelled"),
+            available,
+        }))
+    }
+
     /// Marks a sale cancelled in Redis. Returns false when it already was.
     pub async fn cancel(&self, sale: SaleId) -> Result<bool, StoreError> {
         let r: i64 = self
@@ -303,6 +338,31 @@ impl PurchaseEngine {
             )
             .await?;
         Ok(())
+    }
+
+    /// The scripts, for modules that run their own (the scheduler's lease).
+    pub fn scripts(&self) -> &Scripts {
+        &self.inner.scripts
+    }
+
+    /// Redis's clock in unix milliseconds (the clock sale windows use).
+    pub async fn redis_time_ms(&self) -> Result<i64, StoreError> {
+        let t: Vec<String> = self
+            .inner
+            .pool
+            .next()
+            .custom(
+                fred::types::CustomCommand::new_static(
+                    "TIME",
+                    fred::types::ClusterHash::Random,
+                    false,
+                ),
+                Vec::<String>::new(),
+            )
+            .await?;
+        let secs: i64 = t.first().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let micros: i64 = t.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        Ok(secs * 1000 + micros / 1000)
     }
 
     /// Redis answers PING.

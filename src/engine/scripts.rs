@@ -59,6 +59,8 @@ pub struct Scripts {
     pub seed_sale: Script,
     pub cancel_sale: Script,
     pub unlock: Script,
+    pub lease_acquire: Script,
+    pub lease_renew: Script,
 }
 
 impl Scripts {
@@ -68,6 +70,11 @@ impl Scripts {
             seed_sale: Script::new("seed_sale", include_str!("../../lua/seed_sale.lua")),
             cancel_sale: Script::new("cancel_sale", include_str!("../../lua/cancel_sale.lua")),
             unlock: Script::new("unlock", include_str!("../../lua/unlock.lua")),
+            lease_acquire: Script::new(
+                "lease_acquire",
+                include_str!("../../lua/lease_acquire.lua"),
+            ),
+            lease_renew: Script::new("lease_renew", include_str!("../../lua/lease_renew.lua")),
         }
     }
 
@@ -78,6 +85,8 @@ impl Scripts {
             &self.seed_sale,
             &self.cancel_sale,
             &self.unlock,
+            &self.lease_acquire,
+            &self.lease_renew,
         ] {
             s.load(client).await?;
         }

@@ -92,6 +92,8 @@ pub const ROUTES: &[RouteSpec] = &[
 /// A matched route with its path parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route<'a> {
+    Root,
+    Ws,
     Healthz,
     Readyz,
     Signup,
@@ -113,22 +115,24 @@ enum Route<'a> {
 impl Route<'_> {
     fn spec(self) -> &'static RouteSpec {
         let i = match self {
-            Self::Healthz => 0,
-            Self::Readyz => 1,
-            Self::Signup => 2,
-            Self::Signin => 3,
-            Self::CreateProduct => 4,
-            Self::Products => 5,
-            Self::Product(_) => 6,
-            Self::CreateSale => 7,
-            Self::Sales => 8,
-            Self::Sale(_) => 9,
-            Self::Rerun(_) => 10,
-            Self::Cancel(_) => 11,
-            Self::Purchase => 12,
-            Self::Orders => 13,
-            Self::Leaderboard => 14,
-            Self::Reconcile => 15,
+            Self::Root => 0,
+            Self::Ws => 1,
+            Self::Healthz => 2,
+            Self::Readyz => 3,
+            Self::Signup => 4,
+            Self::Signin => 5,
+            Self::CreateProduct => 6,
+            Self::Products => 7,
+            Self::Product(_) => 8,
+            Self::CreateSale => 9,
+            Self::Sales => 10,
+            Self::Sale(_) => 11,
+            Self::Rerun(_) => 12,
+            Self::Cancel(_) => 13,
+            Self::Purchase => 14,
+            Self::Orders => 15,
+            Self::Leaderboard => 16,
+            Self::Reconcile => 17,
         };
         &ROUTES[i]
     }
@@ -136,6 +140,8 @@ impl Route<'_> {
 
 fn match_path(path: &str) -> Option<Route<'_>> {
     Some(match path {
+        "/" => Route::Root,
+        "/ws" => Route::Ws,
         "/healthz" => Route::Healthz,
         "/readyz" => Route::Readyz,
         "/api/signup" => Route::Signup,
@@ -185,6 +191,7 @@ pub async fn route(
     };
     let method = req.method().clone();
     let result = match (&method, route) {
+        (&Method::GET, Route::Root | Route::Ws) => crate::realtime::upgrade(state, req, peer),
         (&Method::GET | &Method::HEAD, Route::Healthz) => handlers::health::healthz(),
         (&Method::GET | &Method::HEAD, Route::Readyz) => handlers::health::readyz(state).await,
         (&Method::POST, Route::Signup) => handlers::auth::signup(state, req).await,

@@ -228,9 +228,16 @@ impl SaleService {
             return Err(SaleError::AlreadyEnded);
         }
         self.engine.cancel(id).await?;
-        self.store
+        let changed = self
+            .store
             .finish(id, SaleStatus::Cancelled, EndReason::Cancelled)
             .await?;
+        if changed {
+            let ev = crate::realtime::LifecycleEvent::ended(id, "cancelled");
+            if let Err(e) = crate::realtime::publish_lifecycle(self.engine.pool(), &ev).await {
+                tracing::warn!(error = %e, "failed to announce a cancellation");
+            }
+        }
         let sale = self.store.get(id).await?.ok_or(SaleError::NotFound)?;
         Ok(sale)
     }

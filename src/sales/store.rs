@@ -126,6 +126,58 @@ impl SaleStore {
         Ok(r.modified_count == 1)
     }
 
+    /// Pending sales whose start has come.
+    pub async fn due_to_start(&self, now_ms: i64) -> Result<Vec<FlashSale>, StoreError> {
+        let filter =
+            doc! { "status": "pending", "startTime": { "$lte": DateTime::from_millis(now_ms) } };
+        Ok(self.coll.find(filter).await?.try_collect().await?)
+    }
+
+    /// Open sales whose end has come.
+    pub async fn due_to_end(&self, now_ms: i64) -> Result<Vec<FlashSale>, StoreError> {
+        let filter = doc! {
+            "status": { "$in": ["pending", "active"] },
+            "endTime": { "$lte": DateTime::from_millis(now_ms) },
+        };
+        Ok(self.coll.find(filter).await?.try_collect().await?)
+    }
+
+    /// Sales inside their window and not ended.
+    pub async fn running(&self, now_ms: i64) -> Result<Vec<FlashSale>, StoreError> {
+        let now = DateTime::from_millis(now_ms);
+        let filter = doc! {
+            "status": { "$in": ["pending", "active"] },
+            "startTime": { "$lte": now },
+            "endTime": { "$gt": now },
+        };
+        Ok(self.coll.find(filter).await?.try_collect().await?)
+    }
+
+    /// Moves a sale from one of `from` to `to`, fenced by the scheduler epoch:
+    /// a write from an older leader never lands after a newer one's. Returns
+    /// true only for the one call that made the change.
+    pub async fn transition(
+        &self,
+        id: SaleId,
+        from: &[SaleStatus],
+        to: SaleStatus,
+        reason: Option<EndReason>,
+        epoch: i64,
+    ) -> Result<bool, StoreError> {
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let filter = doc! {
+            "_id": id.oid(),
+            "status": { "$in": from },
+            "$or": [ { "epoch": { "$exists": false } }, { "epoch": { "$lte": epoch } } ],
+        };
+        let mut set = doc! { "status": to.as_str(), "epoch": epoch };
+        if let Some(r) = reason {
+            set.insert("endReason", reason_str(r));
+        }
+        let r = self.coll.update_one(filter, doc! { "$set": set }).await?;
+        Ok(r.modified_count == 1)
+    }
+
     pub fn raw(&self) -> Collection<Document> {
         self.coll.clone_with_type()
     }

@@ -34,6 +34,9 @@ pub fn base_settings(redis_url: &str, mongo_url: &str, db: &str) -> HashMap<&'st
         ("WRITE_BEHIND_INTERVAL_MS", "3600000".to_owned()),
         ("WRITE_BEHIND_CLAIM_IDLE_MS", "30000".to_owned()),
         ("SHUTDOWN_GRACE_MS", "3000".to_owned()),
+        ("SCHEDULER_TICK_MS", "100".to_owned()),
+        ("SCHEDULER_LEASE_MS", "2000".to_owned()),
+        ("WS_TICK_MS", "50".to_owned()),
     ])
 }
 
@@ -76,6 +79,9 @@ pub async fn spawn_app_on(
     db: &str,
     tweak: impl FnOnce(&mut HashMap<&'static str, String>),
 ) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        flashsale::telemetry::init(false);
+    }
     let mut settings = base_settings(redis_url, mongo_url, db);
     tweak(&mut settings);
     let config = Config::from_source(&settings).expect("valid test config");
@@ -116,6 +122,25 @@ impl TestApp {
         if let Some(t) = self.task.take() {
             t.await.expect("app task");
         }
+    }
+
+    /// Stops the instance abruptly, as a crash would: no lease release, no drain.
+    pub fn kill(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    /// A WebSocket connected with `?token=`.
+    pub async fn ws(&self, token: &str) -> Ws {
+        let url = format!(
+            "ws://{}/ws?token={token}",
+            self.base.trim_start_matches("http://")
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        Ws { inner: ws }
     }
 
     pub fn redis(&self) -> &RedisServer {
@@ -339,5 +364,83 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A test WebSocket client.
+#[derive(Debug)]
+pub struct Ws {
+    pub inner: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl Ws {
+    pub async fn send(&mut self, v: &Value) {
+        use futures_util::SinkExt;
+        self.inner
+            .send(tokio_tungstenite::tungstenite::Message::text(v.to_string()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn join(&mut self, sale: &str) -> Value {
+        self.send(&json!({ "event": "joinFlashSale", "data": { "flashSaleId": sale } }))
+            .await;
+        self.next_event(Duration::from_secs(10))
+            .await
+            .expect("join answer")
+    }
+
+    /// The next JSON event, skipping pings; None on close or after `patience`.
+    pub async fn next_event(&mut self, patience: Duration) -> Option<Value> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.inner.next())
+                .await
+                .ok()??;
+            match m {
+                Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).expect("JSON event")),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// Waits for an event named `name`, returning it and every event seen before it.
+    pub async fn wait_for(&mut self, name: &str, patience: Duration) -> (Value, Vec<Value>) {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let ev = self
+                .next_event(left)
+                .await
+                .unwrap_or_else(|| panic!("no {name} event; saw {seen:?}"));
+            if ev["event"] == name {
+                return (ev, seen);
+            }
+            seen.push(ev);
+        }
+    }
+
+    /// The close code the server ends the connection with.
+    pub async fn close_code(&mut self, patience: Duration) -> Option<u16> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            match tokio::time::timeout_at(deadline, self.inner.next())
+                .await
+                .ok()??
+            {
+                Ok(Message::Close(Some(f))) => return Some(f.code.into()),
+                Ok(Message::Close(None)) => return Some(1005),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
     }
 }

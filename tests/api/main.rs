@@ -8,5 +8,6 @@ mod auth;
 mod health;
 mod products;
 mod purchase;
+mod realtime;
 mod sales;
 mod write_behind;

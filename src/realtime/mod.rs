@@ -1,0 +1,15 @@
+//! Real time: the WebSocket endpoint, the per-sale hub, and the sources that
+//! feed it (Redis keyspace notifications for stock, pub/sub for lifecycle
+//! events published by the scheduler on any instance).
+
+mod hub;
+mod messages;
+mod source;
+mod ws;
+
+pub use hub::{Hub, HubStats, Membership, StockFrame};
+pub use messages::{ClientMessage, SaleRef, ServerMessage};
+pub use source::{
+    EVENTS_CHANNEL, LifecycleEvent, Source, check_keyspace_config, publish_lifecycle,
+};
+pub use ws::{RealtimeConfig, upgrade};

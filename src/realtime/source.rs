@@ -1,0 +1,231 @@
+//! What feeds the hub: Redis keyspace notifications on the sales' stock keys
+//! (every instance receives them, whichever instance sold), coalesced to at
+//! most one stock update per sale per tick; and lifecycle events on a Redis
+//! pub/sub channel, published by the scheduler or the cancel endpoint.
+//!
+//! Notifications are fire-and-forget (lost during a disconnect), so watched
+//! sales are also re-read every second; they are never used for correctness.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use super::{Hub, ServerMessage};
+use crate::engine::{PurchaseEngine, SaleKeys};
+use crate::error::{ErrorChain, StoreError};
+use crate::ids::SaleId;
+
+/// The pub/sub channel of lifecycle events.
+pub const EVENTS_CHANNEL: &str = "flashsale:events";
+const STOCK_PATTERN: &str = "__keyspace@*__:{sale:*}:stock";
+
+/// A lifecycle event as published on [`EVENTS_CHANNEL`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleEvent {
+    pub event: String,
+    pub flash_sale_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl LifecycleEvent {
+    pub fn started(sale: SaleId) -> Self {
+        Self {
+            event: "flashSaleStarted".to_owned(),
+            flash_sale_id: sale.hex(),
+            reason: None,
+        }
+    }
+
+    pub fn ended(sale: SaleId, reason: &str) -> Self {
+        Self {
+            event: "flashSaleEnded".to_owned(),
+            flash_sale_id: sale.hex(),
+            reason: Some(reason.to_owned()),
+        }
+    }
+
+    fn message(&self) -> Option<ServerMessage> {
+        match self.event.as_str() {
+            "flashSaleStarted" => Some(ServerMessage::Started {
+                flash_sale_id: self.flash_sale_id.clone(),
+            }),
+            "flashSaleEnded" => Some(ServerMessage::Ended {
+                flash_sale_id: self.flash_sale_id.clone(),
+                reason: self
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "time-ended".to_owned()),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Publishes a lifecycle event to every instance.
+pub async fn publish_lifecycle(pool: &Pool, event: &LifecycleEvent) -> Result<(), StoreError> {
+    let payload = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let _: i64 = pool.next().publish(EVENTS_CHANNEL, payload).await?;
+    Ok(())
+}
+
+/// Makes sure Redis sends the keyspace notifications stock updates need
+/// (`K` and `$`, or `A`): sets them when allowed, else says what to configure.
+pub async fn check_keyspace_config(pool: &Pool) -> Result<(), String> {
+    let config = |args: Vec<&str>| {
+        let client = pool.next().clone();
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        async move {
+            client
+                .custom::<Value, _>(
+                    CustomCommand::new_static("CONFIG", ClusterHash::Random, false),
+                    args,
+                )
+                .await
+        }
+    };
+    let current: Result<Vec<String>, fred::error::Error> =
+        config(vec!["GET", "notify-keyspace-events"])
+            .await
+            .and_then(|v| v.convert());
+    let current = match current {
+        Ok(v) => v.get(1).cloned().unwrap_or_default(),
+        Err(e) => {
+            return Err(format!(
+                "cannot read notify-keyspace-events ({e}); configure Redis with notify-keyspace-events K$ (or KEA) for live stock updates"
+            ));
+        }
+    };
+    let has = |c: char| current.contains(c);
+    if has('K') && (has('$') || has('A')) {
+        return Ok(());
+    }
+    let mut wanted: String = current.clone();
+    for c in ['K', '$'] {
+        if !wanted.contains(c) {
+            wanted.push(c);
+        }
+    }
+    let set = config(vec!["SET", "notify-keyspace-events", wanted.as_str()]).await;
+    match set {
+        Ok(_) => {
+            tracing::info!(from = %current, to = %wanted, "enabled Redis keyspace notifications for stock keys");
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "Redis notify-keyspace-events is `{current}` and cannot be changed ({e}); set it to include K$ (e.g. KEA) for live stock updates"
+        )),
+    }
+}
+
+/// Listens to Redis and feeds the hub until stopped.
+#[derive(Debug)]
+pub struct Source {
+    subscriber: SubscriberClient,
+    hub: Arc<Hub>,
+    engine: PurchaseEngine,
+    tick: Duration,
+}
+
+impl Source {
+    pub fn new(
+        subscriber: SubscriberClient,
+        hub: Arc<Hub>,
+        engine: PurchaseEngine,
+        tick: Duration,
+    ) -> Self {
+        Self {
+            subscriber,
+            hub,
+            engine,
+            tick,
+        }
+    }
+
+    /// Connects and subscribes; re-subscribes by itself after reconnects.
+    pub async fn connect(&self) -> Result<(), StoreError> {
+        self.subscriber.init().await?;
+        // A detached task that re-subscribes after every reconnect.
+        drop(self.subscriber.manage_subscriptions());
+        self.subscriber.psubscribe(STOCK_PATTERN).await?;
+        self.subscriber.subscribe(EVENTS_CHANNEL).await?;
+        Ok(())
+    }
+
+    pub async fn run_until_stopped(self, stop: CancellationToken) {
+        let mut keyspace = self.subscriber.keyspace_event_rx();
+        let mut messages = self.subscriber.message_rx();
+        let mut tick = tokio::time::interval(self.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut refresh = tokio::time::interval(Duration::from_secs(1));
+        let mut dirty: HashSet<SaleId> = HashSet::new();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                ev = keyspace.recv() => match ev {
+                    Ok(ev) => {
+                        if let Some(sale) = ev.key.as_str().and_then(SaleKeys::sale_of)
+                            && self.hub.is_watched(sale) {
+                                dirty.insert(sale);
+                            }
+                    }
+                    Err(RecvError::Lagged(_)) => dirty.extend(self.hub.watched()),
+                    Err(RecvError::Closed) => break,
+                },
+                m = messages.recv() => match m {
+                    Ok(m) => self.on_message(&m).await,
+                    Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "lifecycle events lagged"),
+                    Err(RecvError::Closed) => break,
+                },
+                _ = tick.tick() => {
+                    if !dirty.is_empty() {
+                        let sales: Vec<SaleId> = dirty.drain().collect();
+                        self.refresh(&sales).await;
+                    }
+                }
+                _ = refresh.tick() => dirty.extend(self.hub.watched()),
+            }
+        }
+        let _ = self.subscriber.quit().await;
+    }
+
+    async fn on_message(&self, m: &fred::types::Message) {
+        if &*m.channel != EVENTS_CHANNEL {
+            return;
+        }
+        let Some(text) = m.value.as_str() else { return };
+        let Ok(ev) = serde_json::from_str::<LifecycleEvent>(&text) else {
+            tracing::warn!("malformed lifecycle event ignored");
+            return;
+        };
+        let (Some(msg), Ok(sale)) = (ev.message(), SaleId::parse(&ev.flash_sale_id)) else {
+            return;
+        };
+        if matches!(msg, ServerMessage::Ended { .. }) {
+            // Make the final stock visible before the end event where we can.
+            self.refresh(&[sale]).await;
+        }
+        self.hub.publish_event(sale, &msg);
+    }
+
+    async fn refresh(&self, sales: &[SaleId]) {
+        match self.engine.available_many(sales).await {
+            Ok(levels) => {
+                for (sale, units) in sales.iter().zip(levels) {
+                    if let Some(units) = units {
+                        self.hub.publish_stock(*sale, units);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %ErrorChain(&e), "stock refresh failed"),
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The scheduler: exactly one leader among all instances moves sales through
+//! pending → active → ended and announces each change to every instance.
+//!
+//! Leadership is a Redis lease (`SET NX PX`, renewed by a script that checks
+//! the owner) carrying a fencing epoch. Every MongoDB status change is
+//! conditional on the old status and on the epoch, so a transition happens,
+//! and is announced, exactly once even if two instances briefly both believe
+//! they lead. A leader that dies is replaced within one lease period.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::PurchaseEngine;
+use crate::error::{ErrorChain, StoreError};
+use crate::ids::SaleId;
+use crate::realtime::{LifecycleEvent, publish_lifecycle};
+use crate::sales::{EndReason, FlashSale, SaleStatus, SaleStore};
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickOutcome {
+    Follower,
+    Leader { epoch: i64, transitions: usize },
+}
+
+#[derive(Debug)]
+pub struct Scheduler {
+    engine: PurchaseEngine,
+    sales: SaleStore,
+    lease_key: String,
+    epoch_key: String,
+    instance: String,
+    ttl: Duration,
+    tick: Duration,
+    /// The lease token and epoch while this instance leads.
+    lease: Option<(String, i64)>,
+}
+
+impl Scheduler {
+    pub fn new(
+        engine: PurchaseEngine,
+        sales: SaleStore,
+        lock_key: &str,
+        instance: String,
+        ttl: Duration,
+        tick: Duration,
+    ) -> Self {
+        // One hash tag, so lease and epoch live in one Cluster slot.
+        let tag = if lock_key.contains('{') {
+            lock_key.to_owned()
+        } else {
+            format!("{{{lock_key}}}")
+        };
+        Self {
+            engine,
+            sales,
+            epoch_key: format!("{tag}:epoch"),
+            lease_key: tag,
+            instance,
+            ttl,
+            tick,
+            lease: None,
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.lease.is_some()
+    }
+
+    /// Keeps or takes the lease, then, as leader, applies due transitions.
+    pub async fn tick_once(&mut self) -> Result<TickOutcome, StoreError> {
+        let ttl = self.ttl.as_millis().to_string();
+        let scripts = self.engine.scripts();
+        if let Some((token, _)) = &self.lease {
+            let renewed: i64 = scripts
+                .lease_renew
+                .call(
+                    self.engine.pool(),
+                    vec![self.lease_key.clone()],
+                    vec![token.clone(), ttl.clone()],
+                )
+                .await?;
+            if renewed != 1 {
+                tracing::warn!(instance = %self.instance, "scheduler lease lost");
+                self.lease = None;
+            }
+        }
+        if self.lease.is_none() {
+            let epoch: i64 = scripts
+                .lease_acquire
+                .call(
+                    self.engine.pool(),
+                    vec![self.lease_key.clone(), self.epoch_key.clone()],
+                    vec![self.instance.clone(), ttl],
+                )
+                .await?;
+            if epoch > 0 {
+                tracing::info!(instance = %self.instance, epoch, "became scheduler leader");
+                self.lease = Some((format!("{}:{epoch}", self.instance), epoch));
+            }
+        }
+        let Some((_, epoch)) = self.lease else {
+            return Ok(TickOutcome::Follower);
+        };
+        let transitions = self.transitions(epoch).await?;
+        Ok(TickOutcome::Leader { epoch, transitions })
+    }
+
+    async fn transitions(&self, epoch: i64) -> Result<usize, StoreError> {
+        let now = self.engine.redis_time_ms().await?;
+        let mut n = 0;
+        for sale in self.sales.due_to_start(now).await? {
+            if self
+                .sales
+                .transition(
+                    sale.sale_id(),
+                    &[SaleStatus::Pending],
+                    SaleStatus::Active,
+                    None,
+                    epoch,
+                )
+                .await?
+            {
+                n += 1;
+                self.announce(&LifecycleEvent::started(sale.sale_id()))
+                    .await;
+            }
+        }
+        for sale in self.sales.due_to_end(now).await? {
+            n += usize::from(
+                self.end(sale.sale_id(), EndReason::TimeEnded, epoch)
+                    .await?,
+            );
+        }
+        let running = self.sales.running(now).await?;
+        let ids: Vec<SaleId> = running.iter().map(FlashSale::sale_id).collect();
+        let stock = self.engine.available_many(&ids).await?;
+        for (id, units) in ids.into_iter().zip(stock) {
+            if units.is_some_and(|u| u <= 0) {
+                n += usize::from(self.end(id, EndReason::SoldOut, epoch).await?);
+            }
+        }
+        Ok(n)
+    }
+
+    async fn end(&self, sale: SaleId, reason: EndReason, epoch: i64) -> Result<bool, StoreError> {
+        let changed = self
+            .sales
+            .transition(
+                sale,
+                &[SaleStatus::Pending, SaleStatus::Active],
+                SaleStatus::Ended,
+                Some(reason),
+                epoch,
+            )
+            .await?;
+        if changed {
+            let word = match reason {
+                EndReason::SoldOut => "sold-out",
+                EndReason::TimeEnded => "time-ended",
+                EndReason::Cancelled => "cancelled",
+            };
+            self.announce(&LifecycleEvent::ended(sale, word)).await;
+        }
+        Ok(changed)
+    }
+
+    async fn announce(&self, ev: &LifecycleEvent) {
+        tracing::info!(sale = %ev.flash_sale_id, event = %ev.event, reason = ?ev.reason, "sale lifecycle");
+        if let Err(e) = publish_lifecycle(self.engine.pool(), ev).await {
+            tracing::warn!(error = %ErrorChain(&e), "failed to publish a lifecycle event");
+        }
+    }
+
+    /// Gives up the lease so another instance can lead at once.
+    pub async fn release(&mut self) {
+        if let Some((token, _)) = self.lease.take()
+            && let Err(e) = self.engine.unlock(&self.lease_key, &token).await
+        {
+            tracing::warn!(error = %ErrorChain(&e), "failed to release the scheduler lease; it expires by itself");
+        }
+    }
+
+    /// Ticks until stopped, then releases the lease.
+    pub async fn run_until_stopped(mut self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    if let Err(e) = self.tick_once().await {
+                        tracing::warn!(error = %ErrorChain(&e), "scheduler tick failed");
+                    }
+                }
+            }
+        }
+        self.release().await;
+    }
+}

@@ -1,0 +1,340 @@
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{eventually, iso_in, spawn_app, spawn_app_on, spawn_app_with};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn watchers_get_a_snapshot_then_falling_stock_then_sold_out() {
+    let app = spawn_app().await;
+    let sale = app.open_sale(5, 5, 5).await;
+    let id = sale["id"].as_str().unwrap();
+    let (_, buyer) = app.customer("b@x.io").await;
+    let mut ws = app.ws(&buyer).await;
+
+    let snap = ws.join(id).await;
+    assert_eq!(snap["event"], "flashSaleStatus");
+    assert_eq!(snap["data"]["flashSaleId"], id);
+    assert_eq!(snap["data"]["status"], "active");
+    assert_eq!(snap["data"]["availableUnits"], 5);
+    assert_eq!(snap["data"]["startTime"], sale["startTime"]);
+    assert_eq!(snap["data"]["endTime"], sale["endTime"]);
+
+    assert_eq!(app.purchase(&buyer, id, json!(2)).await.status(), 201);
+    let mut last = 5;
+    loop {
+        let ev = ws.next_event(PATIENCE).await.expect("a stock update");
+        assert_eq!(ev["event"], "stockUpdate", "{ev}");
+        let units = ev["data"]["availableUnits"].as_i64().unwrap();
+        assert!(units < last, "stock never goes up: {units} after {last}");
+        last = units;
+        if units == 3 {
+            break;
+        }
+    }
+    assert_eq!(app.purchase(&buyer, id, json!(3)).await.status(), 201);
+    let (ended, before) = ws.wait_for("flashSaleEnded", PATIENCE).await;
+    assert_eq!(ended["data"]["reason"], "sold-out");
+    let last_stock = before
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "stockUpdate")
+        .expect("a final stock update before the end");
+    assert_eq!(last_stock["data"]["availableUnits"], 0);
+    assert_eq!(app.get_sale(id).await["status"], "ended");
+    assert_eq!(app.get_sale(id).await["endReason"], "sold-out");
+}
+
+#[tokio::test]
+async fn sales_announce_their_start_and_their_time_end() {
+    let app = spawn_app().await;
+    let product = app.create_product(10.0).await;
+    let sale = app.sale_for(&product, 2, 4, 10, 1, 1).await;
+    let id = sale["id"].as_str().unwrap();
+    let mut ws = app.ws(&app.admin_token).await;
+    assert_eq!(ws.join(id).await["data"]["status"], "pending");
+    let (started, _) = ws.wait_for("flashSaleStarted", PATIENCE).await;
+    assert_eq!(started["data"]["flashSaleId"], id);
+    let (ended, _) = ws.wait_for("flashSaleEnded", PATIENCE).await;
+    assert_eq!(ended["data"]["reason"], "time-ended");
+    let v = app.get_sale(id).await;
+    assert_eq!(
+        (v["status"].as_str(), v["endReason"].as_str()),
+        (Some("ended"), Some("time-ended"))
+    );
+}
+
+#[tokio::test]
+async fn cancelling_a_sale_tells_its_watchers() {
+    let app = spawn_app().await;
+    let sale = app.open_sale(5, 1, 1).await;
+    let id = sale["id"].as_str().unwrap();
+    let mut ws = app.ws(&app.admin_token).await;
+    ws.join(id).await;
+    app.post(
+        &format!("/api/flash-sales/{id}/cancel"),
+        Some(&app.admin_token),
+        &json!({}),
+    )
+    .await;
+    let (ended, _) = ws.wait_for("flashSaleEnded", PATIENCE).await;
+    assert_eq!(ended["data"]["reason"], "cancelled");
+}
+
+#[tokio::test]
+async fn leaving_a_sale_stops_its_updates() {
+    let app = spawn_app().await;
+    let a = app.open_sale(10, 5, 5).await;
+    let b = app.open_sale(10, 5, 5).await;
+    let (aid, bid) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    let (_, buyer) = app.customer("b@x.io").await;
+    let mut ws = app.ws(&buyer).await;
+    ws.join(aid).await;
+    ws.send(&json!({ "event": "leaveFlashSale", "data": { "flashSaleId": aid } }))
+        .await;
+    ws.join(bid).await;
+    app.purchase(&buyer, aid, json!(1)).await;
+    app.purchase(&buyer, bid, json!(1)).await;
+    // B's update arrives; nothing about A came before it (or after, up to it).
+    let (update, before) = ws.wait_for("stockUpdate", PATIENCE).await;
+    assert_eq!(update["data"]["flashSaleId"], bid);
+    assert!(
+        before.iter().all(|e| e["data"]["flashSaleId"] != aid),
+        "{before:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_handshakes_and_bad_messages_are_refused_and_others_keep_being_served() {
+    let app = spawn_app().await;
+    let sale = app.open_sale(10, 5, 5).await;
+    let id = sale["id"].as_str().unwrap();
+    let host = app.base.trim_start_matches("http://").to_owned();
+
+    // No token, a bad token: the handshake is refused with 401.
+    for url in [
+        format!("ws://{host}/ws"),
+        format!("ws://{host}/?token=not-a-jwt"),
+    ] {
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+            other => panic!("handshake should be refused, got {other:?}"),
+        }
+    }
+    // A plain GET on the WebSocket path is told to upgrade.
+    assert_eq!(app.get("/ws", None).await.status(), 426);
+
+    let (_, buyer) = app.customer("b@x.io").await;
+    let mut ws = app.ws(&buyer).await;
+    ws.send(&json!("not an event")).await;
+    let e = ws.next_event(PATIENCE).await.unwrap();
+    assert_eq!(
+        (e["event"].as_str(), e["data"]["code"].as_str()),
+        (Some("error"), Some("BAD_MESSAGE"))
+    );
+    ws.send(&json!({ "event": "dance", "data": {} })).await;
+    assert_eq!(
+        ws.next_event(PATIENCE).await.unwrap()["data"]["code"],
+        "BAD_MESSAGE"
+    );
+    let e = ws.join("0123456789abcdef01234567").await;
+    assert_eq!(e["data"]["code"], "FLASH_SALE_NOT_FOUND");
+    // The same connection still works after those errors.
+    assert_eq!(ws.join(id).await["event"], "flashSaleStatus");
+
+    // An oversized message gets an error and the connection is closed.
+    let mut big = app.ws(&buyer).await;
+    big.send(&json!({ "event": "joinFlashSale", "data": { "flashSaleId": "x".repeat(10_000) } }))
+        .await;
+    let e = big.next_event(PATIENCE).await.unwrap();
+    assert_eq!(e["data"]["code"], "MESSAGE_TOO_LARGE");
+    assert_eq!(big.close_code(PATIENCE).await, Some(1009));
+
+    // Others are still served.
+    app.purchase(&buyer, id, json!(1)).await;
+    let (update, _) = ws.wait_for("stockUpdate", PATIENCE).await;
+    assert_eq!(update["data"]["availableUnits"], 9);
+    let mut fresh = app.ws(&buyer).await;
+    assert_eq!(fresh.join(id).await["data"]["availableUnits"], 9);
+}
+
+#[tokio::test]
+async fn rooms_per_connection_are_limited() {
+    let app = spawn_app_with(|s| {
+        s.insert("WS_MAX_ROOMS", "2".to_owned());
+    })
+    .await;
+    let ids: Vec<Value> = [
+        app.open_sale(5, 1, 1).await,
+        app.open_sale(5, 1, 1).await,
+        app.open_sale(5, 1, 1).await,
+    ]
+    .to_vec();
+    let mut ws = app.ws(&app.admin_token).await;
+    assert_eq!(
+        ws.join(ids[0]["id"].as_str().unwrap()).await["event"],
+        "flashSaleStatus"
+    );
+    assert_eq!(
+        ws.join(ids[1]["id"].as_str().unwrap()).await["event"],
+        "flashSaleStatus"
+    );
+    assert_eq!(
+        ws.join(ids[2]["id"].as_str().unwrap()).await["data"]["code"],
+        "ROOM_LIMIT"
+    );
+}
+
+#[tokio::test]
+async fn a_client_on_one_instance_sees_purchases_made_on_another() {
+    let a = spawn_app().await;
+    let b = spawn_app_on(&a.redis_url, &a.mongo_url, &a.db_name, |_| {}).await;
+    let sale = a.open_sale(20, 5, 5).await;
+    let id = sale["id"].as_str().unwrap();
+    let (_, buyer) = a.customer("b@x.io").await;
+    let mut ws = a.ws(&buyer).await;
+    ws.join(id).await;
+    assert_eq!(b.purchase(&buyer, id, json!(4)).await.status(), 201);
+    let (update, _) = ws.wait_for("stockUpdate", PATIENCE).await;
+    assert_eq!(update["data"]["availableUnits"], 16);
+}
+
+fn leader(app: &crate::helpers::TestApp) -> String {
+    app.redis().cli(&["GET", "{flashsale:scheduler:lease}"])
+}
+
+#[tokio::test]
+async fn one_scheduler_leads_and_a_dead_leader_is_replaced_within_the_lease() {
+    let fast = |s: &mut std::collections::HashMap<&'static str, String>| {
+        s.insert("SCHEDULER_LEASE_MS", "1000".to_owned());
+        s.insert("SCHEDULER_TICK_MS", "100".to_owned());
+    };
+    let mut a = spawn_app_with(fast).await;
+    let mut b = spawn_app_on(&a.redis_url, &a.mongo_url, &a.db_name, fast).await;
+    b.redis = None;
+    assert!(
+        eventually(PATIENCE, || async { !leader(&a).is_empty() }).await,
+        "someone leads"
+    );
+    let holder = leader(&a);
+    let a_leads = holder.starts_with(&format!("{}:", a.state.instance));
+    let b_leads = holder.starts_with(&format!("{}:", b.state.instance));
+    assert!(a_leads ^ b_leads, "exactly one leader: {holder}");
+
+    // A sale that starts after the leader dies must still start, exactly once.
+    let product = a.create_product(10.0).await;
+    let sale = a.sale_for(&product, 3, 600, 10, 1, 1).await;
+    let id = sale["id"].as_str().unwrap();
+    let (survivor, dead) = if a_leads {
+        (&mut b, &mut a)
+    } else {
+        (&mut a, &mut b)
+    };
+    let survivor_instance = survivor.state.instance.clone();
+    let mut ws = survivor.ws(&survivor.admin_token).await;
+    ws.join(id).await;
+    dead.kill();
+    let killed_at = tokio::time::Instant::now();
+    let took_over = eventually(PATIENCE, || async {
+        let h = survivor.redis_url.clone();
+        let port = h.rsplit(':').next().unwrap().to_owned();
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port, "GET", "{flashsale:scheduler:lease}"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).starts_with(&format!("{survivor_instance}:"))
+    })
+    .await;
+    assert!(took_over, "the survivor took the lease");
+    let waited = killed_at.elapsed();
+    assert!(
+        waited < Duration::from_millis(1000 + 500),
+        "handover took {waited:?}, lease is 1 s"
+    );
+
+    let (started, _) = ws.wait_for("flashSaleStarted", PATIENCE).await;
+    assert_eq!(started["data"]["flashSaleId"], id);
+    // Exactly once: the next event is not another start.
+    assert!(ws.next_event(Duration::from_millis(300)).await.is_none());
+    assert_eq!(survivor.get_sale(id).await["status"], "active");
+}
+
+#[tokio::test]
+async fn a_slow_client_is_dropped_while_a_normal_one_keeps_up() {
+    let app = spawn_app_with(|s| {
+        s.insert("WS_QUEUE", "16".to_owned());
+        s.insert("WS_SEND_TIMEOUT_MS", "500".to_owned());
+    })
+    .await;
+    let sale = app.open_sale(100, 5, 5).await;
+    let id = sale["id"].as_str().unwrap();
+    let sid = flashsale::ids::SaleId::parse(id).unwrap();
+    let (_, buyer) = app.customer("b@x.io").await;
+    let mut normal = app.ws(&buyer).await;
+    let mut slow = app.ws(&buyer).await;
+    normal.join(id).await;
+    slow.join(id).await;
+
+    // Flood the room while `slow` never reads; `normal` reads everything.
+    let stats = &app.state.hub.stats;
+    let before = stats
+        .slow_dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let reader = tokio::spawn(async move {
+        let mut n = 0u64;
+        while let Some(ev) = normal.next_event(PATIENCE).await {
+            n += 1;
+            if ev["event"] == "stockUpdate" {
+                return (normal, n, ev);
+            }
+        }
+        panic!("normal client stopped receiving after {n} events");
+    });
+    let padding = "x".repeat(900);
+    let dropped = eventually(Duration::from_secs(30), || async {
+        for _ in 0..200 {
+            let msg = flashsale::realtime::ServerMessage::Error {
+                message: padding.clone(),
+                code: "FLOOD".into(),
+            };
+            app.state.hub.publish_event(sid, &msg);
+        }
+        tokio::task::yield_now().await;
+        stats
+            .slow_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > before
+    })
+    .await;
+    assert!(dropped, "the slow client was never dropped");
+    // The normal client still gets a real update promptly.
+    app.purchase(&buyer, id, json!(1)).await;
+    let (_normal, received, update) = reader.await.unwrap();
+    assert!(received > 1);
+    assert_eq!(update["data"]["availableUnits"], 99);
+    drop(slow);
+}
+
+#[tokio::test]
+async fn shutdown_closes_websockets_with_going_away() {
+    let mut app = spawn_app().await;
+    let mut ws = app.ws(&app.admin_token).await;
+    let sale = app.open_sale(5, 1, 1).await;
+    ws.join(sale["id"].as_str().unwrap()).await;
+    let closer = tokio::spawn(async move { ws.close_code(PATIENCE).await });
+    app.shutdown().await;
+    assert_eq!(closer.await.unwrap(), Some(1001));
+}
+
+#[tokio::test]
+async fn status_snapshot_uses_iso_times() {
+    let app = spawn_app().await;
+    let product = app.create_product(10.0).await;
+    let sale = app.sale_for(&product, 600, 1200, 10, 1, 1).await;
+    let mut ws = app.ws(&app.admin_token).await;
+    let snap = ws.join(sale["id"].as_str().unwrap()).await;
+    assert_eq!(snap["data"]["status"], "pending");
+    assert!(snap["data"]["startTime"].as_str().unwrap() > iso_in(0).as_str());
+}
