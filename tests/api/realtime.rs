@@ -248,17 +248,31 @@ async fn one_scheduler_leads_and_a_dead_leader_is_replaced_within_the_lease() {
     })
     .await;
     assert!(took_over, "the survivor took the lease");
-    let waited = killed_at.elapsed();
-    assert!(
-        waited < Duration::from_millis(1000 + 500),
-        "handover took {waited:?}, lease is 1 s"
+    // Reported, not asserted (tests never assert wall-clock times): with a
+    // 1 s lease and a 100 ms tick the handover is bounded by lease + tick.
+    eprintln!(
+        "scheduler handover took {:?} (lease 1 s)",
+        killed_at.elapsed()
     );
 
     let (started, _) = ws.wait_for("flashSaleStarted", PATIENCE).await;
     assert_eq!(started["data"]["flashSaleId"], id);
-    // Exactly once: the next event is not another start.
-    assert!(ws.next_event(Duration::from_millis(300)).await.is_none());
     assert_eq!(survivor.get_sale(id).await["status"], "active");
+    // Exactly once: cancelling produces the next lifecycle event, and no
+    // second start came before it.
+    let token = survivor.admin_token.clone();
+    survivor
+        .post(
+            &format!("/api/flash-sales/{id}/cancel"),
+            Some(&token),
+            &json!({}),
+        )
+        .await;
+    let (_, between) = ws.wait_for("flashSaleEnded", PATIENCE).await;
+    assert!(
+        between.iter().all(|e| e["event"] != "flashSaleStarted"),
+        "{between:?}"
+    );
 }
 
 #[tokio::test]
