@@ -12,11 +12,18 @@ KEYS[5]  {sale:<id>}:seq      string  last order sequence number
 KEYS[6]  {sale:<id>}:orders   stream  accepted orders, drained to MongoDB by the write-behind
 KEYS[7]  {sale:<id>}:idem:<userId>:<key>  string  the first reply for an Idempotency-Key
          (pass any key of the same slot when ARGV[4] is 0)
+KEYS[8]  {sale:<id>}:ip:<ipKey>  set  accounts that bought from this client IP (IPv6 by /64)
+KEYS[9]  {sale:<id>}:att:<userId>  string  the buyer's attempts in the current window
 
 ARGV[1]  user id
 ARGV[2]  quantity, a positive integer (the caller has already validated it)
 ARGV[3]  client IP, recorded with the order
 ARGV[4]  idempotency TTL in seconds; 0 when the request has no Idempotency-Key
+ARGV[5]  attempts allowed per buyer per window (0: no limit)
+ARGV[6]  the attempts window in ms
+
+The sale's meta field maxIpAccts caps how many distinct accounts may buy from
+one client IP (0: no cap).
 
 The time is read from Redis (TIME), never from the caller.
 Every check runs before the first write, so an error can never leave half a purchase.
@@ -32,15 +39,37 @@ Reply: an array of integers; the first is the outcome.
   {7, remainingAllowance, maxPerUser}                          USER_LIMIT
   {8, seq, remaining, purchasedAtMs, unitPriceCents, quantity} DUPLICATE (the first order for this key)
   {9, firstQuantity}                                           IDEMPOTENCY_MISMATCH (same key, other quantity)
+  {10, limit, retryAfterMs}                                    ATTEMPT_LIMIT (too many attempts by this buyer)
+  {11, maxAccountsPerIp}                                       IP_ACCOUNT_LIMIT (too many accounts from this IP)
+
+Only ATTEMPT_LIMIT's counter is written on a refusal; every other refusal
+writes nothing.
 ]]
 
-local meta = redis.call('HMGET', KEYS[1], 'start', 'end', 'maxUser', 'maxTx', 'price', 'state')
+local meta = redis.call('HMGET', KEYS[1], 'start', 'end', 'maxUser', 'maxTx', 'price', 'state', 'maxIpAccts')
 if not meta[1] then
   return {1}
 end
 local user = ARGV[1]
 local qty = tonumber(ARGV[2])
 local idem_ttl = tonumber(ARGV[4])
+
+-- Attempts per buyer per window hold across every instance.
+local max_attempts = tonumber(ARGV[5])
+if max_attempts > 0 then
+  local n = redis.call('INCR', KEYS[9])
+  if n == 1 then
+    redis.call('PEXPIRE', KEYS[9], ARGV[6])
+  end
+  if n > max_attempts then
+    local ttl = redis.call('PTTL', KEYS[9])
+    if ttl < 0 then
+      redis.call('PEXPIRE', KEYS[9], ARGV[6])
+      ttl = tonumber(ARGV[6])
+    end
+    return {10, max_attempts, ttl}
+  end
+end
 
 if idem_ttl > 0 then
   local prev = redis.call('GET', KEYS[7])
@@ -83,6 +112,11 @@ end
 if qty > stock then
   return {5, stock}
 end
+local max_ip_accts = tonumber(meta[7] or '0')
+if max_ip_accts > 0 and redis.call('SISMEMBER', KEYS[8], user) == 0
+    and redis.call('SCARD', KEYS[8]) >= max_ip_accts then
+  return {11, max_ip_accts}
+end
 
 -- All checks passed: record the purchase.
 local remaining = redis.call('DECRBY', KEYS[2], qty)
@@ -91,6 +125,9 @@ local seq = redis.call('INCR', KEYS[5])
 if bought == 0 then
   redis.call('HSET', KEYS[3], 't:' .. user, now)
   redis.call('ZADD', KEYS[4], 'NX', seq, user)
+end
+if max_ip_accts > 0 then
+  redis.call('SADD', KEYS[8], user)
 end
 local price = meta[5]
 redis.call('XADD', KEYS[6], '*', 'seq', seq, 'user', user, 'qty', qty, 'price', price, 'ts', now, 'ip', ARGV[3])

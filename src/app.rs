@@ -39,6 +39,8 @@ pub struct AppState {
     pub leaderboard: Leaderboard,
     pub reconciler: Reconciler,
     pub hub: Arc<crate::realtime::Hub>,
+    pub fraud: Arc<crate::fraud::Fraud>,
+    pub fraud_store: crate::fraud::FraudStore,
     /// This process's name among instances (scheduler lease, stream consumer).
     pub instance: String,
 }
@@ -97,12 +99,19 @@ impl App {
         if let Err(e) = crate::realtime::check_keyspace_config(state.engine.pool()).await {
             tracing::warn!("{e}; stock updates fall back to a once-a-second refresh");
         }
+        state
+            .fraud
+            .blocklist
+            .reload()
+            .await
+            .context("failed to load the blocklist")?;
         let subscriber = crate::redis::build_subscriber(&state.config.redis)
             .context("REDIS_URL: invalid Redis configuration")?;
         let source = crate::realtime::Source::new(
             subscriber,
             state.hub.clone(),
             state.engine.clone(),
+            state.fraud.blocklist.clone(),
             state.config.realtime.stock_tick,
         );
         tokio::time::timeout(Duration::from_secs(10), source.connect())
@@ -153,6 +162,7 @@ impl App {
         )
         .run_until_stopped(background.clone());
         let source = self.source.run_until_stopped(background.clone());
+        let upkeep = upkeep(state.clone(), background.clone());
         let server = async {
             crate::http::server::run(self.listener, state.clone(), stop).await;
             state.hub.stop.cancel();
@@ -165,7 +175,7 @@ impl App {
             }
             background.cancel();
         };
-        tokio::join!(server, write_behind, scheduler, source);
+        tokio::join!(server, write_behind, scheduler, source, upkeep);
         tracing::info!("stopped");
     }
 }
@@ -195,26 +205,44 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let users = UserStore::new(&db);
     let products = ProductStore::new(&db);
     let orders = OrderStore::new(&db);
-    let engine = PurchaseEngine::new(pool.clone(), config.sales.idempotency_ttl);
+    let engine = PurchaseEngine::new(
+        pool.clone(),
+        config.sales.idempotency_ttl,
+        crate::engine::AttemptLimit {
+            max: config.fraud.attempts_per_window,
+            window: config.fraud.attempts_window,
+        },
+    );
     let sale_store = SaleStore::new(&db);
     let sales = SaleService::new(
         sale_store.clone(),
         products.clone(),
         engine.clone(),
         orders.clone(),
-        config.sales.default_max_per_user,
-        config.sales.default_max_per_transaction,
+        crate::sales::SaleDefaults {
+            max_per_user: i64::from(config.sales.default_max_per_user),
+            max_per_transaction: i64::from(config.sales.default_max_per_transaction),
+            max_accounts_per_ip: i64::from(config.sales.default_max_accounts_per_ip),
+        },
     );
     let instance = consumer_name();
+    let fraud_store = crate::fraud::FraudStore::new(&db);
     let write_behind = WriteBehind::new(
         pool.clone(),
         orders.clone(),
+        fraud_store.clone(),
         instance.clone(),
         config.write_behind.batch_size,
         config.write_behind.claim_idle,
         config.write_behind.interval,
     );
     let leaderboard = Leaderboard::new(pool.clone(), users.clone());
+    let blocklist = Arc::new(crate::fraud::Blocklist::new(pool.clone()));
+    let fraud = Arc::new(crate::fraud::Fraud::new(
+        &config.fraud,
+        blocklist,
+        crate::fraud::FraudLog::new(pool.clone()),
+    ));
     let reconciler = Reconciler::new(pool, orders.clone(), sale_store);
     let hub = crate::realtime::Hub::new(config.realtime.max_per_ip);
     Ok(AppState {
@@ -232,6 +260,8 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
         reconciler,
         hub,
         instance,
+        fraud,
+        fraud_store,
     })
 }
 
@@ -252,6 +282,11 @@ async fn ensure_indexes(state: &AppState) -> anyhow::Result<()> {
         .ensure_indexes()
         .await
         .context("failed to create order indexes")?;
+    state
+        .fraud_store
+        .ensure_indexes()
+        .await
+        .context("failed to create fraud event indexes")?;
     Ok(())
 }
 
@@ -311,4 +346,22 @@ pub async fn state_for_command(config: Config) -> anyhow::Result<Arc<AppState>> 
     let state = Arc::new(build_state(config).await?);
     ensure_indexes(&state).await?;
     Ok(state)
+}
+
+/// Periodic housekeeping: limiter and velocity sweeps, and a blocklist reload
+/// in case a change notification was missed.
+async fn upkeep(state: Arc<AppState>, stop: CancellationToken) {
+    let mut sweep = tokio::time::interval(Duration::from_secs(10));
+    let mut reload = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = sweep.tick() => state.fraud.sweep(),
+            _ = reload.tick() => {
+                if let Err(e) = state.fraud.blocklist.reload().await {
+                    tracing::warn!(error = %crate::error::ErrorChain(&e), "blocklist reload failed");
+                }
+            }
+        }
+    }
 }

@@ -107,6 +107,41 @@ pub const DEFAULT_SCHEDULER_TICK_MS: u64 = 250;
 pub const ENV_SCHEDULER_LEASE_MS: &str = "SCHEDULER_LEASE_MS";
 pub const DEFAULT_SCHEDULER_LEASE_MS: u64 = 5_000;
 
+pub const ENV_DEFAULT_MAX_ACCOUNTS_PER_IP: &str = "DEFAULT_MAX_ACCOUNTS_PER_IP";
+pub const DEFAULT_MAX_ACCOUNTS_PER_IP: u32 = 10;
+
+pub const ENV_RATE_PURCHASE_PER_IP: &str = "RATE_PURCHASE_PER_IP";
+pub const DEFAULT_RATE_PURCHASE_PER_IP: u32 = 50;
+pub const ENV_RATE_PURCHASE_PER_USER: &str = "RATE_PURCHASE_PER_USER";
+pub const DEFAULT_RATE_PURCHASE_PER_USER: u32 = 5;
+pub const ENV_RATE_SIGNIN_PER_IP: &str = "RATE_SIGNIN_PER_IP";
+pub const DEFAULT_RATE_SIGNIN_PER_IP: u32 = 30;
+pub const ENV_RATE_SIGNIN_PER_ACCOUNT: &str = "RATE_SIGNIN_PER_ACCOUNT";
+pub const DEFAULT_RATE_SIGNIN_PER_ACCOUNT: u32 = 5;
+pub const ENV_RATE_SIGNUP_PER_IP: &str = "RATE_SIGNUP_PER_IP";
+pub const DEFAULT_RATE_SIGNUP_PER_IP: u32 = 10;
+pub const ENV_RATE_LIMIT_MAX_KEYS: &str = "RATE_LIMIT_MAX_KEYS";
+pub const DEFAULT_RATE_LIMIT_MAX_KEYS: usize = 100_000;
+pub const ENV_PURCHASE_ATTEMPTS_PER_WINDOW: &str = "PURCHASE_ATTEMPTS_PER_WINDOW";
+pub const DEFAULT_PURCHASE_ATTEMPTS_PER_WINDOW: u32 = 30;
+pub const ENV_PURCHASE_ATTEMPTS_WINDOW_MS: &str = "PURCHASE_ATTEMPTS_WINDOW_MS";
+pub const DEFAULT_PURCHASE_ATTEMPTS_WINDOW_MS: u64 = 60_000;
+pub const ENV_IP_DENY: &str = "IP_DENY";
+pub const ENV_IP_ALLOW: &str = "IP_ALLOW";
+pub const ENV_FRAUD_NEW_ACCOUNT_SECONDS: &str = "FRAUD_NEW_ACCOUNT_SECONDS";
+pub const DEFAULT_FRAUD_NEW_ACCOUNT_SECONDS: u64 = 60;
+pub const ENV_FRAUD_RULE_NEW_ACCOUNT: &str = "FRAUD_RULE_NEW_ACCOUNT";
+pub const ENV_FRAUD_REFUSAL_BURST: &str = "FRAUD_REFUSAL_BURST";
+pub const DEFAULT_FRAUD_REFUSAL_BURST: u32 = 20;
+pub const ENV_FRAUD_REFUSAL_WINDOW_MS: &str = "FRAUD_REFUSAL_WINDOW_MS";
+pub const DEFAULT_FRAUD_REFUSAL_WINDOW_MS: u64 = 10_000;
+pub const ENV_FRAUD_RULE_REFUSAL_BURST: &str = "FRAUD_RULE_REFUSAL_BURST";
+pub const ENV_FRAUD_MANY_IPS: &str = "FRAUD_MANY_IPS";
+pub const DEFAULT_FRAUD_MANY_IPS: u32 = 5;
+pub const ENV_FRAUD_MANY_IPS_WINDOW_MS: &str = "FRAUD_MANY_IPS_WINDOW_MS";
+pub const DEFAULT_FRAUD_MANY_IPS_WINDOW_MS: u64 = 600_000;
+pub const ENV_FRAUD_RULE_MANY_IPS: &str = "FRAUD_RULE_MANY_IPS";
+
 pub const ENV_LOG_FORMAT: &str = "LOG_FORMAT";
 
 /// Where settings come from: the environment in production, a map in tests.
@@ -275,6 +310,7 @@ pub struct AuthConfig {
 pub struct SalesConfig {
     pub default_max_per_user: u32,
     pub default_max_per_transaction: u32,
+    pub default_max_accounts_per_ip: u32,
     pub idempotency_ttl: Duration,
 }
 
@@ -283,6 +319,67 @@ pub struct WriteBehindConfig {
     pub batch_size: usize,
     pub interval: Duration,
     pub claim_idle: Duration,
+}
+
+/// What a fraud rule does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleAction {
+    Off,
+    /// Write a fraud event and let the request through.
+    Record,
+    /// Refuse with 403 BLOCKED and write a fraud event.
+    Block,
+}
+
+impl FromStr for RuleAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(Self::Off),
+            "record" => Ok(Self::Record),
+            "block" => Ok(Self::Block),
+            _ => Err("must be off, record or block".to_owned()),
+        }
+    }
+}
+
+fn parse_nets(s: &str) -> Result<Vec<IpNet>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<IpNet>()
+                .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("`{p}` is not an IP address or CIDR network"))
+        })
+        .collect()
+}
+
+/// Abuse controls. Every rate is per key; 0 disables it.
+#[derive(Debug, Clone)]
+pub struct FraudConfig {
+    /// Purchases per second per client IP (IPv6 by /64).
+    pub purchase_per_ip: u32,
+    pub purchase_per_user: u32,
+    /// Sign-ins per minute.
+    pub signin_per_ip: u32,
+    pub signin_per_account: u32,
+    /// Sign-ups per minute per IP.
+    pub signup_per_ip: u32,
+    pub limiter_max_keys: usize,
+    /// Purchase attempts per buyer per sale per window, held in Redis.
+    pub attempts_per_window: u32,
+    pub attempts_window: Duration,
+    pub ip_deny: Vec<IpNet>,
+    pub ip_allow: Vec<IpNet>,
+    pub new_account_age: Duration,
+    pub rule_new_account: RuleAction,
+    pub refusal_burst: u32,
+    pub refusal_window: Duration,
+    pub rule_refusal_burst: RuleAction,
+    pub many_ips: u32,
+    pub many_ips_window: Duration,
+    pub rule_many_ips: RuleAction,
 }
 
 #[derive(Debug, Clone)]
@@ -302,6 +399,7 @@ pub struct Config {
     pub write_behind: WriteBehindConfig,
     pub realtime: crate::realtime::RealtimeConfig,
     pub scheduler: SchedulerConfig,
+    pub fraud: FraudConfig,
     pub log_json: bool,
 }
 
@@ -420,6 +518,12 @@ impl Config {
                 1,
                 1_000_000,
             )?,
+            default_max_accounts_per_ip: r.ranged(
+                ENV_DEFAULT_MAX_ACCOUNTS_PER_IP,
+                DEFAULT_MAX_ACCOUNTS_PER_IP,
+                0,
+                1_000_000,
+            )?,
             idempotency_ttl: Duration::from_secs(r.ranged(
                 ENV_IDEMPOTENCY_TTL_SECONDS,
                 DEFAULT_IDEMPOTENCY_TTL_SECONDS,
@@ -487,6 +591,85 @@ impl Config {
             ));
         }
 
+        let nets = |var: &'static str| -> Result<Vec<IpNet>, ConfigError> {
+            r.optional(var)
+                .map(|v| parse_nets(&v).map_err(|e| ConfigError::new(var, e)))
+                .transpose()
+                .map(Option::unwrap_or_default)
+        };
+        let fraud = FraudConfig {
+            purchase_per_ip: r.ranged(
+                ENV_RATE_PURCHASE_PER_IP,
+                DEFAULT_RATE_PURCHASE_PER_IP,
+                0,
+                10_000_000,
+            )?,
+            purchase_per_user: r.ranged(
+                ENV_RATE_PURCHASE_PER_USER,
+                DEFAULT_RATE_PURCHASE_PER_USER,
+                0,
+                10_000_000,
+            )?,
+            signin_per_ip: r.ranged(
+                ENV_RATE_SIGNIN_PER_IP,
+                DEFAULT_RATE_SIGNIN_PER_IP,
+                0,
+                10_000_000,
+            )?,
+            signin_per_account: r.ranged(
+                ENV_RATE_SIGNIN_PER_ACCOUNT,
+                DEFAULT_RATE_SIGNIN_PER_ACCOUNT,
+                0,
+                10_000_000,
+            )?,
+            signup_per_ip: r.ranged(
+                ENV_RATE_SIGNUP_PER_IP,
+                DEFAULT_RATE_SIGNUP_PER_IP,
+                0,
+                10_000_000,
+            )?,
+            limiter_max_keys: r.ranged(
+                ENV_RATE_LIMIT_MAX_KEYS,
+                DEFAULT_RATE_LIMIT_MAX_KEYS,
+                100,
+                100_000_000,
+            )?,
+            attempts_per_window: r.ranged(
+                ENV_PURCHASE_ATTEMPTS_PER_WINDOW,
+                DEFAULT_PURCHASE_ATTEMPTS_PER_WINDOW,
+                0,
+                10_000_000,
+            )?,
+            attempts_window: r.positive_millis(
+                ENV_PURCHASE_ATTEMPTS_WINDOW_MS,
+                DEFAULT_PURCHASE_ATTEMPTS_WINDOW_MS,
+            )?,
+            ip_deny: nets(ENV_IP_DENY)?,
+            ip_allow: nets(ENV_IP_ALLOW)?,
+            new_account_age: Duration::from_secs(r.ranged(
+                ENV_FRAUD_NEW_ACCOUNT_SECONDS,
+                DEFAULT_FRAUD_NEW_ACCOUNT_SECONDS,
+                0,
+                30 * 24 * 3_600,
+            )?),
+            rule_new_account: r.parse_or(ENV_FRAUD_RULE_NEW_ACCOUNT, RuleAction::Record)?,
+            refusal_burst: r.ranged(
+                ENV_FRAUD_REFUSAL_BURST,
+                DEFAULT_FRAUD_REFUSAL_BURST,
+                1,
+                1_000_000,
+            )?,
+            refusal_window: r
+                .positive_millis(ENV_FRAUD_REFUSAL_WINDOW_MS, DEFAULT_FRAUD_REFUSAL_WINDOW_MS)?,
+            rule_refusal_burst: r.parse_or(ENV_FRAUD_RULE_REFUSAL_BURST, RuleAction::Block)?,
+            many_ips: r.ranged(ENV_FRAUD_MANY_IPS, DEFAULT_FRAUD_MANY_IPS, 1, 1_000_000)?,
+            many_ips_window: r.positive_millis(
+                ENV_FRAUD_MANY_IPS_WINDOW_MS,
+                DEFAULT_FRAUD_MANY_IPS_WINDOW_MS,
+            )?,
+            rule_many_ips: r.parse_or(ENV_FRAUD_RULE_MANY_IPS, RuleAction::Record)?,
+        };
+
         let log_json = match r.optional(ENV_LOG_FORMAT).as_deref() {
             None | Some("text") => false,
             Some("json") => true,
@@ -502,6 +685,7 @@ impl Config {
             write_behind,
             realtime,
             scheduler,
+            fraud,
             log_json,
         })
     }

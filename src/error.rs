@@ -147,9 +147,12 @@ impl fmt::Display for ErrorCode {
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
-    pub details: Option<Value>,
+    pub details: Option<Box<Value>>,
     /// Seconds for a `Retry-After` header (429 and 503).
     pub retry_after: Option<u64>,
+    /// Further response headers (the RateLimit fields of a 429). Boxed, like
+    /// the details, to keep the error small on the hot path.
+    pub headers: Option<Box<Vec<(&'static str, String)>>>,
 }
 
 impl ApiError {
@@ -159,11 +162,19 @@ impl ApiError {
             message: message.into(),
             details: None,
             retry_after: None,
+            headers: None,
         }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
+        self
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: String) -> Self {
+        self.headers
+            .get_or_insert_with(Default::default)
+            .push((name, value));
         self
     }
 

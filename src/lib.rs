@@ -13,6 +13,7 @@
 //! - `orders`: the order record and the write-behind from Redis streams.
 //! - `realtime`: WebSocket hub and its Redis sources (keyspace events, pub/sub).
 //! - `scheduler`: one leader (Redis lease) moves sales through their lifecycle.
+//! - `fraud`: IP rules, rate limits, blocklist, velocity rules, fraud log.
 //! - `leaderboard`: buyers ranked by first purchase, from Redis.
 //! - `error`: the one table of error codes and the error body.
 //!
@@ -26,6 +27,7 @@ pub mod catalog;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod fraud;
 pub mod http;
 pub mod ids;
 pub mod leaderboard;

@@ -14,6 +14,9 @@ pub struct Claims {
     pub iss: String,
     pub iat: u64,
     pub exp: u64,
+    /// When the account was created (unix seconds), for the new-account rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,16 @@ impl Keys {
 
     /// A signed token for `sub` valid for the configured lifetime.
     pub fn issue(&self, sub: &str, role: Role) -> Result<String, JwtError> {
+        self.issue_for(sub, role, None)
+    }
+
+    /// A token that also carries the account's creation time.
+    pub fn issue_for(
+        &self,
+        sub: &str,
+        role: Role,
+        created: Option<i64>,
+    ) -> Result<String, JwtError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -73,6 +86,7 @@ impl Keys {
             iss: self.issuer.clone(),
             iat: now,
             exp: now + self.ttl.as_secs(),
+            created,
         };
         Ok(encode(&self.header, &claims, &self.encoding)?)
     }
@@ -120,6 +134,7 @@ mod tests {
                 iss: "flashsale".into(),
                 iat: 1,
                 exp: 99_999_999_999,
+                created: None,
             },
             &EncodingKey::from_secret(&[7u8; 32]),
         )
@@ -139,6 +154,7 @@ mod tests {
                     iss: iss.into(),
                     iat: 1,
                     exp,
+                    created: None,
                 },
                 &EncodingKey::from_secret(key),
             )

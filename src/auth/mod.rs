@@ -22,6 +22,8 @@ use crate::ids::UserId;
 pub struct CurrentUser {
     pub id: UserId,
     pub role: Role,
+    /// Account creation time (unix seconds) when the token carries it.
+    pub created_at: Option<i64>,
 }
 
 impl CurrentUser {
@@ -42,6 +44,7 @@ impl CurrentUser {
         Ok(Self {
             id,
             role: claims.role,
+            created_at: claims.created,
         })
     }
 

@@ -42,6 +42,16 @@ impl SaleKeys {
         }
     }
 
+    /// The set of accounts that bought from one client IP.
+    pub fn ip_accounts(&self, ip_key: &str) -> String {
+        format!("{}:ip:{ip_key}", self.tag)
+    }
+
+    /// A buyer's attempt counter for the current window.
+    pub fn attempts(&self, user: &str) -> String {
+        format!("{}:att:{user}", self.tag)
+    }
+
     /// The sale id back from a key's hash tag.
     pub fn sale_of(key: &str) -> Option<SaleId> {
         let rest = key.strip_prefix("{sale:")?;

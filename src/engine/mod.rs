@@ -33,6 +33,8 @@ pub struct HotSale {
     pub max_per_transaction: i64,
     pub price_cents: i64,
     pub total_units: i64,
+    /// Distinct accounts that may buy from one client IP (0: no cap).
+    pub max_accounts_per_ip: i64,
     /// Units to put on sale when Redis holds no stock for it yet.
     pub stock_if_new: i64,
     /// The order sequence continues above this (orders already in MongoDB).
@@ -70,16 +72,26 @@ struct Inner {
     scripts: Scripts,
     closed: ClosedSales,
     idempotency_ttl: Duration,
+    attempts: AttemptLimit,
+}
+
+/// Purchase attempts allowed per buyer per window, enforced in Redis so the
+/// limit holds across instances.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptLimit {
+    pub max: u32,
+    pub window: Duration,
 }
 
 impl PurchaseEngine {
-    pub fn new(pool: Pool, idempotency_ttl: Duration) -> Self {
+    pub fn new(pool: Pool, idempotency_ttl: Duration, attempts: AttemptLimit) -> Self {
         Self {
             inner: Arc::new(Inner {
                 pool,
                 scripts: Scripts::new(),
                 closed: ClosedSales::default(),
                 idempotency_ttl,
+                attempts,
             }),
         }
     }
@@ -113,6 +125,9 @@ impl PurchaseEngine {
         let keys = SaleKeys::new(req.sale);
         let user = req.user.hex();
         let idem_key = keys.idempotency(&user, req.idempotency_key);
+        let ip_key = keys.ip_accounts(&crate::fraud::ip_key(req.ip).to_string());
+        let attempts_key = keys.attempts(&user);
+        let attempts = &self.inner.attempts;
         let ttl = if req.idempotency_key.is_some() {
             self.inner.idempotency_ttl.as_secs().max(1)
         } else {
@@ -132,12 +147,16 @@ impl PurchaseEngine {
                     keys.seq,
                     keys.orders,
                     idem_key,
+                    ip_key,
+                    attempts_key,
                 ],
                 vec![
                     user,
                     req.quantity.to_string(),
                     req.ip.to_string(),
                     ttl.to_string(),
+                    attempts.max.to_string(),
+                    attempts.window.as_millis().to_string(),
                 ],
             )
             .await?;
@@ -179,6 +198,7 @@ impl PurchaseEngine {
                     sale.stock_if_new.to_string(),
                     sale.seq_floor.to_string(),
                     ORDERS_GROUP.to_owned(),
+                    sale.max_accounts_per_ip.to_string(),
                 ],
             )
             .await?;

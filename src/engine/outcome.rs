@@ -23,6 +23,8 @@ pub enum PurchaseOutcome {
     TransactionLimit { max_per_transaction: i64 },
     UserLimit { remaining: i64, max_per_user: i64 },
     IdempotencyMismatch { first_quantity: i64 },
+    AttemptLimit { limit: i64, retry_after_ms: i64 },
+    IpAccountLimit { max_accounts: i64 },
 }
 
 /// The reply did not have the documented shape.
@@ -73,6 +75,13 @@ impl PurchaseOutcome {
             9 => Self::IdempotencyMismatch {
                 first_quantity: at(1)?,
             },
+            10 => Self::AttemptLimit {
+                limit: at(1)?,
+                retry_after_ms: at(2)?,
+            },
+            11 => Self::IpAccountLimit {
+                max_accounts: at(1)?,
+            },
             _ => return Err(bad()),
         })
     }
@@ -90,6 +99,8 @@ impl PurchaseOutcome {
             Self::TransactionLimit { .. } => "transaction_limit",
             Self::UserLimit { .. } => "user_limit",
             Self::IdempotencyMismatch { .. } => "idempotency_mismatch",
+            Self::AttemptLimit { .. } => "attempt_limit",
+            Self::IpAccountLimit { .. } => "ip_account_limit",
         }
     }
 }
@@ -153,6 +164,17 @@ mod tests {
         assert_eq!(
             PurchaseOutcome::decode(&[8, 7, 3, 99, 500, 2], 2).unwrap(),
             PurchaseOutcome::Duplicate { order: placed }
+        );
+        assert_eq!(
+            PurchaseOutcome::decode(&[10, 30, 900], 1).unwrap(),
+            PurchaseOutcome::AttemptLimit {
+                limit: 30,
+                retry_after_ms: 900
+            }
+        );
+        assert_eq!(
+            PurchaseOutcome::decode(&[11, 4], 1).unwrap(),
+            PurchaseOutcome::IpAccountLimit { max_accounts: 4 }
         );
         assert_eq!(
             PurchaseOutcome::decode(&[9, 1], 2).unwrap(),

@@ -59,7 +59,7 @@ pub fn error(e: &ApiError) -> HttpResponse {
         error: ErrorInner {
             code: e.code.as_str(),
             message: &e.message,
-            details: e.details.as_ref().unwrap_or(&EMPTY_DETAILS),
+            details: e.details.as_deref().unwrap_or(&EMPTY_DETAILS),
         },
     };
     let buf = serde_json::to_vec(&body).unwrap_or_else(|_| {
@@ -71,6 +71,11 @@ pub fn error(e: &ApiError) -> HttpResponse {
     if let Some(secs) = e.retry_after {
         res.headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    for (name, value) in e.headers.iter().flat_map(|h| h.iter()) {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            res.headers_mut().insert(*name, v);
+        }
     }
     res
 }

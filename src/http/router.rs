@@ -9,6 +9,7 @@ use http::header::{ALLOW, HeaderValue};
 use http::{Method, Request};
 use hyper::body::Incoming;
 
+use super::extract;
 use super::handlers;
 use super::response::{HttpResponse, error};
 use crate::app::AppState;
@@ -23,6 +24,14 @@ pub struct RouteSpec {
 
 /// Every route the router serves.
 pub const ROUTES: &[RouteSpec] = &[
+    RouteSpec {
+        template: "/",
+        methods: &["GET"],
+    },
+    RouteSpec {
+        template: "/ws",
+        methods: &["GET"],
+    },
     RouteSpec {
         template: "/healthz",
         methods: &["GET"],
@@ -87,6 +96,14 @@ pub const ROUTES: &[RouteSpec] = &[
         template: "/api/admin/reconcile",
         methods: &["GET"],
     },
+    RouteSpec {
+        template: "/api/admin/blocklist",
+        methods: &["GET", "POST", "DELETE"],
+    },
+    RouteSpec {
+        template: "/api/fraud/events",
+        methods: &["GET"],
+    },
 ];
 
 /// A matched route with its path parameter.
@@ -110,6 +127,8 @@ enum Route<'a> {
     Orders,
     Leaderboard,
     Reconcile,
+    Blocklist,
+    FraudEvents,
 }
 
 impl Route<'_> {
@@ -133,6 +152,8 @@ impl Route<'_> {
             Self::Orders => 15,
             Self::Leaderboard => 16,
             Self::Reconcile => 17,
+            Self::Blocklist => 18,
+            Self::FraudEvents => 19,
         };
         &ROUTES[i]
     }
@@ -154,6 +175,8 @@ fn match_path(path: &str) -> Option<Route<'_>> {
         "/api/orders" => Route::Orders,
         "/api/leaderboard" => Route::Leaderboard,
         "/api/admin/reconcile" => Route::Reconcile,
+        "/api/admin/blocklist" => Route::Blocklist,
+        "/api/fraud/events" => Route::FraudEvents,
         _ => {
             if let Some(id) = path.strip_prefix("/api/products/") {
                 return (!id.is_empty() && !id.contains('/')).then_some(Route::Product(id));
@@ -190,12 +213,19 @@ pub async fn route(
         ));
     };
     let method = req.method().clone();
+    // IP rules come before any work, except for the probes.
+    let ip = extract::client_ip(peer.ip(), req.headers(), &state.config.http.trust_proxy);
+    if !matches!(route, Route::Healthz | Route::Readyz)
+        && let Err(e) = state.fraud.check_ip(ip)
+    {
+        return error(&e);
+    }
     let result = match (&method, route) {
         (&Method::GET, Route::Root | Route::Ws) => crate::realtime::upgrade(state, req, peer),
         (&Method::GET | &Method::HEAD, Route::Healthz) => handlers::health::healthz(),
         (&Method::GET | &Method::HEAD, Route::Readyz) => handlers::health::readyz(state).await,
-        (&Method::POST, Route::Signup) => handlers::auth::signup(state, req).await,
-        (&Method::POST, Route::Signin) => handlers::auth::signin(state, req).await,
+        (&Method::POST, Route::Signup) => handlers::auth::signup(state, req, ip).await,
+        (&Method::POST, Route::Signin) => handlers::auth::signin(state, req, ip).await,
         (&Method::POST, Route::CreateProduct | Route::Products) => {
             handlers::products::create(state, req).await
         }
@@ -212,6 +242,12 @@ pub async fn route(
         (&Method::GET, Route::Orders) => handlers::orders::list(state, &req).await,
         (&Method::GET, Route::Leaderboard) => handlers::leaderboard::page(state, &req).await,
         (&Method::GET, Route::Reconcile) => handlers::orders::reconcile(state, &req).await,
+        (&Method::GET, Route::Blocklist) => handlers::fraud::list_blocklist(state, &req).await,
+        (&Method::POST, Route::Blocklist) => handlers::fraud::add_to_blocklist(state, req).await,
+        (&Method::DELETE, Route::Blocklist) => {
+            handlers::fraud::remove_from_blocklist(state, &req).await
+        }
+        (&Method::GET, Route::FraudEvents) => handlers::fraud::events(state, &req).await,
         _ => {
             let allow = route.spec().methods.join(", ");
             let mut res = error(&ApiError::new(

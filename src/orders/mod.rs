@@ -3,7 +3,7 @@
 
 mod model;
 mod reconcile;
-mod store;
+pub(crate) mod store;
 mod write_behind;
 
 pub use model::{Order, OrderView, order_id};

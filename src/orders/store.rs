@@ -58,36 +58,9 @@ impl OrderStore {
         Ok(())
     }
 
-    /// Writes a batch idempotently: unordered, majority-acknowledged, and a
-    /// duplicate `_id` counts as already written. Returns how many were new.
+    /// Writes a batch idempotently; returns how many were new.
     pub async fn insert_batch(&self, orders: &[Order]) -> Result<usize, StoreError> {
-        if orders.is_empty() {
-            return Ok(0);
-        }
-        let result = self
-            .coll
-            .insert_many(orders)
-            .ordered(false)
-            .write_concern(WriteConcern::majority())
-            .await;
-        match result {
-            Ok(r) => Ok(r.inserted_ids.len()),
-            Err(e) => {
-                use mongodb::error::ErrorKind;
-                if let ErrorKind::InsertMany(im) = &*e.kind {
-                    let only_duplicates = im.write_concern_error.is_none()
-                        && im
-                            .write_errors
-                            .as_ref()
-                            .is_some_and(|es| es.iter().all(|w| w.code == 11000));
-                    if only_duplicates {
-                        let dups = im.write_errors.as_ref().map_or(0, Vec::len);
-                        return Ok(orders.len().saturating_sub(dups));
-                    }
-                }
-                Err(e.into())
-            }
-        }
+        insert_idempotent(&self.coll, orders).await
     }
 
     pub async fn for_user(
@@ -197,5 +170,42 @@ impl OrderStore {
     /// How many order documents carry this id (0 or 1 when all is well).
     pub async fn count_id(&self, id: &str) -> Result<u64, StoreError> {
         Ok(self.coll.count_documents(doc! { "_id": id }).await?)
+    }
+}
+
+/// Writes a batch idempotently: unordered, majority-acknowledged, and a
+/// duplicate `_id` counts as already written. Returns how many were new.
+pub(crate) async fn insert_idempotent<T>(
+    coll: &Collection<T>,
+    docs: &[T],
+) -> Result<usize, StoreError>
+where
+    T: serde::Serialize + Send + Sync,
+{
+    if docs.is_empty() {
+        return Ok(0);
+    }
+    let result = coll
+        .insert_many(docs)
+        .ordered(false)
+        .write_concern(WriteConcern::majority())
+        .await;
+    match result {
+        Ok(r) => Ok(r.inserted_ids.len()),
+        Err(e) => {
+            use mongodb::error::ErrorKind;
+            if let ErrorKind::InsertMany(im) = &*e.kind {
+                let only_duplicates = im.write_concern_error.is_none()
+                    && im
+                        .write_errors
+                        .as_ref()
+                        .is_some_and(|es| es.iter().all(|w| w.code == 11000));
+                if only_duplicates {
+                    let dups = im.write_errors.as_ref().map_or(0, Vec::len);
+                    return Ok(docs.len().saturating_sub(dups));
+                }
+            }
+            Err(e.into())
+        }
     }
 }

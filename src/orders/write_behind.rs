@@ -53,13 +53,14 @@ impl std::ops::AddAssign for FlushReport {
     }
 }
 
-/// One stream entry: its id and its decoded order (None when malformed).
-type Entry = (String, Option<Order>);
+/// One stream entry: its id and its fields (None when the entry was deleted).
+type RawEntry = (String, Option<Vec<Value>>);
 
 #[derive(Debug, Clone)]
 pub struct WriteBehind {
     pool: Pool,
     orders: OrderStore,
+    fraud: crate::fraud::FraudStore,
     consumer: String,
     batch: usize,
     claim_idle: Duration,
@@ -74,6 +75,7 @@ impl WriteBehind {
     pub fn new(
         pool: Pool,
         orders: OrderStore,
+        fraud: crate::fraud::FraudStore,
         consumer: String,
         batch: usize,
         claim_idle: Duration,
@@ -82,6 +84,7 @@ impl WriteBehind {
         Self {
             pool,
             orders,
+            fraud,
             consumer,
             batch: batch.max(1),
             claim_idle,
@@ -108,6 +111,12 @@ impl WriteBehind {
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }
+            }
+        }
+        match self.flush_fraud().await {
+            Ok(r) => report += r,
+            Err(e) => {
+                first_err.get_or_insert(e);
             }
         }
         match first_err {
@@ -158,12 +167,84 @@ impl WriteBehind {
     async fn flush_sale(&self, sale: SaleId) -> Result<FlushReport, WriteBehindError> {
         let key = SaleKeys::new(sale).orders;
         let client = self.pool.next();
-        let mut report = FlushReport::default();
+        let (entries, claimed) = self.collect(client, &key).await?;
+        let mut report = FlushReport {
+            read: entries.len(),
+            claimed,
+            ..FlushReport::default()
+        };
+        if entries.is_empty() {
+            return Ok(report);
+        }
+        let mut orders = Vec::with_capacity(entries.len());
+        let mut bad = Vec::new();
+        let mut ids = Vec::with_capacity(entries.len());
+        for (id, fields) in entries {
+            match fields.as_deref().and_then(|f| decode_order(f, sale)) {
+                Some(o) => orders.push(o),
+                None => bad.push(id.clone()),
+            }
+            ids.push(id);
+        }
+        report.written = self.orders.insert_batch(&orders).await?;
+        if !bad.is_empty() {
+            let dead_key = format!("{key}:dead");
+            for id in &bad {
+                tracing::error!(sale = %sale, entry = %id, "malformed order entry moved to the dead-letter stream");
+                let _: String = client
+                    .xadd(&dead_key, false, None, "*", vec![("entry", id.as_str())])
+                    .await?;
+            }
+            report.dead = bad.len();
+        }
+        report.acked = self.finish(client, &key, &ids).await?;
+        Ok(report)
+    }
 
-        // 1. Our own pending entries: written before a failure, not yet acknowledged.
-        let mut entries = match self.read_group(client, &key, "0", sale).await {
+    /// Drains the fraud log stream into `fraud_events`.
+    async fn flush_fraud(&self) -> Result<FlushReport, WriteBehindError> {
+        let key = crate::fraud::FRAUD_STREAM;
+        let client = self.pool.next();
+        let (entries, claimed) = self.collect(client, key).await?;
+        let mut report = FlushReport {
+            read: entries.len(),
+            claimed,
+            ..FlushReport::default()
+        };
+        if entries.is_empty() {
+            return Ok(report);
+        }
+        let mut events = Vec::with_capacity(entries.len());
+        let mut ids = Vec::with_capacity(entries.len());
+        for (id, fields) in entries {
+            match fields
+                .as_deref()
+                .and_then(|f| crate::fraud::decode_event(&id, f))
+            {
+                Some(ev) => events.push(ev),
+                None => {
+                    tracing::error!(entry = %id, "malformed fraud event dropped");
+                    report.dead += 1;
+                }
+            }
+            ids.push(id);
+        }
+        report.written = self.fraud.insert_batch(&events).await?;
+        report.acked = self.finish(client, key, &ids).await?;
+        Ok(report)
+    }
+
+    /// Own pending entries, then entries claimed from dead consumers, then
+    /// new ones, up to a batch. Returns them and how many were claimed.
+    async fn collect(
+        &self,
+        client: &Client,
+        key: &str,
+    ) -> Result<(Vec<RawEntry>, usize), WriteBehindError> {
+        // 1. Our own pending entries: read before a failure, not yet acknowledged.
+        let mut entries = match self.read_group(client, key, "0").await {
             Err(e) if e.details().starts_with("NOGROUP") => {
-                let r: Result<(), _> = client.xgroup_create(&key, ORDERS_GROUP, "0", true).await;
+                let r: Result<(), _> = client.xgroup_create(key, ORDERS_GROUP, "0", true).await;
                 if let Err(e) = r
                     && !e.details().starts_with("BUSYGROUP")
                 {
@@ -174,43 +255,31 @@ impl WriteBehind {
             other => other?,
         };
         // 2. Entries a dead consumer left pending.
+        let mut claimed = 0;
         if entries.len() < self.batch {
-            let claimed = self
-                .autoclaim(client, &key, sale, self.batch - entries.len())
+            let c = self
+                .autoclaim(client, key, self.batch - entries.len())
                 .await?;
-            report.claimed = claimed.len();
-            entries.extend(claimed);
+            claimed = c.len();
+            entries.extend(c);
         }
         // 3. New entries.
         if entries.len() < self.batch {
-            entries.extend(self.read_group(client, &key, ">", sale).await?);
+            entries.extend(self.read_group(client, key, ">").await?);
         }
-        report.read = entries.len();
-        if entries.is_empty() {
-            return Ok(report);
-        }
+        Ok((entries, claimed))
+    }
 
-        let (good, bad): (Vec<Entry>, Vec<Entry>) =
-            entries.into_iter().partition(|(_, o)| o.is_some());
-        let orders: Vec<Order> = good.iter().filter_map(|(_, o)| o.clone()).collect();
-        report.written = self.orders.insert_batch(&orders).await?;
-
-        if !bad.is_empty() {
-            let dead_key = format!("{key}:dead");
-            for (id, _) in &bad {
-                tracing::error!(sale = %sale, entry = %id, "malformed order entry moved to the dead-letter stream");
-                let _: String = client
-                    .xadd(&dead_key, false, None, "*", vec![("entry", id.as_str())])
-                    .await?;
-            }
-            report.dead = bad.len();
-        }
-
-        let ids: Vec<String> = good.into_iter().chain(bad).map(|(id, _)| id).collect();
-        let acked: i64 = client.xack(&key, ORDERS_GROUP, ids.clone()).await?;
-        report.acked = usize::try_from(acked).unwrap_or(0);
-        self.trim(client, &key, &ids).await?;
-        Ok(report)
+    /// Acknowledges what MongoDB accepted and trims the stream.
+    async fn finish(
+        &self,
+        client: &Client,
+        key: &str,
+        ids: &[String],
+    ) -> Result<usize, WriteBehindError> {
+        let acked: i64 = client.xack(key, ORDERS_GROUP, ids.to_vec()).await?;
+        self.trim(client, key, ids).await?;
+        Ok(usize::try_from(acked).unwrap_or(0))
     }
 
     async fn read_group(
@@ -218,8 +287,7 @@ impl WriteBehind {
         client: &Client,
         key: &str,
         from: &str,
-        sale: SaleId,
-    ) -> Result<Vec<Entry>, fred::error::Error> {
+    ) -> Result<Vec<RawEntry>, fred::error::Error> {
         let v: Value = client
             .xreadgroup(
                 ORDERS_GROUP,
@@ -238,7 +306,7 @@ impl WriteBehind {
                 if let Value::Array(mut kv) = s
                     && kv.len() == 2
                 {
-                    out.extend(parse_entries(kv.swap_remove(1), sale));
+                    out.extend(parse_entries(kv.swap_remove(1)));
                 }
             }
         }
@@ -249,9 +317,8 @@ impl WriteBehind {
         &self,
         client: &Client,
         key: &str,
-        sale: SaleId,
         count: usize,
-    ) -> Result<Vec<Entry>, fred::error::Error> {
+    ) -> Result<Vec<RawEntry>, fred::error::Error> {
         let idle_ms = self.claim_idle.as_millis().to_string();
         let v: Value = client
             .custom(
@@ -269,9 +336,7 @@ impl WriteBehind {
             .await?;
         // [next-id, [[id, [fields]] ...], [deleted ids]]
         match v {
-            Value::Array(mut parts) if parts.len() >= 2 => {
-                Ok(parse_entries(parts.swap_remove(1), sale))
-            }
+            Value::Array(mut parts) if parts.len() >= 2 => Ok(parse_entries(parts.swap_remove(1))),
             _ => Ok(Vec::new()),
         }
     }
@@ -310,7 +375,7 @@ fn parse_id(id: &str) -> Option<(u64, u64)> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
-fn parse_entries(v: Value, sale: SaleId) -> Vec<Entry> {
+fn parse_entries(v: Value) -> Vec<RawEntry> {
     let Value::Array(items) = v else {
         return Vec::new();
     };
@@ -323,13 +388,12 @@ fn parse_entries(v: Value, sale: SaleId) -> Vec<Entry> {
             if pair.len() != 2 {
                 return None;
             }
-            let fields = pair.pop()?;
-            let id = pair.pop()?.as_string()?;
-            let order = match fields {
-                Value::Array(f) => decode_order(&f, sale),
+            let fields = match pair.pop()? {
+                Value::Array(f) => Some(f),
                 _ => None, // deleted entry still pending
             };
-            Some((id, order))
+            let id = pair.pop()?.as_string()?;
+            Some((id, fields))
         })
         .collect()
 }
@@ -400,13 +464,13 @@ mod tests {
             Value::Array(vec![s("2-0"), Value::Null]),
             Value::Array(vec![s("3-0"), Value::Array(vec![s("seq"), s("x")])]),
         ]);
-        let out = parse_entries(entries, sale);
+        let out = parse_entries(entries);
         assert_eq!(out.len(), 3);
-        let o = out[0].1.as_ref().unwrap();
+        let o = decode_order(out[0].1.as_ref().unwrap(), sale).unwrap();
         assert_eq!(o.id, format!("{}-3", sale.hex()));
         assert_eq!((o.quantity, o.unit_price_cents, o.user_id), (2, 1599, user));
         assert!(out[1].1.is_none());
-        assert!(out[2].1.is_none());
+        assert!(decode_order(out[2].1.as_ref().unwrap(), sale).is_none());
     }
 
     #[test]

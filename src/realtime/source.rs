@@ -132,6 +132,7 @@ pub struct Source {
     subscriber: SubscriberClient,
     hub: Arc<Hub>,
     engine: PurchaseEngine,
+    blocklist: Arc<crate::fraud::Blocklist>,
     tick: Duration,
 }
 
@@ -140,12 +141,14 @@ impl Source {
         subscriber: SubscriberClient,
         hub: Arc<Hub>,
         engine: PurchaseEngine,
+        blocklist: Arc<crate::fraud::Blocklist>,
         tick: Duration,
     ) -> Self {
         Self {
             subscriber,
             hub,
             engine,
+            blocklist,
             tick,
         }
     }
@@ -157,6 +160,9 @@ impl Source {
         drop(self.subscriber.manage_subscriptions());
         self.subscriber.psubscribe(STOCK_PATTERN).await?;
         self.subscriber.subscribe(EVENTS_CHANNEL).await?;
+        self.subscriber
+            .subscribe(crate::fraud::BLOCKLIST_CHANGED)
+            .await?;
         Ok(())
     }
 
@@ -198,6 +204,12 @@ impl Source {
     }
 
     async fn on_message(&self, m: &fred::types::Message) {
+        if &*m.channel == crate::fraud::BLOCKLIST_CHANGED {
+            if let Err(e) = self.blocklist.reload().await {
+                tracing::warn!(error = %ErrorChain(&e), "blocklist reload failed");
+            }
+            return;
+        }
         if &*m.channel != EVENTS_CHANNEL {
             return;
         }

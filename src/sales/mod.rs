@@ -6,7 +6,8 @@ mod service;
 pub(crate) mod store;
 
 pub use model::{
-    EndReason, FlashSale, NewFlashSale, SaleInput, SaleStatus, SaleView, rfc3339 as model_rfc3339,
+    EndReason, FlashSale, NewFlashSale, SaleDefaults, SaleInput, SaleStatus, SaleView,
+    rfc3339 as model_rfc3339,
 };
 pub use service::{RerunInput, now_ms};
 pub use service::{SaleError, SaleService};

@@ -71,6 +71,9 @@ pub struct FlashSale {
     pub max_per_user: i64,
     #[serde(rename = "maxPerTransaction")]
     pub max_per_transaction: i64,
+    /// Distinct accounts that may buy from one client IP (0: no cap).
+    #[serde(rename = "maxAccountsPerIp", default)]
+    pub max_accounts_per_ip: i64,
     pub status: SaleStatus,
     #[serde(rename = "endReason", default, skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<EndReason>,
@@ -114,6 +117,7 @@ impl FlashSale {
             available_units: available.unwrap_or(0).max(0),
             max_per_user: self.max_per_user,
             max_per_transaction: self.max_per_transaction,
+            max_accounts_per_ip: self.max_accounts_per_ip,
             status: status.as_str(),
             end_reason,
         }
@@ -140,6 +144,7 @@ pub struct SaleView {
     pub available_units: i64,
     pub max_per_user: i64,
     pub max_per_transaction: i64,
+    pub max_accounts_per_ip: i64,
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<EndReason>,
@@ -156,6 +161,7 @@ pub struct SaleInput {
     pub total_units: Option<i64>,
     pub max_per_user: Option<i64>,
     pub max_per_transaction: Option<i64>,
+    pub max_accounts_per_ip: Option<i64>,
 }
 
 /// A validated sale to create.
@@ -168,6 +174,7 @@ pub struct NewFlashSale {
     pub total_units: i64,
     pub max_per_user: i64,
     pub max_per_transaction: i64,
+    pub max_accounts_per_ip: i64,
 }
 
 pub(super) type FieldError = (&'static str, String);
@@ -188,14 +195,23 @@ pub(super) fn parse_time(field: &'static str, s: &str) -> Result<i64, FieldError
         })
 }
 
+/// Limits a sale gets when its creator leaves them out.
+#[derive(Debug, Clone, Copy)]
+pub struct SaleDefaults {
+    pub max_per_user: i64,
+    pub max_per_transaction: i64,
+    pub max_accounts_per_ip: i64,
+}
+
 impl NewFlashSale {
     /// Validates every rule that needs no database: window, discount, units, limits.
     pub fn parse(
         input: &SaleInput,
         now_ms: i64,
-        default_max_per_user: i64,
-        default_max_per_tx: i64,
+        defaults: SaleDefaults,
     ) -> Result<Self, FieldError> {
+        let (default_max_per_user, default_max_per_tx) =
+            (defaults.max_per_user, defaults.max_per_transaction);
         let product_id = ProductId::parse(input.product_id.trim())
             .map_err(|_| fe("productId", "must be a 24-hex-digit id"))?;
         let start_ms = parse_time("startTime", &input.start_time)?;
@@ -233,6 +249,15 @@ impl NewFlashSale {
         if max_per_transaction > max_per_user {
             return Err(fe("maxPerTransaction", "must not exceed maxPerUser"));
         }
+        let max_accounts_per_ip = input
+            .max_accounts_per_ip
+            .unwrap_or(defaults.max_accounts_per_ip);
+        if !(0..=MAX_LIMIT).contains(&max_accounts_per_ip) {
+            return Err(fe(
+                "maxAccountsPerIp",
+                format!("must be an integer from 0 (no cap) to {MAX_LIMIT}"),
+            ));
+        }
         Ok(Self {
             product_id,
             start_ms,
@@ -241,6 +266,7 @@ impl NewFlashSale {
             total_units,
             max_per_user,
             max_per_transaction,
+            max_accounts_per_ip,
         })
     }
 
@@ -281,19 +307,35 @@ mod tests {
             total_units: None,
             max_per_user: None,
             max_per_transaction: None,
+            max_accounts_per_ip: None,
         }
     }
 
+    const DEFAULTS: SaleDefaults = SaleDefaults {
+        max_per_user: 2,
+        max_per_transaction: 2,
+        max_accounts_per_ip: 10,
+    };
+
     fn field(i: &SaleInput) -> &'static str {
-        NewFlashSale::parse(i, NOW, 2, 2).unwrap_err().0
+        NewFlashSale::parse(i, NOW, DEFAULTS).unwrap_err().0
     }
 
     #[test]
     fn defaults_fill_units_and_limits() {
-        let s = NewFlashSale::parse(&input(), NOW, 2, 1).unwrap();
+        let defaults = SaleDefaults {
+            max_per_transaction: 1,
+            ..DEFAULTS
+        };
+        let s = NewFlashSale::parse(&input(), NOW, defaults).unwrap();
         assert_eq!(
-            (s.total_units, s.max_per_user, s.max_per_transaction),
-            (200, 2, 1)
+            (
+                s.total_units,
+                s.max_per_user,
+                s.max_per_transaction,
+                s.max_accounts_per_ip
+            ),
+            (200, 2, 1, 10)
         );
     }
 

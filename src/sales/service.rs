@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::model::{FieldError, parse_time};
 use super::store::new_sale_doc;
-use super::{EndReason, FlashSale, NewFlashSale, SaleInput, SaleStatus, SaleStore};
+use super::{EndReason, FlashSale, NewFlashSale, SaleDefaults, SaleInput, SaleStatus, SaleStore};
 use crate::catalog::ProductStore;
 use crate::engine::{HotSale, PurchaseEngine, keys};
 use crate::error::{ApiError, ErrorCode, StoreError};
@@ -79,8 +79,7 @@ pub struct SaleService {
     products: ProductStore,
     engine: PurchaseEngine,
     orders: OrderStore,
-    default_max_per_user: i64,
-    default_max_per_tx: i64,
+    defaults: SaleDefaults,
 }
 
 pub fn now_ms() -> i64 {
@@ -93,26 +92,19 @@ impl SaleService {
         products: ProductStore,
         engine: PurchaseEngine,
         orders: OrderStore,
-        default_max_per_user: u32,
-        default_max_per_tx: u32,
+        defaults: SaleDefaults,
     ) -> Self {
         Self {
             store,
             products,
             engine,
             orders,
-            default_max_per_user: i64::from(default_max_per_user),
-            default_max_per_tx: i64::from(default_max_per_tx),
+            defaults,
         }
     }
 
     pub async fn create(&self, input: &SaleInput) -> Result<FlashSale, SaleError> {
-        let new = NewFlashSale::parse(
-            input,
-            now_ms(),
-            self.default_max_per_user,
-            self.default_max_per_tx,
-        )?;
+        let new = NewFlashSale::parse(input, now_ms(), self.defaults)?;
         self.create_validated(&new, None).await
     }
 
@@ -215,6 +207,7 @@ impl SaleService {
             total_units,
             max_per_user: old.max_per_user,
             max_per_transaction: old.max_per_transaction,
+            max_accounts_per_ip: old.max_accounts_per_ip,
         };
         self.create_validated(&new, Some(id)).await
     }
@@ -285,6 +278,7 @@ fn hot(sale: &FlashSale, stock_if_new: i64, seq_floor: i64) -> HotSale {
         max_per_transaction: sale.max_per_transaction,
         price_cents: sale.sale_price_cents,
         total_units: sale.total_units,
+        max_accounts_per_ip: sale.max_accounts_per_ip,
         stock_if_new,
         seq_floor,
     }

@@ -208,6 +208,7 @@ pub(crate) fn new_sale_doc(
         total_units: new.total_units,
         max_per_user: new.max_per_user,
         max_per_transaction: new.max_per_transaction,
+        max_accounts_per_ip: new.max_accounts_per_ip,
         status: SaleStatus::Pending,
         end_reason: None,
         rerun_of,

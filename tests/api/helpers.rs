@@ -37,6 +37,18 @@ pub fn base_settings(redis_url: &str, mongo_url: &str, db: &str) -> HashMap<&'st
         ("SCHEDULER_TICK_MS", "100".to_owned()),
         ("SCHEDULER_LEASE_MS", "2000".to_owned()),
         ("WS_TICK_MS", "50".to_owned()),
+        // Abuse controls off unless a test turns one on: every test client
+        // shares 127.0.0.1.
+        ("RATE_PURCHASE_PER_IP", "0".to_owned()),
+        ("RATE_PURCHASE_PER_USER", "0".to_owned()),
+        ("RATE_SIGNIN_PER_IP", "0".to_owned()),
+        ("RATE_SIGNIN_PER_ACCOUNT", "0".to_owned()),
+        ("RATE_SIGNUP_PER_IP", "0".to_owned()),
+        ("PURCHASE_ATTEMPTS_PER_WINDOW", "0".to_owned()),
+        ("DEFAULT_MAX_ACCOUNTS_PER_IP", "0".to_owned()),
+        ("FRAUD_RULE_NEW_ACCOUNT", "off".to_owned()),
+        ("FRAUD_RULE_REFUSAL_BURST", "off".to_owned()),
+        ("FRAUD_RULE_MANY_IPS", "off".to_owned()),
     ])
 }
 

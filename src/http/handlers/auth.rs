@@ -4,9 +4,12 @@ use http::Request;
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
+use std::net::IpAddr;
+
 use crate::app::AppState;
 use crate::auth::{CurrentUser, NewUser, Role, User, UserError, normalize_email};
 use crate::error::{ApiError, ErrorCode};
+use crate::fraud::ip_key;
 use crate::http::extract;
 use crate::http::response::{HttpResult, created, ok};
 
@@ -53,7 +56,12 @@ struct SigninView {
     expires_in: u64,
 }
 
-pub async fn signup(state: &AppState, req: Request<Incoming>) -> HttpResult {
+pub async fn signup(state: &AppState, req: Request<Incoming>, ip: IpAddr) -> HttpResult {
+    if !state.fraud.is_trusted(ip) {
+        state
+            .fraud
+            .limited(state.fraud.signup_ip.check(&ip_key(ip)), ip, None, None)?;
+    }
     let (parts, body) = req.into_parts();
     let b: SignupBody =
         extract::json(&parts.headers, body, state.config.http.max_body_bytes).await?;
@@ -95,10 +103,22 @@ pub(crate) async fn create_user(state: &AppState, new: &NewUser) -> Result<User,
     }
 }
 
-pub async fn signin(state: &AppState, req: Request<Incoming>) -> HttpResult {
+pub async fn signin(state: &AppState, req: Request<Incoming>, ip: IpAddr) -> HttpResult {
+    let trusted = state.fraud.is_trusted(ip);
+    if !trusted {
+        state
+            .fraud
+            .limited(state.fraud.signin_ip.check(&ip_key(ip)), ip, None, None)?;
+    }
     let (parts, body) = req.into_parts();
     let b: SigninBody =
         extract::json(&parts.headers, body, state.config.http.max_body_bytes).await?;
+    // Per account too, so password guessing spread over many IPs is slowed.
+    if !trusted && let Some(email) = normalize_email(&b.email) {
+        state
+            .fraud
+            .limited(state.fraud.signin_account.check(&email), ip, None, None)?;
+    }
     let invalid = || ApiError::new(ErrorCode::InvalidCredentials, "invalid email or password");
     if b.password.is_empty() || b.password.chars().count() > 128 {
         return Err(invalid());
@@ -118,7 +138,11 @@ pub async fn signin(state: &AppState, req: Request<Incoming>) -> HttpResult {
     };
     let token = state
         .keys
-        .issue(&user.id.to_hex(), user.role)
+        .issue_for(
+            &user.id.to_hex(),
+            user.role,
+            Some(user.created_at.timestamp_millis() / 1000),
+        )
         .map_err(|e| ApiError::internal("token signing failed", &e))?;
     ok(&SigninView {
         user: UserView::from(&user),

@@ -100,6 +100,8 @@ pub async fn purchase(state: &AppState, req: Request<Incoming>, peer: SocketAddr
         None => None,
     };
     let ip = extract::client_ip(peer.ip(), &parts.headers, &state.config.http.trust_proxy);
+    // Abuse rules act before any stock moves.
+    state.fraud.check_purchase(&caller, ip, sale)?;
     let request = PurchaseRequest {
         sale,
         user: caller.id,
@@ -108,6 +110,7 @@ pub async fn purchase(state: &AppState, req: Request<Incoming>, peer: SocketAddr
         idempotency_key,
     };
     let outcome = state.engine.purchase(&request).await?;
+    state.fraud.after_purchase(caller.id, ip, sale, &outcome);
     match outcome {
         PurchaseOutcome::Accepted { order, .. } => {
             Ok(json(StatusCode::CREATED, &view(sale, caller.id, &order)))
@@ -156,6 +159,20 @@ pub fn refusal(o: PurchaseOutcome) -> ApiError {
             "this Idempotency-Key was used for a different purchase",
         )
         .with_details(json!({ "firstQuantity": first_quantity })),
+        PurchaseOutcome::AttemptLimit {
+            limit,
+            retry_after_ms,
+        } => ApiError::new(
+            ErrorCode::RateLimited,
+            format!("at most {limit} purchase attempts per window for this sale"),
+        )
+        .with_details(json!({ "limit": "attempts-per-sale", "max": limit }))
+        .with_retry_after((retry_after_ms as u64).div_ceil(1000)),
+        PurchaseOutcome::IpAccountLimit { max_accounts } => ApiError::new(
+            ErrorCode::Blocked,
+            "too many accounts have bought this sale from your address",
+        )
+        .with_details(json!({ "rule": "multi-account-ip", "maxAccountsPerIp": max_accounts })),
         PurchaseOutcome::Accepted { .. } | PurchaseOutcome::Duplicate { .. } => {
             ApiError::new(ErrorCode::Internal, "internal error")
         }

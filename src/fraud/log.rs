@@ -1,0 +1,130 @@
+//! The fraud log: every block and flag becomes an event appended to a Redis
+//! stream, which the write-behind drains into MongoDB's `fraud_events` (the
+//! same path as orders). Floods of one kind are sampled: at most one event
+//! per rule and key every few seconds.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use fred::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{SaleId, UserId};
+
+/// The stream fraud events wait in until the write-behind stores them.
+pub const FRAUD_STREAM: &str = "flashsale:fraud";
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+const MAX_SAMPLE_KEYS: usize = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FraudEvent {
+    pub rule: String,
+    /// "blocked" or "flagged".
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    pub ip: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flash_sale_id: Option<String>,
+    pub at_ms: i64,
+    #[serde(default)]
+    pub details: serde_json::Value,
+}
+
+impl FraudEvent {
+    pub fn blocked(rule: &str, user: Option<UserId>, ip: IpAddr, sale: Option<SaleId>) -> Self {
+        Self {
+            rule: rule.to_owned(),
+            action: "blocked".to_owned(),
+            user_id: user.map(UserId::hex),
+            ip: ip.to_string(),
+            flash_sale_id: sale.map(SaleId::hex),
+            at_ms: crate::sales::now_ms(),
+            details: serde_json::Value::Null,
+        }
+    }
+
+    pub fn rule(
+        rule: &str,
+        user: UserId,
+        ip: IpAddr,
+        sale: SaleId,
+        details: serde_json::Value,
+    ) -> Self {
+        let mut e = Self::blocked(rule, Some(user), ip, Some(sale));
+        e.details = details;
+        e
+    }
+}
+
+#[derive(Debug)]
+pub struct FraudLog {
+    pool: Pool,
+    sampled: DashMap<String, Instant>,
+}
+
+impl FraudLog {
+    pub fn new(pool: Pool) -> Self {
+        Self {
+            pool,
+            sampled: DashMap::new(),
+        }
+    }
+
+    /// Appends an event in the background (the request does not wait).
+    pub fn record(&self, ev: FraudEvent) {
+        tracing::info!(rule = %ev.rule, action = %ev.action, user = ?ev.user_id, ip = %ev.ip, sale = ?ev.flash_sale_id, "fraud rule fired");
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let Ok(json) = serde_json::to_string(&ev) else {
+                return;
+            };
+            let r: Result<String, _> = pool
+                .next()
+                .xadd(FRAUD_STREAM, false, None, "*", vec![("event", json)])
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "failed to append a fraud event");
+            }
+        });
+    }
+
+    /// Like [`record`](Self::record), but at most once per rule, user and IP
+    /// every few seconds, so a flood cannot flood the log.
+    pub fn record_sampled(&self, ev: FraudEvent) {
+        let key = format!(
+            "{}|{}|{}",
+            ev.rule,
+            ev.user_id.as_deref().unwrap_or("-"),
+            ev.ip
+        );
+        let now = Instant::now();
+        if self.sampled.len() >= MAX_SAMPLE_KEYS && !self.sampled.contains_key(&key) {
+            return;
+        }
+        let mut fresh = false;
+        self.sampled
+            .entry(key)
+            .and_modify(|t| {
+                if now.duration_since(*t) >= SAMPLE_EVERY {
+                    *t = now;
+                    fresh = true;
+                }
+            })
+            .or_insert_with(|| {
+                fresh = true;
+                now
+            });
+        if fresh {
+            self.record(ev);
+        }
+    }
+
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        self.sampled
+            .retain(|_, t| now.duration_since(*t) < SAMPLE_EVERY);
+    }
+}

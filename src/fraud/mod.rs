@@ -1,0 +1,263 @@
+//! Abuse controls that act before any stock moves: client IP rules, rate
+//! limits (in process, and in Redis where a rule must hold across
+//! instances), the admin blocklist, velocity rules, and the fraud log.
+//!
+//! The purchase handler calls [`Fraud::check_purchase`] before the script;
+//! the per-IP account cap and the attempts window live inside the purchase
+//! script itself, in the sale's slot, so they cost no extra round trip.
+
+mod blocklist;
+mod limits;
+mod log;
+mod store;
+mod velocity;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+pub use blocklist::{BLOCKLIST_CHANGED, Blocklist, BlocklistEntry, EntryKind, NewEntry};
+pub use limits::{Limited, Limiter};
+pub use log::{FRAUD_STREAM, FraudEvent, FraudLog};
+pub use store::{EventView, FraudStore, StoredEvent, decode_event};
+pub use velocity::Velocity;
+
+use ipnet::IpNet;
+
+use crate::auth::CurrentUser;
+use crate::config::{FraudConfig, RuleAction};
+use crate::engine::PurchaseOutcome;
+use crate::error::{ApiError, ErrorCode};
+use crate::ids::{SaleId, UserId};
+
+/// The key an address is counted under: IPv4 as is, IPv6 by its /64 (one
+/// subscriber usually holds a whole /64).
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let segs = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(
+                segs[0], segs[1], segs[2], segs[3], 0, 0, 0, 0,
+            ))
+        }
+        v4 @ IpAddr::V4(_) => v4,
+    }
+}
+
+/// Every abuse control of one instance.
+#[derive(Debug)]
+pub struct Fraud {
+    pub purchase_ip: Limiter<IpAddr>,
+    pub purchase_user: Limiter<UserId>,
+    pub signin_ip: Limiter<IpAddr>,
+    pub signin_account: Limiter<String>,
+    pub signup_ip: Limiter<IpAddr>,
+    pub blocklist: Arc<Blocklist>,
+    pub velocity: Velocity,
+    pub log: FraudLog,
+    deny: Vec<IpNet>,
+    allow: Vec<IpNet>,
+    cfg: FraudConfig,
+}
+
+fn blocked(rule: &str, message: &str) -> ApiError {
+    ApiError::new(ErrorCode::Blocked, message).with_details(serde_json::json!({ "rule": rule }))
+}
+
+impl Fraud {
+    pub fn new(cfg: &FraudConfig, blocklist: Arc<Blocklist>, log: FraudLog) -> Self {
+        let max = cfg.limiter_max_keys;
+        Self {
+            purchase_ip: Limiter::per_second("purchase-ip", cfg.purchase_per_ip, max),
+            purchase_user: Limiter::per_second("purchase-user", cfg.purchase_per_user, max),
+            signin_ip: Limiter::per_minute("signin-ip", cfg.signin_per_ip, max),
+            signin_account: Limiter::per_minute("signin-account", cfg.signin_per_account, max),
+            signup_ip: Limiter::per_minute("signup-ip", cfg.signup_per_ip, max),
+            blocklist,
+            velocity: Velocity::new(cfg),
+            log,
+            deny: cfg.ip_deny.clone(),
+            allow: cfg.ip_allow.clone(),
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// True for addresses on the allow list: exempt from deny rules and limits.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.allow.iter().any(|n| n.contains(&ip)) || self.blocklist.is_allowed(ip)
+    }
+
+    /// IP rules, applied to every request before any work.
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+        if self.is_trusted(ip) {
+            return Ok(());
+        }
+        let rule = if self.deny.iter().any(|n| n.contains(&ip)) {
+            "ip-deny"
+        } else if self.blocklist.is_ip_blocked(ip) {
+            "blocklist-ip"
+        } else {
+            return Ok(());
+        };
+        self.log
+            .record_sampled(FraudEvent::blocked(rule, None, ip, None));
+        Err(blocked(rule, "requests from this address are blocked"))
+    }
+
+    /// A rate limit outcome as the 429 response, with its fraud event.
+    pub fn limited(
+        &self,
+        result: Result<(), Limited>,
+        ip: IpAddr,
+        user: Option<UserId>,
+        sale: Option<SaleId>,
+    ) -> Result<(), ApiError> {
+        result.map_err(|l| {
+            self.log
+                .record_sampled(FraudEvent::blocked(l.name, user, ip, sale));
+            l.into_api_error()
+        })
+    }
+
+    /// Everything that must pass before a purchase reaches Redis.
+    pub fn check_purchase(
+        &self,
+        user: &CurrentUser,
+        ip: IpAddr,
+        sale: SaleId,
+    ) -> Result<(), ApiError> {
+        if self.blocklist.is_user_blocked(user.id) {
+            self.log.record(FraudEvent::blocked(
+                "blocklist-user",
+                Some(user.id),
+                ip,
+                Some(sale),
+            ));
+            return Err(blocked("blocklist-user", "this account may not purchase"));
+        }
+        if !self.is_trusted(ip) {
+            let key = ip_key(ip);
+            self.limited(self.purchase_ip.check(&key), ip, Some(user.id), Some(sale))?;
+        }
+        self.limited(
+            self.purchase_user.check(&user.id),
+            ip,
+            Some(user.id),
+            Some(sale),
+        )?;
+
+        // Velocity rules: each blocks or records as configured.
+        if let Some(created) = user.created_at {
+            let age = crate::sales::now_ms() / 1000 - created;
+            if age >= 0 && (age as u64) < self.cfg.new_account_age.as_secs() {
+                self.rule(
+                    self.cfg.rule_new_account,
+                    FraudEvent::rule(
+                        "new-account",
+                        user.id,
+                        ip,
+                        sale,
+                        serde_json::json!({ "accountAgeSeconds": age }),
+                    ),
+                )?;
+            }
+        }
+        if let Some(n) = self.velocity.refusals_over_limit(user.id) {
+            self.rule(
+                self.cfg.rule_refusal_burst,
+                FraudEvent::rule(
+                    "refusal-burst",
+                    user.id,
+                    ip,
+                    sale,
+                    serde_json::json!({ "refusals": n }),
+                ),
+            )?;
+        }
+        if let Some(n) = self.velocity.note_ip(user.id, ip_key(ip)) {
+            self.rule(
+                self.cfg.rule_many_ips,
+                FraudEvent::rule(
+                    "many-ips",
+                    user.id,
+                    ip,
+                    sale,
+                    serde_json::json!({ "distinctIps": n }),
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn rule(&self, action: RuleAction, mut ev: FraudEvent) -> Result<(), ApiError> {
+        match action {
+            RuleAction::Off => Ok(()),
+            RuleAction::Record => {
+                ev.action = "flagged".to_owned();
+                self.log.record_sampled(ev);
+                Ok(())
+            }
+            RuleAction::Block => {
+                let rule = ev.rule.clone();
+                ev.action = "blocked".to_owned();
+                self.log.record_sampled(ev);
+                Err(blocked(&rule, "this purchase was refused by a fraud rule"))
+            }
+        }
+    }
+
+    /// Learns from the script's answer: refusals feed the burst rule, and the
+    /// script's own fraud refusals are logged.
+    pub fn after_purchase(
+        &self,
+        user: UserId,
+        ip: IpAddr,
+        sale: SaleId,
+        outcome: &PurchaseOutcome,
+    ) {
+        match outcome {
+            PurchaseOutcome::TransactionLimit { .. }
+            | PurchaseOutcome::UserLimit { .. }
+            | PurchaseOutcome::InsufficientStock { .. }
+            | PurchaseOutcome::NotStarted { .. }
+            | PurchaseOutcome::IdempotencyMismatch { .. } => self.velocity.note_refusal(user),
+            PurchaseOutcome::IpAccountLimit { max_accounts } => {
+                let mut ev = FraudEvent::blocked("multi-account-ip", Some(user), ip, Some(sale));
+                ev.details = serde_json::json!({ "maxAccountsPerIp": max_accounts });
+                self.log.record(ev);
+            }
+            PurchaseOutcome::AttemptLimit { limit, .. } => {
+                let mut ev = FraudEvent::blocked("attempts-per-sale", Some(user), ip, Some(sale));
+                ev.details = serde_json::json!({ "limit": limit });
+                self.log.record_sampled(ev);
+            }
+            _ => {}
+        }
+    }
+
+    /// Drops idle limiter keys and velocity state; run on a timer.
+    pub fn sweep(&self) {
+        self.purchase_ip.sweep();
+        self.purchase_user.sweep();
+        self.signin_ip.sweep();
+        self.signin_account.sweep();
+        self.signup_ip.sweep();
+        self.velocity.sweep();
+        self.log.sweep();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_is_keyed_by_its_64_prefix() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(ip_key(a), ip_key(b));
+        assert_ne!(ip_key(a), ip_key(c));
+        let v4: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(ip_key(v4), v4);
+    }
+}

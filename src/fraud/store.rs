@@ -1,0 +1,149 @@
+//! The `fraud_events` collection, filled by the write-behind from the fraud
+//! stream; `_id` is the stream entry id, so a re-delivery is harmless.
+
+use futures_util::TryStreamExt;
+use mongodb::bson::{DateTime, Document, doc};
+use mongodb::{Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+
+use super::FraudEvent;
+use crate::error::StoreError;
+
+pub(super) const COLLECTION: &str = "fraud_events";
+
+/// A fraud event as MongoDB stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub rule: String,
+    pub action: String,
+    #[serde(rename = "userId", default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    pub ip: String,
+    #[serde(
+        rename = "flashSaleId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub flash_sale_id: Option<String>,
+    pub at: DateTime,
+    #[serde(default)]
+    pub details: mongodb::bson::Bson,
+}
+
+/// The JSON shape of a fraud event.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    pub id: String,
+    pub rule: String,
+    pub action: String,
+    pub user_id: Option<String>,
+    pub ip: String,
+    pub flash_sale_id: Option<String>,
+    pub at: String,
+    pub details: serde_json::Value,
+}
+
+impl From<&StoredEvent> for EventView {
+    fn from(e: &StoredEvent) -> Self {
+        Self {
+            id: e.id.clone(),
+            rule: e.rule.clone(),
+            action: e.action.clone(),
+            user_id: e.user_id.clone(),
+            ip: e.ip.clone(),
+            flash_sale_id: e.flash_sale_id.clone(),
+            at: crate::sales::model_rfc3339(e.at),
+            details: e.details.clone().into_relaxed_extjson(),
+        }
+    }
+}
+
+/// Decodes a fraud stream entry (`event` = the JSON of a [`FraudEvent`]).
+pub fn decode_event(id: &str, fields: &[fred::prelude::Value]) -> Option<StoredEvent> {
+    let mut json = None;
+    for kv in fields.chunks(2) {
+        if let [k, v] = kv
+            && k.as_str().as_deref() == Some("event")
+        {
+            json = v.as_string();
+        }
+    }
+    let ev: FraudEvent = serde_json::from_str(&json?).ok()?;
+    Some(StoredEvent {
+        id: id.to_owned(),
+        rule: ev.rule,
+        action: ev.action,
+        user_id: ev.user_id,
+        ip: ev.ip,
+        flash_sale_id: ev.flash_sale_id,
+        at: DateTime::from_millis(ev.at_ms),
+        details: mongodb::bson::to_bson(&ev.details).unwrap_or(mongodb::bson::Bson::Null),
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct FraudStore {
+    coll: Collection<StoredEvent>,
+}
+
+impl FraudStore {
+    pub fn new(db: &Database) -> Self {
+        Self {
+            coll: db.collection(COLLECTION),
+        }
+    }
+
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        self.coll
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "flashSaleId": 1, "at": -1 })
+                    .build(),
+            )
+            .await?;
+        self.coll
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! { "userId": 1, "at": -1 })
+                    .build(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_batch(&self, events: &[StoredEvent]) -> Result<usize, StoreError> {
+        crate::orders::store::insert_idempotent(&self.coll, events).await
+    }
+
+    /// Events newest first, filtered by any of sale, user and rule.
+    pub async fn list(
+        &self,
+        sale: Option<&str>,
+        user: Option<&str>,
+        rule: Option<&str>,
+        offset: u64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut filter = Document::new();
+        if let Some(s) = sale {
+            filter.insert("flashSaleId", s);
+        }
+        if let Some(u) = user {
+            filter.insert("userId", u);
+        }
+        if let Some(r) = rule {
+            filter.insert("rule", r);
+        }
+        let cursor = self
+            .coll
+            .find(filter)
+            .sort(doc! { "at": -1, "_id": -1 })
+            .skip(offset)
+            .limit(limit)
+            .await?;
+        Ok(cursor.try_collect().await?)
+    }
+}
