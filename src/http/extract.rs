@@ -51,6 +51,12 @@ pub async fn json<T: DeserializeOwned>(
     body: Incoming,
     limit: usize,
 ) -> Result<T, ApiError> {
+    if headers.get_all(CONTENT_TYPE).iter().nth(1).is_some() {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "exactly one Content-Type header is allowed",
+        ));
+    }
     if let Some(ct) = headers.get(CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
         let mime = ct.split(';').next().unwrap_or("").trim();
@@ -131,7 +137,13 @@ impl Query {
 
 /// The token of an `Authorization: Bearer <token>` header.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    // Two Authorization headers are ambiguous: treat the request as unauthenticated.
+    let mut all = headers.get_all(AUTHORIZATION).iter();
+    let first = all.next()?;
+    if all.next().is_some() {
+        return None;
+    }
+    let v = first.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -201,6 +213,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use proptest::strategy::Strategy;
 
     fn xff(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -248,6 +261,69 @@ mod tests {
         let q = Query::parse(Some("a=5"), &["a"]).unwrap();
         assert_eq!(q.int("a", 1, 1, 10).unwrap(), 5);
         assert!(q.int("a", 1, 6, 10).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 2_000, ..Default::default() })]
+
+        /// Arbitrary bytes never panic the strict decoder, and every failure
+        /// is a 400 validation error.
+        #[test]
+        fn arbitrary_bodies_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let r = parse_json::<crate::http::handlers::purchase::PurchaseBody>(&bytes);
+            if let Err(e) = r {
+                proptest::prop_assert_eq!(e.code, ErrorCode::ValidationFailed);
+            }
+            let r = parse_json::<crate::sales::SaleInput>(&bytes);
+            if let Err(e) = r {
+                proptest::prop_assert_eq!(e.code, ErrorCode::ValidationFailed);
+            }
+        }
+
+        /// JSON-shaped input with random keys and values: same promise.
+        #[test]
+        fn json_shaped_bodies_never_panic(
+            key in "[a-zA-Z$]{0,12}",
+            value in proptest::prop_oneof![
+                proptest::num::i64::ANY.prop_map(|n| n.to_string()),
+                proptest::num::f64::ANY.prop_map(|n| format!("{n:e}")),
+                "\\PC{0,20}".prop_map(|s| serde_json::to_string(&s).unwrap_or_default()),
+                proptest::strategy::Just("null".to_owned()),
+                proptest::strategy::Just("{\"$gt\":\"\"}".to_owned()),
+                proptest::strategy::Just("[1,2]".to_owned()),
+            ],
+        ) {
+            let body = format!("{{\"flashSaleId\":\"65f1c0ffee0123456789abcd\",\"{key}\":{value}}}");
+            let r = parse_json::<crate::http::handlers::purchase::PurchaseBody>(body.as_bytes());
+            match r {
+                Ok(b) => proptest::prop_assert!(key == "quantity" || key == "flashSaleId", "{body} parsed as {b:?}"),
+                Err(e) => proptest::prop_assert_eq!(e.code, ErrorCode::ValidationFailed),
+            }
+        }
+
+        /// Query strings and forwarded-for headers of any shape are handled.
+        #[test]
+        fn arbitrary_queries_and_forwarded_headers_never_panic(q in "\\PC{0,80}", xff in "[0-9a-f:., ]{0,80}") {
+            let parsed = Query::parse(Some(&q), &["offset", "limit", "flashSaleId"]);
+            if let Ok(p) = parsed {
+                let _ = p.int("limit", 1, 1, 100);
+            }
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&xff) {
+                h.insert("x-forwarded-for", v);
+            }
+            let peer: IpAddr = "10.0.0.1".parse().unwrap();
+            let _ = client_ip(peer, &h, &TrustProxy::Hops(3));
+            let _ = client_ip(peer, &h, &"10.0.0.0/8".parse::<TrustProxy>().unwrap());
+        }
+    }
+
+    #[test]
+    fn duplicated_authorization_headers_authenticate_nobody() {
+        let mut h = HeaderMap::new();
+        h.append(AUTHORIZATION, HeaderValue::from_static("Bearer a"));
+        h.append(AUTHORIZATION, HeaderValue::from_static("Bearer b"));
+        assert_eq!(bearer(&h), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod helpers;
 mod support;
 
 mod auth;
+mod bad_input;
 mod fraud;
 mod health;
 mod products;

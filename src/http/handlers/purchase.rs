@@ -95,9 +95,13 @@ pub async fn purchase(state: &AppState, req: Request<Incoming>, peer: SocketAddr
     }
     let sale = SaleId::parse(b.flash_sale_id.trim())
         .map_err(|_| ApiError::field("flashSaleId", "must be a 24-hex-digit id"))?;
-    let idempotency_key = match parts.headers.get(IDEMPOTENCY_HEADER) {
-        Some(v) => Some(parse_idempotency_key(v)?),
-        None => None,
+    let mut keys = parts.headers.get_all(IDEMPOTENCY_HEADER).iter();
+    let idempotency_key = match (keys.next(), keys.next()) {
+        (Some(v), None) => Some(parse_idempotency_key(v)?),
+        (None, _) => None,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::field("Idempotency-Key", "must be given once"));
+        }
     };
     let ip = extract::client_ip(peer.ip(), &parts.headers, &state.config.http.trust_proxy);
     // Abuse rules act before any stock moves.
