@@ -77,6 +77,7 @@ fn consumer_name() -> String {
 impl App {
     /// Connects the stores, prepares them, and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        crate::metrics::handle();
         let state = Arc::new(build_state(config).await?);
         state
             .engine
@@ -353,10 +354,15 @@ pub async fn state_for_command(config: Config) -> anyhow::Result<Arc<AppState>> 
 async fn upkeep(state: Arc<AppState>, stop: CancellationToken) {
     let mut sweep = tokio::time::interval(Duration::from_secs(10));
     let mut reload = tokio::time::interval(Duration::from_secs(5));
+    let mut metrics_tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = sweep.tick() => state.fraud.sweep(),
+            _ = metrics_tick.tick() => {
+                crate::metrics::upkeep();
+                state.write_behind.report_backlog().await;
+            }
             _ = reload.tick() => {
                 if let Err(e) = state.fraud.blocklist.reload().await {
                     tracing::warn!(error = %crate::error::ErrorChain(&e), "blocklist reload failed");

@@ -275,6 +275,7 @@ impl StoreError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        crate::metrics::store_error(&e);
         if e.is_unavailable() {
             tracing::warn!(error = %ErrorChain(&e), "store unavailable");
             ApiError::unavailable()

@@ -31,6 +31,7 @@ pub mod fraud;
 pub mod http;
 pub mod ids;
 pub mod leaderboard;
+pub mod metrics;
 pub mod orders;
 pub mod realtime;
 pub mod redis;

@@ -100,6 +100,11 @@ impl Scheduler {
                 self.lease = Some((format!("{}:{epoch}", self.instance), epoch));
             }
         }
+        metrics::gauge!(crate::metrics::SCHEDULER_LEADER).set(if self.lease.is_some() {
+            1.0
+        } else {
+            0.0
+        });
         let Some((_, epoch)) = self.lease else {
             return Ok(TickOutcome::Follower);
         };
@@ -123,6 +128,8 @@ impl Scheduler {
                 .await?
             {
                 n += 1;
+                metrics::counter!(crate::metrics::SCHEDULER_TRANSITIONS_TOTAL, "to" => "active")
+                    .increment(1);
                 self.announce(&LifecycleEvent::started(sale.sale_id()))
                     .await;
             }
@@ -136,7 +143,14 @@ impl Scheduler {
         let running = self.sales.running(now).await?;
         let ids: Vec<SaleId> = running.iter().map(FlashSale::sale_id).collect();
         let stock = self.engine.available_many(&ids).await?;
-        for (id, units) in ids.into_iter().zip(stock) {
+        for ((id, units), sale) in ids.into_iter().zip(stock).zip(&running) {
+            if let Some(u) = units {
+                let label = id.hex();
+                metrics::gauge!(crate::metrics::SALE_STOCK_UNITS, "sale" => label.clone())
+                    .set(u.max(0) as f64);
+                metrics::gauge!(crate::metrics::SALE_SOLD_UNITS, "sale" => label)
+                    .set((sale.total_units - u.max(0)) as f64);
+            }
             if units.is_some_and(|u| u <= 0) {
                 n += usize::from(self.end(id, EndReason::SoldOut, epoch).await?);
             }
@@ -156,6 +170,8 @@ impl Scheduler {
             )
             .await?;
         if changed {
+            metrics::counter!(crate::metrics::SCHEDULER_TRANSITIONS_TOTAL, "to" => "ended")
+                .increment(1);
             let word = match reason {
                 EndReason::SoldOut => "sold-out",
                 EndReason::TimeEnded => "time-ended",
@@ -175,6 +191,7 @@ impl Scheduler {
 
     /// Gives up the lease so another instance can lead at once.
     pub async fn release(&mut self) {
+        metrics::gauge!(crate::metrics::SCHEDULER_LEADER).set(0.0);
         if let Some((token, _)) = self.lease.take()
             && let Err(e) = self.engine.unlock(&self.lease_key, &token).await
         {

@@ -133,6 +133,7 @@ impl PurchaseEngine {
         } else {
             0
         };
+        let started = std::time::Instant::now();
         let reply: Vec<i64> = self
             .inner
             .scripts
@@ -160,6 +161,8 @@ impl PurchaseEngine {
                 ],
             )
             .await?;
+        metrics::histogram!(crate::metrics::PURCHASE_SCRIPT_DURATION_SECONDS)
+            .record(started.elapsed().as_secs_f64());
         let outcome = PurchaseOutcome::decode(&reply, i64::from(req.quantity))
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         match outcome {

@@ -75,6 +75,20 @@ impl FraudLog {
 
     /// Appends an event in the background (the request does not wait).
     pub fn record(&self, ev: FraudEvent) {
+        self.count(&ev);
+        self.append(ev);
+    }
+
+    fn count(&self, ev: &FraudEvent) {
+        metrics::counter!(
+            crate::metrics::FRAUD_EVENTS_TOTAL,
+            "rule" => ev.rule.clone(),
+            "action" => ev.action.clone(),
+        )
+        .increment(1);
+    }
+
+    fn append(&self, ev: FraudEvent) {
         tracing::info!(rule = %ev.rule, action = %ev.action, user = ?ev.user_id, ip = %ev.ip, sale = ?ev.flash_sale_id, "fraud rule fired");
         let pool = self.pool.clone();
         tokio::spawn(async move {
@@ -94,6 +108,8 @@ impl FraudLog {
     /// Like [`record`](Self::record), but at most once per rule, user and IP
     /// every few seconds, so a flood cannot flood the log.
     pub fn record_sampled(&self, ev: FraudEvent) {
+        // Every firing is counted; only the log entries are sampled.
+        self.count(&ev);
         let key = format!(
             "{}|{}|{}",
             ev.rule,
@@ -118,7 +134,7 @@ impl FraudLog {
                 now
             });
         if fresh {
-            self.record(ev);
+            self.append(ev);
         }
     }
 

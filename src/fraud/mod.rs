@@ -112,6 +112,7 @@ impl Fraud {
         sale: Option<SaleId>,
     ) -> Result<(), ApiError> {
         result.map_err(|l| {
+            metrics::counter!(crate::metrics::RATE_LIMITED_TOTAL, "limit" => l.name).increment(1);
             self.log
                 .record_sampled(FraudEvent::blocked(l.name, user, ip, sale));
             l.into_api_error()

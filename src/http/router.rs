@@ -33,6 +33,10 @@ pub const ROUTES: &[RouteSpec] = &[
         methods: &["GET"],
     },
     RouteSpec {
+        template: "/metrics",
+        methods: &["GET"],
+    },
+    RouteSpec {
         template: "/healthz",
         methods: &["GET"],
     },
@@ -111,6 +115,7 @@ pub const ROUTES: &[RouteSpec] = &[
 enum Route<'a> {
     Root,
     Ws,
+    Metrics,
     Healthz,
     Readyz,
     Signup,
@@ -136,24 +141,25 @@ impl Route<'_> {
         let i = match self {
             Self::Root => 0,
             Self::Ws => 1,
-            Self::Healthz => 2,
-            Self::Readyz => 3,
-            Self::Signup => 4,
-            Self::Signin => 5,
-            Self::CreateProduct => 6,
-            Self::Products => 7,
-            Self::Product(_) => 8,
-            Self::CreateSale => 9,
-            Self::Sales => 10,
-            Self::Sale(_) => 11,
-            Self::Rerun(_) => 12,
-            Self::Cancel(_) => 13,
-            Self::Purchase => 14,
-            Self::Orders => 15,
-            Self::Leaderboard => 16,
-            Self::Reconcile => 17,
-            Self::Blocklist => 18,
-            Self::FraudEvents => 19,
+            Self::Metrics => 2,
+            Self::Healthz => 3,
+            Self::Readyz => 4,
+            Self::Signup => 5,
+            Self::Signin => 6,
+            Self::CreateProduct => 7,
+            Self::Products => 8,
+            Self::Product(_) => 9,
+            Self::CreateSale => 10,
+            Self::Sales => 11,
+            Self::Sale(_) => 12,
+            Self::Rerun(_) => 13,
+            Self::Cancel(_) => 14,
+            Self::Purchase => 15,
+            Self::Orders => 16,
+            Self::Leaderboard => 17,
+            Self::Reconcile => 18,
+            Self::Blocklist => 19,
+            Self::FraudEvents => 20,
         };
         &ROUTES[i]
     }
@@ -163,6 +169,7 @@ fn match_path(path: &str) -> Option<Route<'_>> {
     Some(match path {
         "/" => Route::Root,
         "/ws" => Route::Ws,
+        "/metrics" => Route::Metrics,
         "/healthz" => Route::Healthz,
         "/readyz" => Route::Readyz,
         "/api/signup" => Route::Signup,
@@ -199,12 +206,76 @@ pub fn template_of(path: &str) -> &'static str {
     match_path(path).map_or("unmatched", |r| r.spec().template)
 }
 
-/// Dispatches one request and renders any error.
+/// Dispatches one request, renders any error, and records the request's
+/// metrics under its route template.
 pub async fn route(
     state: &Arc<AppState>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> HttpResponse {
+    let started = std::time::Instant::now();
+    let method = method_label(req.method());
+    let matched = match_path(req.uri().path()).map(|r| r.spec().template);
+    let res = dispatch(state, req, peer).await;
+    let template = matched.unwrap_or("unmatched");
+    metrics::counter!(
+        crate::metrics::HTTP_REQUESTS_TOTAL,
+        "route" => template,
+        "method" => method,
+        "status" => status_label(res.status().as_u16()),
+    )
+    .increment(1);
+    metrics::histogram!(crate::metrics::HTTP_REQUEST_DURATION_SECONDS, "route" => template)
+        .record(started.elapsed().as_secs_f64());
+    res
+}
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Status codes as static labels (a bounded set).
+fn status_label(s: u16) -> &'static str {
+    const EXACT: &[(u16, &str)] = &[
+        (101, "101"),
+        (200, "200"),
+        (201, "201"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (409, "409"),
+        (413, "413"),
+        (415, "415"),
+        (422, "422"),
+        (426, "426"),
+        (429, "429"),
+        (500, "500"),
+        (503, "503"),
+    ];
+    if let Some((_, label)) = EXACT.iter().find(|(code, _)| *code == s) {
+        return label;
+    }
+    match s / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
+}
+
+async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
     let path = req.uri().path().to_owned();
     let Some(route) = match_path(&path) else {
         return error(&ApiError::new(
@@ -215,13 +286,14 @@ pub async fn route(
     let method = req.method().clone();
     // IP rules come before any work, except for the probes.
     let ip = extract::client_ip(peer.ip(), req.headers(), &state.config.http.trust_proxy);
-    if !matches!(route, Route::Healthz | Route::Readyz)
+    if !matches!(route, Route::Healthz | Route::Readyz | Route::Metrics)
         && let Err(e) = state.fraud.check_ip(ip)
     {
         return error(&e);
     }
     let result = match (&method, route) {
         (&Method::GET, Route::Root | Route::Ws) => crate::realtime::upgrade(state, req, peer),
+        (&Method::GET, Route::Metrics) => handlers::health::metrics(),
         (&Method::GET | &Method::HEAD, Route::Healthz) => handlers::health::healthz(),
         (&Method::GET | &Method::HEAD, Route::Readyz) => handlers::health::readyz(state).await,
         (&Method::POST, Route::Signup) => handlers::auth::signup(state, req, ip).await,

@@ -4,7 +4,7 @@
 mod model;
 mod reconcile;
 pub(crate) mod store;
-mod write_behind;
+pub(crate) mod write_behind;
 
 pub use model::{Order, OrderView, order_id};
 pub use reconcile::{ReconcileReport, Reconciler};

@@ -50,23 +50,10 @@ impl Reconciler {
         let total: Option<i64> = client.hget(&keys.meta, "total").await?;
         let stock: Option<i64> = client.get(&keys.stock).await?;
         let seq: Option<i64> = client.get(&keys.seq).await?;
-        let pending: Value = client
-            .custom(
-                fred::types::CustomCommand::new_static(
-                    "XPENDING",
-                    fred::types::ClusterHash::FirstKey,
-                    false,
-                ),
-                vec![keys.orders.as_str(), crate::engine::ORDERS_GROUP],
-            )
-            .await
-            .unwrap_or(Value::Null);
-        let pending = match pending {
-            Value::Array(p) => p.first().and_then(Value::as_i64).unwrap_or(0),
-            _ => 0,
-        };
-        // Unread entries are pending too: everything after the group's cursor.
-        let unread = self.unread(client, &keys.orders).await.unwrap_or(0);
+        // Pending (read, not acknowledged) plus unread entries: not yet in MongoDB.
+        let (pending, unread) = super::write_behind::group_info(client, &keys.orders)
+            .await?
+            .map_or((0, 0), |(p, lag, _)| (p, lag));
         let total = match total {
             Some(t) => t,
             None => self.sales.get(sale).await?.map_or(0, |s| s.total_units),
@@ -85,39 +72,6 @@ impl Reconciler {
             difference,
             consistent: difference == 0,
         })
-    }
-
-    async fn unread(&self, client: &Client, key: &str) -> Result<i64, StoreError> {
-        let v: Value = client.xinfo_groups(key).await?;
-        let Value::Array(groups) = v else {
-            return Ok(0);
-        };
-        for g in groups {
-            let pairs: Vec<Value> = match g {
-                Value::Array(a) => a,
-                Value::Map(m) => m
-                    .inner()
-                    .into_iter()
-                    .flat_map(|(k, v)| [Value::from(k), v])
-                    .collect(),
-                _ => continue,
-            };
-            let mut name = None;
-            let mut lag = None;
-            for kv in pairs.chunks(2) {
-                if let [k, v] = kv {
-                    match k.as_str().as_deref() {
-                        Some("name") => name = v.as_string(),
-                        Some("lag") => lag = v.as_i64(),
-                        _ => {}
-                    }
-                }
-            }
-            if name.as_deref() == Some(crate::engine::ORDERS_GROUP) {
-                return Ok(lag.unwrap_or(0));
-            }
-        }
-        Ok(0)
     }
 
     /// Every sale in the write-behind registry.

@@ -125,6 +125,66 @@ impl WriteBehind {
         }
     }
 
+    /// Orders accepted but not yet in MongoDB, and the time of the oldest
+    /// (unix ms), over every sale stream.
+    pub async fn backlog(&self) -> Result<(i64, Option<i64>), fred::error::Error> {
+        let sales: Vec<String> = self.pool.smembers(SALES_REGISTRY).await?;
+        let client = self.pool.next();
+        let mut total = 0;
+        let mut oldest: Option<u64> = None;
+        for hex in sales {
+            let Ok(sale) = SaleId::parse(&hex) else {
+                continue;
+            };
+            let key = SaleKeys::new(sale).orders;
+            let Some((pending, lag, last)) = group_info(client, &key).await? else {
+                continue;
+            };
+            total += pending + lag;
+            let first = if pending > 0 {
+                let v: Value = client
+                    .custom(cmd("XPENDING"), vec![key.as_str(), ORDERS_GROUP])
+                    .await?;
+                match v {
+                    Value::Array(p) if p.len() >= 2 => p[1].as_str().and_then(|s| parse_id(&s)),
+                    _ => None,
+                }
+            } else if lag > 0 {
+                let from = format!("({last}");
+                let v: Value = client
+                    .custom(
+                        cmd("XRANGE"),
+                        vec![key.as_str(), from.as_str(), "+", "COUNT", "1"],
+                    )
+                    .await?;
+                parse_entries(v).first().and_then(|(id, _)| parse_id(id))
+            } else {
+                None
+            };
+            if let Some((ms, _)) = first {
+                oldest = Some(oldest.map_or(ms, |o| o.min(ms)));
+            }
+        }
+        Ok((total, oldest.map(|ms| ms as i64)))
+    }
+
+    /// Sets the pending and lag gauges.
+    pub async fn report_backlog(&self) {
+        match self.backlog().await {
+            Ok((pending, oldest)) => {
+                metrics::gauge!(crate::metrics::WRITE_BEHIND_PENDING).set(pending as f64);
+                let lag = oldest.map_or(0.0, |ms| {
+                    ((crate::sales::now_ms() - ms).max(0) as f64) / 1000.0
+                });
+                metrics::gauge!(crate::metrics::WRITE_BEHIND_LAG_SECONDS).set(lag);
+            }
+            Err(e) => {
+                metrics::counter!(crate::metrics::REDIS_ERRORS_TOTAL).increment(1);
+                tracing::warn!(error = %e, "could not measure the write-behind backlog");
+            }
+        }
+    }
+
     /// Flushes until a pass reads nothing, or `deadline` passes.
     pub async fn drain(&self, deadline: Duration) -> Result<FlushReport, WriteBehindError> {
         let until = tokio::time::Instant::now() + deadline;
@@ -151,6 +211,13 @@ impl WriteBehind {
                 Ok(r) if r.read >= self.batch => delay = Duration::ZERO,
                 Ok(_) => delay = self.interval,
                 Err(e) => {
+                    metrics::counter!(crate::metrics::WRITE_BEHIND_FAILED_TOTAL).increment(1);
+                    match &e {
+                        WriteBehindError::Redis(_) => {
+                            metrics::counter!(crate::metrics::REDIS_ERRORS_TOTAL).increment(1)
+                        }
+                        WriteBehindError::Store(s) => crate::metrics::store_error(s),
+                    }
                     tracing::warn!(error = %ErrorChain(&e), "write-behind flush failed; orders wait in Redis");
                     delay = (delay * 2).clamp(Duration::from_millis(100), max_backoff);
                 }
@@ -186,7 +253,10 @@ impl WriteBehind {
             }
             ids.push(id);
         }
+        metrics::histogram!(crate::metrics::WRITE_BEHIND_BATCH_SIZE).record(orders.len() as f64);
         report.written = self.orders.insert_batch(&orders).await?;
+        metrics::counter!(crate::metrics::WRITE_BEHIND_FLUSHED_TOTAL)
+            .increment(report.written as u64);
         if !bad.is_empty() {
             let dead_key = format!("{key}:dead");
             for id in &bad {
@@ -368,6 +438,48 @@ impl WriteBehind {
             .await?;
         Ok(())
     }
+}
+
+/// (pending, lag, last-delivered-id) of the write-behind group on `key`.
+pub(crate) async fn group_info(
+    client: &Client,
+    key: &str,
+) -> Result<Option<(i64, i64, String)>, fred::error::Error> {
+    let v: Value = match client.xinfo_groups(key).await {
+        Ok(v) => v,
+        Err(e) if e.details().contains("no such key") => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Value::Array(groups) = v else {
+        return Ok(None);
+    };
+    for g in groups {
+        let pairs: Vec<Value> = match g {
+            Value::Array(a) => a,
+            Value::Map(m) => m
+                .inner()
+                .into_iter()
+                .flat_map(|(k, v)| [Value::from(k), v])
+                .collect(),
+            _ => continue,
+        };
+        let (mut name, mut pending, mut lag, mut last) = (None, 0, 0, String::from("0-0"));
+        for kv in pairs.chunks(2) {
+            if let [k, v] = kv {
+                match k.as_str().as_deref() {
+                    Some("name") => name = v.as_string(),
+                    Some("pending") => pending = v.as_i64().unwrap_or(0),
+                    Some("lag") => lag = v.as_i64().unwrap_or(0),
+                    Some("last-delivered-id") => last = v.as_string().unwrap_or(last),
+                    _ => {}
+                }
+            }
+        }
+        if name.as_deref() == Some(ORDERS_GROUP) {
+            return Ok(Some((pending, lag, last)));
+        }
+    }
+    Ok(None)
 }
 
 fn parse_id(id: &str) -> Option<(u64, u64)> {

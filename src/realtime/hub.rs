@@ -69,6 +69,7 @@ impl Drop for IpSlot {
             }
         }
         self.hub.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!(crate::metrics::WS_CONNECTIONS).decrement(1.0);
     }
 }
 
@@ -114,6 +115,7 @@ impl Hub {
         }
         *n += 1;
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!(crate::metrics::WS_CONNECTIONS).increment(1.0);
         Some(IpSlot {
             hub: self.clone(),
             ip,

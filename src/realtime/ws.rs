@@ -158,6 +158,7 @@ impl Connection {
                     }
                     _ = this.kill.cancelled() => {
                         this.hub.stats.slow_dropped.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!(crate::metrics::WS_SLOW_CLIENTS_DROPPED_TOTAL).increment(1);
                         let _ = tokio::time::timeout(Duration::from_millis(200), sink.send(close(CloseCode::Policy, "client too slow"))).await;
                         break;
                     }
@@ -167,9 +168,11 @@ impl Connection {
                         match tokio::time::timeout(send_timeout, sink.send(m)).await {
                             Ok(Ok(())) => {
                                 this.hub.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+                                metrics::counter!(crate::metrics::WS_MESSAGES_SENT_TOTAL).increment(1);
                             }
                             _ => {
                                 this.hub.stats.slow_dropped.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!(crate::metrics::WS_SLOW_CLIENTS_DROPPED_TOTAL).increment(1);
                                 break;
                             }
                         }

@@ -8,6 +8,15 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::http::response::{HttpResult, json};
 
+/// The Prometheus text exposition.
+pub fn metrics() -> HttpResult {
+    Ok(crate::http::response::bytes(
+        StatusCode::OK,
+        http::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        bytes::Bytes::from(crate::metrics::render()),
+    ))
+}
+
 pub fn healthz() -> HttpResult {
     Ok(json(StatusCode::OK, &json!({ "status": "ok" })))
 }

@@ -115,6 +115,11 @@ pub async fn purchase(state: &AppState, req: Request<Incoming>, peer: SocketAddr
     };
     let outcome = state.engine.purchase(&request).await?;
     state.fraud.after_purchase(caller.id, ip, sale, &outcome);
+    metrics::counter!(crate::metrics::PURCHASES_TOTAL, "outcome" => outcome.label()).increment(1);
+    if let PurchaseOutcome::Accepted { order, .. } = &outcome {
+        metrics::counter!(crate::metrics::UNITS_SOLD_TOTAL)
+            .increment(order.quantity.unsigned_abs());
+    }
     match outcome {
         PurchaseOutcome::Accepted { order, .. } => {
             Ok(json(StatusCode::CREATED, &view(sale, caller.id, &order)))

@@ -1,0 +1,156 @@
+//! Prometheus metrics: every name as a constant, the process-wide recorder,
+//! and the `/metrics` rendering (served by our own router, no extra listener).
+//!
+//! Names follow the Prometheus conventions: the `flashsale_` namespace, base
+//! units in the name, `_total` on counters. Labels come from bounded sets
+//! only: route templates, outcome codes, rule names, and sale ids only for
+//! sales that are running (their series expire a minute after they stop
+//! being updated).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
+
+pub const HTTP_REQUESTS_TOTAL: &str = "flashsale_http_requests_total";
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "flashsale_http_request_duration_seconds";
+pub const PURCHASES_TOTAL: &str = "flashsale_purchases_total";
+pub const PURCHASE_SCRIPT_DURATION_SECONDS: &str = "flashsale_purchase_script_duration_seconds";
+pub const UNITS_SOLD_TOTAL: &str = "flashsale_units_sold_total";
+pub const SALE_STOCK_UNITS: &str = "flashsale_sale_stock_units";
+pub const SALE_SOLD_UNITS: &str = "flashsale_sale_sold_units";
+pub const WRITE_BEHIND_PENDING: &str = "flashsale_write_behind_pending";
+pub const WRITE_BEHIND_LAG_SECONDS: &str = "flashsale_write_behind_lag_seconds";
+pub const WRITE_BEHIND_BATCH_SIZE: &str = "flashsale_write_behind_batch_size";
+pub const WRITE_BEHIND_FLUSHED_TOTAL: &str = "flashsale_write_behind_flushed_total";
+pub const WRITE_BEHIND_FAILED_TOTAL: &str = "flashsale_write_behind_failed_total";
+pub const WS_CONNECTIONS: &str = "flashsale_ws_connections";
+pub const WS_MESSAGES_SENT_TOTAL: &str = "flashsale_ws_messages_sent_total";
+pub const WS_SLOW_CLIENTS_DROPPED_TOTAL: &str = "flashsale_ws_slow_clients_dropped_total";
+pub const SCHEDULER_LEADER: &str = "flashsale_scheduler_leader";
+pub const SCHEDULER_TRANSITIONS_TOTAL: &str = "flashsale_scheduler_transitions_total";
+pub const RATE_LIMITED_TOTAL: &str = "flashsale_rate_limited_total";
+pub const FRAUD_EVENTS_TOTAL: &str = "flashsale_fraud_events_total";
+pub const REDIS_ERRORS_TOTAL: &str = "flashsale_redis_errors_total";
+pub const MONGODB_ERRORS_TOTAL: &str = "flashsale_mongodb_errors_total";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
+];
+
+/// The process-wide recorder, installed on first use. Every `App` in a
+/// process shares it (the `metrics` facade has one global recorder).
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(WRITE_BEHIND_BATCH_SIZE.to_owned()),
+                    BATCH_BUCKETS,
+                )
+            })
+            .expect("bucket lists are not empty")
+            // Per-sale gauges of finished sales disappear instead of lingering.
+            .idle_timeout(MetricKindMask::GAUGE, Some(Duration::from_secs(60)))
+            .build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+        }
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        HTTP_REQUESTS_TOTAL,
+        "HTTP requests by route template, method and status"
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "HTTP request duration by route template"
+    );
+    describe_counter!(PURCHASES_TOTAL, "Purchase attempts by outcome");
+    describe_histogram!(
+        PURCHASE_SCRIPT_DURATION_SECONDS,
+        Unit::Seconds,
+        "Round trip of the purchase script"
+    );
+    describe_counter!(UNITS_SOLD_TOTAL, "Units sold through this instance");
+    describe_gauge!(
+        SALE_STOCK_UNITS,
+        "Units left per running sale (reported by the scheduler leader)"
+    );
+    describe_gauge!(
+        SALE_SOLD_UNITS,
+        "Units sold per running sale (reported by the scheduler leader)"
+    );
+    describe_gauge!(
+        WRITE_BEHIND_PENDING,
+        "Orders accepted but not yet in MongoDB"
+    );
+    describe_gauge!(
+        WRITE_BEHIND_LAG_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest order not yet in MongoDB"
+    );
+    describe_histogram!(WRITE_BEHIND_BATCH_SIZE, "Orders per MongoDB batch");
+    describe_counter!(
+        WRITE_BEHIND_FLUSHED_TOTAL,
+        "Orders written to MongoDB by this instance"
+    );
+    describe_counter!(
+        WRITE_BEHIND_FAILED_TOTAL,
+        "Write-behind passes that failed (orders stay in Redis)"
+    );
+    describe_gauge!(WS_CONNECTIONS, "Open WebSocket connections");
+    describe_counter!(WS_MESSAGES_SENT_TOTAL, "WebSocket frames sent");
+    describe_counter!(
+        WS_SLOW_CLIENTS_DROPPED_TOTAL,
+        "WebSocket clients dropped for not reading"
+    );
+    describe_gauge!(
+        SCHEDULER_LEADER,
+        "1 while this instance holds the scheduler lease"
+    );
+    describe_counter!(
+        SCHEDULER_TRANSITIONS_TOTAL,
+        "Sale status transitions made by this instance"
+    );
+    describe_counter!(
+        RATE_LIMITED_TOTAL,
+        "Requests refused by a rate limit, by limit"
+    );
+    describe_counter!(FRAUD_EVENTS_TOTAL, "Fraud rules fired, by rule and action");
+    describe_counter!(REDIS_ERRORS_TOTAL, "Redis commands that failed");
+    describe_counter!(MONGODB_ERRORS_TOTAL, "MongoDB operations that failed");
+}
+
+/// The text exposition of every metric.
+pub fn render() -> String {
+    handle().render()
+}
+
+/// Housekeeping the exporter needs (histogram rotation, idle series); run on a timer.
+pub fn upkeep() {
+    handle().run_upkeep();
+}
+
+/// Counts a store failure under its store.
+pub fn store_error(e: &crate::error::StoreError) {
+    use crate::error::StoreError;
+    match e {
+        StoreError::Redis(_) => metrics::counter!(REDIS_ERRORS_TOTAL).increment(1),
+        StoreError::Mongo(_) => metrics::counter!(MONGODB_ERRORS_TOTAL).increment(1),
+        StoreError::Corrupt(_) => {}
+    }
+}
