@@ -39,6 +39,8 @@ pub struct AppState {
     pub leaderboard: Leaderboard,
     pub reconciler: Reconciler,
     pub hub: Arc<crate::realtime::Hub>,
+    /// Admission control: one permit per request being handled.
+    pub admission: Arc<tokio::sync::Semaphore>,
     pub fraud: Arc<crate::fraud::Fraud>,
     pub fraud_store: crate::fraud::FraudStore,
     /// This process's name among instances (scheduler lease, stream consumer).
@@ -79,6 +81,9 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         crate::metrics::handle();
         let state = Arc::new(build_state(config).await?);
+        crate::redis::check_server(state.engine.pool().next())
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
         state
             .engine
             .load_scripts()
@@ -246,6 +251,7 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
     ));
     let reconciler = Reconciler::new(pool, orders.clone(), sale_store);
     let hub = crate::realtime::Hub::new(config.realtime.max_per_ip);
+    let admission = Arc::new(tokio::sync::Semaphore::new(config.http.max_in_flight));
     Ok(AppState {
         config,
         db,
@@ -260,6 +266,7 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
         leaderboard,
         reconciler,
         hub,
+        admission,
         instance,
         fraud,
         fraud_store,

@@ -67,6 +67,8 @@ pub const ENV_HEADER_READ_TIMEOUT_MS: &str = "HEADER_READ_TIMEOUT_MS";
 pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 pub const ENV_MAX_CONNECTIONS: &str = "MAX_CONNECTIONS";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+pub const ENV_MAX_IN_FLIGHT: &str = "MAX_IN_FLIGHT";
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4_096;
 pub const ENV_SHUTDOWN_GRACE_MS: &str = "SHUTDOWN_GRACE_MS";
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 
@@ -273,6 +275,8 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    /// Requests handled at once; beyond this, 503 with Retry-After at once.
+    pub max_in_flight: usize,
     pub shutdown_grace: Duration,
     pub trust_proxy: TrustProxy,
 }
@@ -423,6 +427,7 @@ impl Config {
                 1,
                 1_000_000,
             )?,
+            max_in_flight: r.ranged(ENV_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT, 1, 1_000_000)?,
             shutdown_grace: r.millis(ENV_SHUTDOWN_GRACE_MS, DEFAULT_SHUTDOWN_GRACE_MS)?,
             trust_proxy: r.parse_or(ENV_TRUST_PROXY, TrustProxy::None)?,
         };

@@ -34,6 +34,8 @@ pub const RATE_LIMITED_TOTAL: &str = "flashsale_rate_limited_total";
 pub const FRAUD_EVENTS_TOTAL: &str = "flashsale_fraud_events_total";
 pub const REDIS_ERRORS_TOTAL: &str = "flashsale_redis_errors_total";
 pub const MONGODB_ERRORS_TOTAL: &str = "flashsale_mongodb_errors_total";
+pub const REDIS_PERSISTENCE: &str = "flashsale_redis_persistence_info";
+pub const ADMISSION_REJECTED_TOTAL: &str = "flashsale_admission_rejected_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -133,6 +135,14 @@ fn describe() {
     describe_counter!(FRAUD_EVENTS_TOTAL, "Fraud rules fired, by rule and action");
     describe_counter!(REDIS_ERRORS_TOTAL, "Redis commands that failed");
     describe_counter!(MONGODB_ERRORS_TOTAL, "MongoDB operations that failed");
+    describe_gauge!(
+        REDIS_PERSISTENCE,
+        "Redis persistence settings seen at start-up (value 1)"
+    );
+    describe_counter!(
+        ADMISSION_REJECTED_TOTAL,
+        "Requests refused with 503 because too many were in flight"
+    );
 }
 
 /// The text exposition of every metric.

@@ -54,3 +54,68 @@ pub async fn connect(cfg: &RedisConfig) -> Result<Pool, Error> {
     pool.init().await?;
     Ok(pool)
 }
+
+/// What the service needs to know about the Redis server's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    pub maxmemory_policy: String,
+    pub appendonly: String,
+    pub appendfsync: String,
+}
+
+async fn config_get(client: &Client, name: &str) -> Result<String, Error> {
+    use fred::types::{ClusterHash, CustomCommand};
+    let v: Vec<String> = client
+        .custom(
+            CustomCommand::new_static("CONFIG", ClusterHash::Random, false),
+            vec!["GET".to_owned(), name.to_owned()],
+        )
+        .await?;
+    Ok(v.get(1).cloned().unwrap_or_default())
+}
+
+/// Reads the settings that decide safety and durability.
+pub async fn server_settings(client: &Client) -> Result<ServerSettings, Error> {
+    Ok(ServerSettings {
+        maxmemory_policy: config_get(client, "maxmemory-policy").await?,
+        appendonly: config_get(client, "appendonly").await?,
+        appendfsync: config_get(client, "appendfsync").await?,
+    })
+}
+
+/// Refuses an evicting Redis: an evicted stock or idempotency key would
+/// silently reset a sale (oversell) or allow a double purchase. Logs and
+/// exports the persistence mode. When CONFIG is not available (managed
+/// Redis), it warns and goes on.
+pub async fn check_server(client: &Client) -> Result<(), String> {
+    let s = match server_settings(client).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the Redis configuration; make sure maxmemory-policy is noeviction and AOF is on");
+            return Ok(());
+        }
+    };
+    if s.maxmemory_policy != "noeviction" {
+        return Err(format!(
+            "REDIS_URL: Redis maxmemory-policy is `{}`; it must be `noeviction` (an evicted stock key would silently reset a sale)",
+            s.maxmemory_policy
+        ));
+    }
+    let durable = s.appendonly == "yes" && s.appendfsync == "always";
+    if durable {
+        tracing::info!(appendonly = %s.appendonly, appendfsync = %s.appendfsync, "Redis persistence");
+    } else {
+        tracing::warn!(
+            appendonly = %s.appendonly,
+            appendfsync = %s.appendfsync,
+            "Redis persistence is weaker than appendonly yes + appendfsync always: accepted orders not yet in MongoDB can be lost if Redis or its host crashes"
+        );
+    }
+    metrics::gauge!(
+        crate::metrics::REDIS_PERSISTENCE,
+        "appendonly" => s.appendonly,
+        "appendfsync" => s.appendfsync,
+    )
+    .set(1.0);
+    Ok(())
+}

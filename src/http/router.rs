@@ -291,6 +291,25 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>, peer: SocketAdd
     {
         return error(&e);
     }
+    // Admission control: past the in-flight limit, refuse at once rather than
+    // queue until the client times out. Probes and metrics are never refused.
+    let _permit = if matches!(route, Route::Healthz | Route::Readyz | Route::Metrics) {
+        None
+    } else {
+        match state.admission.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                metrics::counter!(crate::metrics::ADMISSION_REJECTED_TOTAL).increment(1);
+                return error(
+                    &ApiError::new(
+                        ErrorCode::Unavailable,
+                        "the service is overloaded, retry shortly",
+                    )
+                    .with_retry_after(1),
+                );
+            }
+        }
+    };
     let result = match (&method, route) {
         (&Method::GET, Route::Root | Route::Ws) => crate::realtime::upgrade(state, req, peer),
         (&Method::GET, Route::Metrics) => handlers::health::metrics(),

@@ -59,14 +59,14 @@ impl Reconciler {
             None => self.sales.get(sale).await?.map_or(0, |s| s.total_units),
         };
         let redis_sold = total - stock.unwrap_or(total);
-        let m = self.orders.sale_summary(sale).await?;
-        let difference = redis_sold - m.sold;
+        let (mongo_sold, mongo_orders) = self.orders.sale_totals(sale).await?;
+        let difference = redis_sold - mongo_sold;
         Ok(ReconcileReport {
             flash_sale_id: sale.hex(),
             total_units: total,
             redis_sold,
-            mongo_sold: m.sold,
-            mongo_orders: m.orders,
+            mongo_sold,
+            mongo_orders,
             redis_orders: seq.unwrap_or(0),
             pending_write_behind: pending + unread,
             difference,

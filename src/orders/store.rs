@@ -119,6 +119,25 @@ impl OrderStore {
         Ok(cursor.try_collect().await?)
     }
 
+    /// Units sold and order count of a sale, in one grouped aggregation.
+    pub async fn sale_totals(&self, sale: SaleId) -> Result<(i64, i64), StoreError> {
+        let pipeline = vec![
+            doc! { "$match": { "flashSaleId": sale.oid() } },
+            doc! { "$group": { "_id": null, "units": { "$sum": "$quantity" }, "orders": { "$sum": 1 } } },
+        ];
+        let docs: Vec<Document> = self.coll.aggregate(pipeline).await?.try_collect().await?;
+        let Some(d) = docs.first() else {
+            return Ok((0, 0));
+        };
+        let int = |k: &str| match d.get(k) {
+            Some(mongodb::bson::Bson::Int32(v)) => i64::from(*v),
+            Some(mongodb::bson::Bson::Int64(v)) => *v,
+            Some(mongodb::bson::Bson::Double(v)) => *v as i64,
+            _ => 0,
+        };
+        Ok((int("units"), int("orders")))
+    }
+
     /// Units sold, order count, highest sequence and per-buyer totals of a sale.
     pub async fn sale_summary(&self, sale: SaleId) -> Result<SaleSummary, StoreError> {
         let pipeline = vec![

@@ -42,3 +42,48 @@ async fn unknown_routes_and_methods_get_the_error_body() {
     assert_eq!(r.headers()["allow"], "POST");
     assert_error(r, 405, "METHOD_NOT_ALLOWED").await;
 }
+
+#[tokio::test]
+async fn the_service_refuses_to_start_on_an_evicting_redis() {
+    let redis =
+        crate::support::redis::RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]);
+    let settings = crate::helpers::base_settings(
+        &redis.url(),
+        &crate::support::mongo::shared_url(),
+        &crate::helpers::unique_db(),
+    );
+    let config = flashsale::Config::from_source(&settings).unwrap();
+    let err = flashsale::App::build(config)
+        .await
+        .expect_err("must refuse");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("maxmemory-policy") && msg.contains("noeviction"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn past_the_in_flight_limit_requests_get_503_with_retry_after_at_once() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.insert("MAX_IN_FLIGHT", "1".to_owned());
+        s.insert("PASSWORD_ITERATIONS", "300000".to_owned());
+    })
+    .await;
+    // A slow sign-in (300k PBKDF2 iterations) holds the only permit...
+    let slow = app.signin(crate::helpers::ADMIN_EMAIL, "wrong-password-xyz");
+    let probe = async {
+        let held = eventually(Duration::from_secs(10), || async {
+            app.state.admission.available_permits() == 0
+        })
+        .await;
+        assert!(held, "the slow request holds the permit");
+        // ...so the next request is refused at once, and probes still answer.
+        let r = app.get("/api/products", Some(&app.admin_token)).await;
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert_error(r, 503, "UNAVAILABLE").await;
+        assert_eq!(app.get("/healthz", None).await.status(), 200);
+    };
+    let (slow, ()) = tokio::join!(slow, probe);
+    assert_eq!(slow.status(), 401);
+}

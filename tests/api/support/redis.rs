@@ -66,6 +66,13 @@ impl RedisServer {
         }
     }
 
+    /// Starts it again on the same port and directory (after `kill`, this
+    /// is a crash and restart; the AOF, if on, is replayed).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
     /// Runs redis-cli against this server and returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")

@@ -1,0 +1,439 @@
+//! Command-line parsing (by hand, to keep the dependency list short).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use crate::http::Target;
+
+pub(crate) const MAX_DURATION_SECS: f64 = 300.0;
+pub(crate) const MAX_CONNECTIONS: usize = 4096;
+
+pub(crate) const USAGE: &str = "\
+flashsale-load: load generator and invariant checker for the flashsale service (loopback only)
+
+USAGE:
+  flashsale-load purchase [OPTIONS]   drive POST /api/purchase-product, then check invariants
+  flashsale-load get [--path /healthz] [OPTIONS]   drive a GET path (the HTTP floor)
+
+LOAD OPTIONS (both commands):
+  --target ADDR          127.0.0.1:PORT or localhost:PORT, optional http:// (default 127.0.0.1:5050)
+  --connections C        virtual clients, one keep-alive HTTP/1.1 connection each (default 64, max 4096)
+  --duration S           measured seconds (default 10; warm-up + duration at most 300)
+  --requests N           closed model: stop after N measured requests (duration still bounds the run)
+  --rate R               open model: target arrivals per second over all clients; latency is
+                         measured from each request's intended send time
+  --warmup S             seconds run first and not measured (default 0)
+  --timeout S            per-request timeout in seconds (default 10)
+  --threads T            tokio worker threads (default: available cores)
+  --json                 print one JSON summary line on stdout (human report goes to stderr)
+
+PURCHASE OPTIONS:
+  --mode buy|sold-out    sold-out: sell the sale out first, then measure only the rejection path
+  --sale ID              reuse this flash sale instead of creating one
+  --units N              totalUnits of a created sale (default 1000000; 100 in sold-out mode)
+  --max-per-user N       maxPerUser of a created sale (default 1000000)
+  --max-per-tx N         maxPerTransaction of a created sale (default 10)
+  --max-accounts-per-ip N  maxAccountsPerIp of a created sale (default 0: no cap, since every
+                         buyer of a load run comes from 127.0.0.1)
+  --quantity N           units per purchase request (default 1)
+  --buyers N             distinct customers, tokens minted with the secret (default 100000)
+  --secret KEY           the server's SECRET_KEY (default: env SECRET_KEY)
+  --issuer ISS           JWT issuer (default flashsale)
+  --admin-email E        admin sign-in (default: env ADMIN_EMAIL); without email and password
+  --admin-password P       an admin token is minted with the secret (default: env ADMIN_PASSWORD)
+  --drain-timeout S      how long to wait for the write-behind to reach MongoDB (default 30)
+
+GET OPTIONS:
+  --path P               the path to GET (default /healthz)
+
+Exit status: 0 all invariants PASS, 1 an invariant FAILED, 2 usage or set-up error.
+";
+
+#[derive(Debug, Clone)]
+pub(crate) struct Common {
+    pub(crate) target: Target,
+    pub(crate) connections: usize,
+    pub(crate) duration: Duration,
+    pub(crate) requests: Option<u64>,
+    pub(crate) rate: Option<f64>,
+    pub(crate) warmup: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) threads: Option<usize>,
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Buy,
+    SoldOut,
+}
+
+impl Mode {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Buy => "buy",
+            Self::SoldOut => "sold-out",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PurchaseArgs {
+    pub(crate) mode: Mode,
+    pub(crate) sale: Option<String>,
+    pub(crate) units: i64,
+    pub(crate) max_per_user: i64,
+    pub(crate) max_per_tx: i64,
+    pub(crate) max_accounts_per_ip: i64,
+    pub(crate) quantity: i64,
+    pub(crate) buyers: usize,
+    pub(crate) secret: String,
+    pub(crate) issuer: String,
+    pub(crate) admin: Option<(String, String)>,
+    pub(crate) drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Command {
+    Help,
+    Purchase(Common, PurchaseArgs),
+    Get(Common, String),
+}
+
+const BOOLS: &[&str] = &["json", "help"];
+const COMMON: &[&str] = &[
+    "target",
+    "connections",
+    "duration",
+    "requests",
+    "rate",
+    "warmup",
+    "timeout",
+    "threads",
+    "json",
+    "help",
+];
+const PURCHASE: &[&str] = &[
+    "mode",
+    "sale",
+    "units",
+    "max-per-user",
+    "max-per-tx",
+    "max-accounts-per-ip",
+    "quantity",
+    "buyers",
+    "secret",
+    "issuer",
+    "admin-email",
+    "admin-password",
+    "drain-timeout",
+];
+const GET: &[&str] = &["path"];
+
+struct Flags {
+    values: HashMap<String, String>,
+    bools: HashSet<String>,
+}
+
+impl Flags {
+    fn parse(args: &[String], allowed: &[&[&str]]) -> Result<Self, String> {
+        let known = |n: &str| allowed.iter().any(|set| set.contains(&n));
+        let mut values = HashMap::new();
+        let mut bools = HashSet::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let Some(name) = a.strip_prefix("--") else {
+                if a == "-h" {
+                    bools.insert("help".to_owned());
+                    continue;
+                }
+                return Err(format!("unexpected argument `{a}`"));
+            };
+            let (name, inline) = match name.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_owned())),
+                None => (name, None),
+            };
+            if !known(name) {
+                return Err(format!("unknown flag `--{name}` for this command"));
+            }
+            if BOOLS.contains(&name) {
+                if inline.is_some() {
+                    return Err(format!("`--{name}` takes no value"));
+                }
+                bools.insert(name.to_owned());
+                continue;
+            }
+            let v = match inline {
+                Some(v) => v,
+                None => it
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("`--{name}` needs a value"))?,
+            };
+            if values.insert(name.to_owned(), v).is_some() {
+                return Err(format!("`--{name}` given twice"));
+            }
+        }
+        Ok(Self { values, bools })
+    }
+
+    fn str(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    fn num<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, String> {
+        self.str(name)
+            .map(|v| {
+                v.trim()
+                    .parse::<T>()
+                    .map_err(|_| format!("`--{name}`: `{v}` is not a valid number"))
+            })
+            .transpose()
+    }
+
+    fn secs(&self, name: &str) -> Result<Option<Duration>, String> {
+        match self.num::<f64>(name)? {
+            None => Ok(None),
+            Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+            Some(_) => Err(format!(
+                "`--{name}` must be a non-negative number of seconds"
+            )),
+        }
+    }
+}
+
+fn range<T: PartialOrd + std::fmt::Display + Copy>(
+    name: &str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<T, String> {
+    if v < lo || v > hi {
+        return Err(format!("`--{name}` must be from {lo} to {hi} (got {v})"));
+    }
+    Ok(v)
+}
+
+fn common(f: &Flags) -> Result<Common, String> {
+    let target = Target::parse(f.str("target").unwrap_or("127.0.0.1:5050"))?;
+    let connections = range(
+        "connections",
+        f.num("connections")?.unwrap_or(64),
+        1,
+        MAX_CONNECTIONS,
+    )?;
+    let requests: Option<u64> = f.num("requests")?;
+    if requests == Some(0) {
+        return Err("`--requests` must be positive".to_owned());
+    }
+    let rate: Option<f64> = f.num("rate")?;
+    if let Some(r) = rate {
+        if !(r.is_finite() && r > 0.0 && r <= 10_000_000.0) {
+            return Err("`--rate` must be a positive number of requests per second".to_owned());
+        }
+        if requests.is_some() {
+            return Err(
+                "`--requests` is for the closed model; the open model (--rate) runs for --duration"
+                    .to_owned(),
+            );
+        }
+    }
+    let warmup = f.secs("warmup")?.unwrap_or_default();
+    // With --requests and no --duration, the duration is only a bound.
+    let duration = match f.secs("duration")? {
+        Some(d) => d,
+        None if requests.is_some() => {
+            Duration::from_secs_f64(MAX_DURATION_SECS).saturating_sub(warmup)
+        }
+        None => Duration::from_secs(10),
+    };
+    if duration.is_zero() {
+        return Err("`--duration` must be positive".to_owned());
+    }
+    if (warmup + duration).as_secs_f64() > MAX_DURATION_SECS {
+        return Err(format!(
+            "warm-up + duration must be at most {MAX_DURATION_SECS} s"
+        ));
+    }
+    let timeout = f.secs("timeout")?.unwrap_or(Duration::from_secs(10));
+    if timeout.is_zero() || timeout > Duration::from_secs(120) {
+        return Err("`--timeout` must be from 0 to 120 seconds".to_owned());
+    }
+    let threads = f
+        .num::<usize>("threads")?
+        .map(|t| range("threads", t, 1, 256))
+        .transpose()?;
+    Ok(Common {
+        target,
+        connections,
+        duration,
+        requests,
+        rate,
+        warmup,
+        timeout,
+        threads,
+        json: f.bools.contains("json"),
+    })
+}
+
+fn env_nonempty(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.is_empty())
+}
+
+fn purchase(f: &Flags) -> Result<PurchaseArgs, String> {
+    let mode = match f.str("mode").unwrap_or("buy") {
+        "buy" => Mode::Buy,
+        "sold-out" | "soldout" | "sold_out" => Mode::SoldOut,
+        m => return Err(format!("`--mode` must be buy or sold-out (got `{m}`)")),
+    };
+    let default_units = if mode == Mode::SoldOut {
+        100
+    } else {
+        1_000_000
+    };
+    let units = range(
+        "units",
+        f.num("units")?.unwrap_or(default_units),
+        1,
+        10_000_000,
+    )?;
+    let max_per_user = range(
+        "max-per-user",
+        f.num("max-per-user")?.unwrap_or(1_000_000),
+        1,
+        1_000_000,
+    )?;
+    let max_per_tx = range(
+        "max-per-tx",
+        f.num("max-per-tx")?.unwrap_or(10.min(max_per_user)),
+        1,
+        max_per_user,
+    )?;
+    let max_accounts_per_ip = range(
+        "max-accounts-per-ip",
+        f.num("max-accounts-per-ip")?.unwrap_or(0),
+        0,
+        1_000_000,
+    )?;
+    let quantity = range("quantity", f.num("quantity")?.unwrap_or(1), 1, 1_000_000)?;
+    let buyers = range("buyers", f.num("buyers")?.unwrap_or(100_000), 1, 1_000_000)?;
+    let secret = f
+        .str("secret")
+        .map(str::to_owned)
+        .or_else(|| env_nonempty("SECRET_KEY"))
+        .ok_or("purchase needs the server's secret: --secret KEY or env SECRET_KEY")?;
+    let email = f
+        .str("admin-email")
+        .map(str::to_owned)
+        .or_else(|| env_nonempty("ADMIN_EMAIL"));
+    let password = f
+        .str("admin-password")
+        .map(str::to_owned)
+        .or_else(|| env_nonempty("ADMIN_PASSWORD"));
+    let admin = email.zip(password);
+    let sale = f.str("sale").map(|s| s.trim().to_owned());
+    if let Some(s) = &sale
+        && (s.len() != 24 || !s.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err("`--sale` must be a 24-hex-digit id".to_owned());
+    }
+    let drain_timeout = f.secs("drain-timeout")?.unwrap_or(Duration::from_secs(30));
+    if drain_timeout.as_secs_f64() > MAX_DURATION_SECS {
+        return Err(format!(
+            "`--drain-timeout` must be at most {MAX_DURATION_SECS} s"
+        ));
+    }
+    Ok(PurchaseArgs {
+        mode,
+        sale,
+        units,
+        max_per_user,
+        max_per_tx,
+        max_accounts_per_ip,
+        quantity,
+        buyers,
+        secret,
+        issuer: f.str("issuer").unwrap_or("flashsale").to_owned(),
+        admin,
+        drain_timeout,
+    })
+}
+
+/// Parses the arguments after the program name.
+pub(crate) fn parse(args: &[String]) -> Result<Command, String> {
+    let Some((cmd, rest)) = args.split_first() else {
+        return Ok(Command::Help);
+    };
+    match cmd.as_str() {
+        "-h" | "--help" | "help" => Ok(Command::Help),
+        "purchase" => {
+            let f = Flags::parse(rest, &[COMMON, PURCHASE])?;
+            if f.bools.contains("help") {
+                return Ok(Command::Help);
+            }
+            Ok(Command::Purchase(common(&f)?, purchase(&f)?))
+        }
+        "get" => {
+            let f = Flags::parse(rest, &[COMMON, GET])?;
+            if f.bools.contains("help") {
+                return Ok(Command::Help);
+            }
+            let path = f.str("path").unwrap_or("/healthz").to_owned();
+            if !path.starts_with('/') {
+                return Err("`--path` must start with /".to_owned());
+            }
+            Ok(Command::Get(common(&f)?, path))
+        }
+        other => Err(format!(
+            "unknown command `{other}` (expected purchase or get)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn get_parses_and_bounds_are_enforced() {
+        let Command::Get(c, path) = parse(&args(
+            "get --path /readyz --connections=8 --rate 100 --duration 2",
+        ))
+        .unwrap() else {
+            panic!("not get");
+        };
+        assert_eq!(path, "/readyz");
+        assert_eq!(c.connections, 8);
+        assert_eq!(c.rate, Some(100.0));
+        assert!(parse(&args("get --connections 5000")).is_err());
+        assert!(parse(&args("get --duration 301")).is_err());
+        assert!(parse(&args("get --warmup 10 --duration 295")).is_err());
+        assert!(parse(&args("get --target 192.168.1.1:80")).is_err());
+        assert!(parse(&args("get --rate 10 --requests 5")).is_err());
+        assert!(parse(&args("get --bogus 1")).is_err());
+    }
+
+    #[test]
+    fn purchase_defaults_and_secret() {
+        let Command::Purchase(_, p) = parse(&args(
+            "purchase --secret abc --mode sold-out --sale 0123456789abcdef01234567",
+        ))
+        .unwrap() else {
+            panic!("not purchase");
+        };
+        assert_eq!(p.mode, Mode::SoldOut);
+        assert_eq!(p.units, 100);
+        assert_eq!(p.max_per_tx, 10);
+        assert!(parse(&args("purchase --secret abc --sale xyz")).is_err());
+        assert!(
+            parse(&args(
+                "purchase --secret abc --max-per-user 2 --max-per-tx 3"
+            ))
+            .is_err()
+        );
+    }
+}

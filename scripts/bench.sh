@@ -1,0 +1,408 @@
+#!/usr/bin/env bash
+# End-to-end throughput bench on this machine. Starts its OWN redis-server,
+# secantusd-py and release flashsale server (free ports, a temp dir; the Redis
+# on 6379 and .data/ are never touched; the server trusts 127.0.0.1 through
+# IP_ALLOW so per-IP limits do not cap the single load address), then
+# measures RUNS times each:
+#
+#   a. the limit: redis-benchmark running lua/purchase.lua directly (EVALSHA)
+#      at the same concurrency, on a separate redis-server;
+#   b. the service buy path: flashsale-load purchase, closed model, a sale too
+#      large to sell out;
+#   c. the rejection path: flashsale-load purchase --mode sold-out;
+#   d. the HTTP floor: flashsale-load get --path /healthz;
+#
+# and prints a table of min/median/max req/s, median p50/p99, and the ratios
+# b/a and c/d (from medians). Every process it started is stopped on exit.
+#
+# Environment:
+#   RUNS           repetitions of each part (default 3)
+#   CONNECTIONS    concurrent connections/clients in every part (default 64)
+#   DURATION       measured seconds per run (default 10, at most 300)
+#   WARMUP         unmeasured seconds before each flashsale-load run (default 1)
+#   DRAIN_TIMEOUT  seconds flashsale-load waits for the write-behind to reach
+#                  secantusd-py after each purchase run (default 300, the cap;
+#                  the Python Mongo-wire server absorbs ~1,500 orders/s here)
+#   BUYERS         distinct customers in b and c (default 100000; with fewer, the
+#                  per-user limit of 5 purchases/s starts answering 429)
+#   SKIP_BUILD=1   use the existing target/release binaries
+#   CARGO_TARGET_DIR  honoured as usual
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root="$PWD"
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() {
+  printf 'bench: error: %s\n' "$*" >&2
+  exit 1
+}
+
+RUNS="${RUNS:-3}"
+CONNECTIONS="${CONNECTIONS:-64}"
+DURATION="${DURATION:-10}"
+WARMUP="${WARMUP:-1}"
+DRAIN_TIMEOUT="${DRAIN_TIMEOUT:-300}"
+BUYERS="${BUYERS:-100000}"
+for v in RUNS CONNECTIONS DURATION WARMUP DRAIN_TIMEOUT BUYERS; do
+  [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
+done
+((RUNS >= 1 && RUNS <= 20)) || die "RUNS must be from 1 to 20"
+((CONNECTIONS >= 1 && CONNECTIONS <= 4096)) || die "CONNECTIONS must be from 1 to 4096"
+((DURATION >= 1 && WARMUP + DURATION <= 300)) || die "DURATION must be >= 1 and WARMUP + DURATION <= 300"
+((DRAIN_TIMEOUT <= 300)) || die "DRAIN_TIMEOUT must be at most 300"
+
+for tool in redis-server redis-cli redis-benchmark jq curl python3 timeout; do
+  command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
+done
+
+# --- what the machine looked like before we started ---------------------------
+started_at="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+cores="$(nproc)"
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# --- clean-up: registered before anything starts -------------------------------
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/flashsale-bench.XXXXXX")"
+pids=()
+names=()
+
+stop_pid() {
+  local name="$1" pid="$2" i
+  kill -0 "$pid" 2>/dev/null || {
+    wait "$pid" 2>/dev/null || true
+    return 0
+  }
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 150; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name (pid $pid) did not stop; SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$? i
+  trap '' INT TERM HUP
+  trap - EXIT
+  # Newest first: the server before the stores it drains into.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    stop_pid "${names[$i]}" "${pids[$i]}"
+  done
+  rm -rf "$tmp"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# spawn NAME LOG CMD...: starts CMD in the background in its own session
+# (Ctrl-C reaches only this script, which then stops the children), output to
+# LOG, and records its pid.
+spawn() {
+  local name="$1" logfile="$2"
+  shift 2
+  setsid "$@" </dev/null >>"$logfile" 2>&1 &
+  pids+=("$!")
+  names+=("$name")
+}
+
+free_port() {
+  local p
+  for _ in 1 2 3 4 5; do
+    p="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    if [[ "$p" != 6379 ]]; then
+      printf '%s' "$p"
+      return 0
+    fi
+  done
+  die "no free port"
+}
+
+random_token() {
+  local want="$1" s=""
+  while ((${#s} < want)); do
+    s+="$(head -c 1024 /dev/urandom | LC_ALL=C tr -dc 'A-Za-z0-9')"
+  done
+  printf '%s' "${s:0:want}"
+}
+
+# Prints the tail of every log in the temp dir (it is removed on exit).
+show_logs() {
+  local f
+  for f in "$tmp"/*.log "$tmp"/*/*.log; do
+    [[ -s "$f" ]] || continue
+    printf -- '--- %s ---\n' "${f#"$tmp"/}" >&2
+    tail -n 20 "$f" >&2 || true
+  done
+}
+
+tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_until NAME PID SECONDS CHECK...: polls CHECK until it succeeds.
+wait_until() {
+  local name="$1" pid="$2" limit="$3" deadline
+  shift 3
+  deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      show_logs
+      die "$name exited during start-up"
+    fi
+    if ((SECONDS >= deadline)); then
+      show_logs
+      die "$name not ready within ${limit}s"
+    fi
+    sleep 0.2
+  done
+}
+
+start_redis() { # NAME PORT DIR
+  mkdir -p "$3"
+  spawn "$1" "$3/stdout.log" redis-server --port "$2" --bind 127.0.0.1 --dir "$3" \
+    --save "" --appendonly no --notify-keyspace-events KEA \
+    --daemonize no --logfile "$3/redis.log"
+  wait_until "$1" "${pids[-1]}" 30 redis-cli -h 127.0.0.1 -p "$2" ping
+}
+
+# --- set-up and build ------------------------------------------------------------
+if [[ -f scripts/setup.sh ]]; then
+  bash scripts/setup.sh >&2
+fi
+[[ -x .venv/bin/secantusd-py ]] || die ".venv/bin/secantusd-py missing (scripts/setup.sh installs it)"
+
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+  log "cargo build --release -p flashsale -p flashsale-load"
+  cargo build --release -p flashsale -p flashsale-load >&2
+fi
+server_bin="$target_dir/release/flashsale"
+load_bin="$target_dir/release/flashsale-load"
+[[ -x "$server_bin" && -x "$load_bin" ]] || die "release binaries missing in $target_dir/release"
+
+# --- the service: its own redis, secantusd-py and server -------------------------
+redis_port="$(free_port)"
+start_redis "redis-server (service)" "$redis_port" "$tmp/redis"
+log "service redis on 127.0.0.1:$redis_port"
+
+mongo_port="$(free_port)"
+mkdir -p "$tmp/mongo"
+spawn "secantusd-py" "$tmp/secantusd.log" .venv/bin/secantusd-py --host 127.0.0.1 --port "$mongo_port" \
+  --storage-path "$tmp/mongo" --log-level WARNING
+wait_until "secantusd-py" "${pids[-1]}" 60 tcp_open "$mongo_port"
+log "secantusd-py on 127.0.0.1:$mongo_port"
+
+http_port="$(free_port)"
+secret="$(random_token 48)"
+admin_email="bench-admin@flashsale.local"
+admin_password="$(random_token 24)"
+# The server runs in the temp dir so no .env is picked up.
+spawn "flashsale server" "$tmp/server.log" env -C "$tmp" \
+  PORT="$http_port" BIND_ADDR=127.0.0.1 \
+  REDIS_URL="redis://127.0.0.1:$redis_port" \
+  MONGO_URL="mongodb://127.0.0.1:$mongo_port/?directConnection=true" \
+  MONGO_DB=flashsale_bench \
+  SECRET_KEY="$secret" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password" \
+  PASSWORD_ITERATIONS=600000 RUST_LOG="${RUST_LOG:-warn}" \
+  IP_ALLOW=127.0.0.1/32 \
+  "$server_bin"
+server_pid="${pids[-1]}"
+wait_until "flashsale server" "$server_pid" 90 curl -fsS "http://127.0.0.1:$http_port/readyz"
+log "flashsale server on 127.0.0.1:$http_port (ready)"
+
+# --- helpers for results ---------------------------------------------------------
+# min median max of the numbers on stdin (one per line).
+mmm() {
+  sort -g | awk '{ v[NR] = $1 } END {
+    if (NR == 0) { print "- - -"; exit }
+    med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    printf "%.1f %.1f %.1f\n", v[1], med, v[NR] }'
+}
+median() { mmm | awk '{ print $2 }'; }
+median3() { # median with 3 decimals
+  sort -g | awk '{ v[NR] = $1 } END {
+    if (NR == 0) { print "-"; exit }
+    med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    printf "%.3f\n", med }'
+}
+
+failures=0
+declare -A verdict=([a]=PASS [b]=PASS [c]=PASS [d]=PASS)
+
+# --- a. the limit: redis-benchmark EVALSHA purchase.lua ---------------------------
+bench_port="$(free_port)"
+start_redis "redis-server (benchmark)" "$bench_port" "$tmp/redis-bench"
+bench_redis_pid="${pids[-1]}"
+rc() { redis-cli -h 127.0.0.1 -p "$bench_port" "$@"; }
+sha="$(rc SCRIPT LOAD "$(cat lua/purchase.lua)")"
+[[ "$sha" =~ ^[0-9a-f]{40}$ ]] || die "SCRIPT LOAD failed: $sha"
+# The call mirrors the engine's (src/engine/mod.rs): 9 keys, 6 arguments,
+# no Idempotency-Key, the attempts window at the service's defaults (30 per
+# 60 s), and a sale without a per-IP account cap (as flashsale-load creates).
+last_key="$(grep -oE '^KEYS\[[0-9]+\]' lua/purchase.lua | tail -n 1)"
+last_arg="$(grep -oE '^ARGV\[[0-9]+\]' lua/purchase.lua | tail -n 1)"
+[[ "$last_key" == "KEYS[9]" && "$last_arg" == "ARGV[6]" ]] ||
+  die "lua/purchase.lua now documents up to $last_key and $last_arg; update part a of scripts/bench.sh"
+keys=("{sale:bench}:meta" "{sale:bench}:stock" "{sale:bench}:buyers" "{sale:bench}:lb"
+  "{sale:bench}:seq" "{sale:bench}:orders" "{sale:bench}:idem:-" "{sale:bench}:ip:127.0.0.1")
+seed_bench() {
+  rc FLUSHALL >/dev/null
+  rc HSET "{sale:bench}:meta" start 0 end 9999999999999 maxUser 1000000000 maxTx 10 \
+    price 100 total 1000000000 state open maxIpAccts 0 >/dev/null
+  rc SET "{sale:bench}:stock" 1000000000 >/dev/null
+}
+seed_bench
+probe="$(rc EVALSHA "$sha" 9 "${keys[@]}" "{sale:bench}:att:user:probe" user:probe 1 127.0.0.1 0 30 60000 | head -n 1)"
+[[ "$probe" == 0 ]] || die "EVALSHA probe did not return ACCEPTED (0): $probe"
+bench_cmd=(EVALSHA "$sha" 9 "${keys[@]}" "{sale:bench}:att:user:__rand_int__"
+  "user:__rand_int__" 1 127.0.0.1 0 30 60000)
+# One CSV run of N requests: prints "rps p50 p99".
+redis_bench() {
+  timeout $((DURATION * 4 + 60)) redis-benchmark -h 127.0.0.1 -p "$bench_port" \
+    -c "$CONNECTIONS" -n "$1" -r 100000 --csv "${bench_cmd[@]}" |
+    tail -n 1 | sed 's/^"//; s/"$//' | awk -F'","' '{ print $2, $5, $7 }'
+}
+log "a: calibrating redis-benchmark"
+calib="$(redis_bench 20000)"
+calib_rps="${calib%% *}"
+[[ "$calib_rps" =~ ^[0-9.]+$ ]] || die "redis-benchmark calibration failed: '$calib'"
+bench_n="$(awk -v r="$calib_rps" -v d="$DURATION" 'BEGIN { n = int(r * d); if (n < 10000) n = 10000; if (n > 20000000) n = 20000000; print n }')"
+log "a: ${calib_rps} req/s in calibration; $bench_n requests per run (~${DURATION}s)"
+: >"$tmp/a.txt"
+for ((r = 1; r <= RUNS; r++)); do
+  seed_bench
+  out="$(redis_bench "$bench_n")" || true
+  [[ "$out" =~ ^[0-9.]+\ [0-9.]+\ [0-9.]+$ ]] || {
+    log "a run $r: unexpected redis-benchmark output '$out'"
+    verdict[a]=FAIL
+    failures=$((failures + 1))
+    continue
+  }
+  log "a run $r: $out (req/s p50 p99)"
+  printf '%s\n' "$out" >>"$tmp/a.txt"
+done
+# The stream must hold one entry per accepted call: the script did real work.
+stream_len="$(rc XLEN "{sale:bench}:orders")"
+((stream_len >= bench_n)) || {
+  log "a: stream holds $stream_len entries, expected >= $bench_n"
+  verdict[a]=FAIL
+  failures=$((failures + 1))
+}
+stop_pid "redis-server (benchmark)" "$bench_redis_pid"
+
+# --- b/c/d: flashsale-load against the service -------------------------------------
+export SECRET_KEY="$secret" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password"
+common=(--target "127.0.0.1:$http_port" --connections "$CONNECTIONS"
+  --duration "$DURATION" --warmup "$WARMUP" --json)
+load_limit=$((WARMUP + DURATION + DRAIN_TIMEOUT + 240))
+
+# run_load PART ARGS...: one flashsale-load run; its JSON line goes to PART.jsonl.
+run_load() {
+  local part="$1" status=0 line
+  shift
+  line="$(timeout "$load_limit" "$load_bin" "$@" "${common[@]}" 2>"$tmp/$part.last.log")" || status=$?
+  cat "$tmp/$part.last.log" >>"$tmp/$part.log"
+  if [[ -n "$line" ]] && jq -e . >/dev/null 2>&1 <<<"$line"; then
+    printf '%s\n' "$line" >>"$tmp/$part.jsonl"
+    log "$part run: $(jq -r '"\(.achieved_rps) req/s, p50 \(.latency_ms.p50) ms, p99 \(.latency_ms.p99) ms, outcomes \(.outcomes | tojson), invariants \(if .pass then "PASS" else "FAIL" end)"' <<<"$line")"
+    jq -r '.invariants[] | "  \(if .pass then "PASS" else "FAIL" end) \(.name): \(.detail)"' <<<"$line" >&2
+  fi
+  if ((status != 0)); then
+    log "$part run: flashsale-load exited with status $status; its report:"
+    sed 's/^/  | /' "$tmp/$part.last.log" >&2
+    verdict[$part]=FAIL
+    failures=$((failures + 1))
+  fi
+}
+
+for part in b c d; do : >"$tmp/$part.jsonl"; done
+for ((r = 1; r <= RUNS; r++)); do
+  log "b run $r/$RUNS: purchase (buy path)"
+  run_load b purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 \
+    --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT"
+done
+for ((r = 1; r <= RUNS; r++)); do
+  log "c run $r/$RUNS: purchase --mode sold-out (rejection path)"
+  run_load c purchase --mode sold-out --units 100 --max-per-user 10 --max-per-tx 10 \
+    --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT"
+done
+for ((r = 1; r <= RUNS; r++)); do
+  log "d run $r/$RUNS: get /healthz (HTTP floor)"
+  run_load d get --path /healthz
+done
+
+if ! kill -0 "$server_pid" 2>/dev/null; then
+  tail -n 30 "$tmp/server.log" >&2 || true
+  die "the flashsale server died during the bench"
+fi
+
+# --- the table ---------------------------------------------------------------------
+row() { # PART LABEL
+  local part="$1" label="$2" rps p50 p99
+  if [[ "$part" == a ]]; then
+    rps="$(awk '{ print $1 }' "$tmp/a.txt" | mmm)"
+    p50="$(awk '{ print $2 }' "$tmp/a.txt" | median3)"
+    p99="$(awk '{ print $3 }' "$tmp/a.txt" | median3)"
+  else
+    rps="$(jq -r '.achieved_rps' "$tmp/$part.jsonl" | mmm)"
+    p50="$(jq -r '.latency_ms.p50' "$tmp/$part.jsonl" | median3)"
+    p99="$(jq -r '.latency_ms.p99' "$tmp/$part.jsonl" | median3)"
+  fi
+  read -r mn md mx <<<"$rps"
+  printf '%-2s %-44s %10s %10s %10s %9s %9s  %s\n' "$part" "$label" "$mn" "$md" "$mx" "$p50" "$p99" "${verdict[$part]}"
+}
+med_of() {
+  if [[ "$1" == a ]]; then
+    awk '{ print $1 }' "$tmp/a.txt" | median
+  else
+    jq -r '.achieved_rps' "$tmp/$1.jsonl" | median
+  fi
+}
+ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y + 0 > 0 && x != "-") printf "%.3f", x / y; else print "n/a" }'; }
+
+outcomes() { jq -rs 'map(.outcomes) | add // {} | to_entries | map("\(.key)") | unique | join(", ")' "$tmp/$1.jsonl"; }
+
+{
+  echo
+  echo "flashsale bench, $started_at (UTC)"
+  echo "machine: nproc $cores; load average before start: $load_before"
+  echo "sharing: every process (service redis-server, benchmark redis-server, secantusd-py, the flashsale"
+  echo "  server, flashsale-load, redis-benchmark) runs unpinned on the same $cores cores, so the load"
+  echo "  generator and the write-behind compete with the server for CPU; numbers are for this box only."
+  echo "settings: RUNS=$RUNS CONNECTIONS=$CONNECTIONS DURATION=${DURATION}s WARMUP=${WARMUP}s (flashsale-load parts)"
+  echo "  server: defaults except IP_ALLOW=127.0.0.1/32 (all load comes from one address, which the"
+  echo "    per-IP purchase limit would cap at 50 req/s); per-user limits and the attempts window stay on;"
+  echo "    sales are created with maxAccountsPerIp 0 for the same reason"
+  echo "  a: redis-benchmark -c $CONNECTIONS -n $bench_n -r 100000 EVALSHA purchase.lua, 9 keys as the engine"
+  echo "     passes them (stock 1e9, separate redis-server)"
+  echo "  b: flashsale-load purchase, closed model, 10,000,000 units, $BUYERS buyers, quantity 1;"
+  echo "     the write-behind drains into secantusd-py during the run (and is awaited after it)"
+  echo "  c: flashsale-load purchase --mode sold-out (100 units sold first, then only rejections), $BUYERS buyers"
+  echo "  d: flashsale-load get --path /healthz"
+  echo
+  printf '%-2s %-44s %10s %10s %10s %9s %9s  %s\n' "" "part" "req/s min" "median" "max" "p50 ms" "p99 ms" "checks"
+  row a "redis EVALSHA purchase.lua (the limit)"
+  row b "POST /api/purchase-product (buy path)"
+  row c "POST /api/purchase-product (sold out)"
+  row d "GET /healthz (HTTP floor)"
+  echo
+  echo "ratios of medians: b/a = $(ratio "$(med_of b)" "$(med_of a)")  (service buy path / Redis script alone)"
+  echo "                   c/d = $(ratio "$(med_of c)" "$(med_of d)")  (rejection path / HTTP floor)"
+  echo "outcomes seen: b: $(outcomes b); c: $(outcomes c); d: $(outcomes d)"
+  echo "p50/p99: medians over runs; a's come from redis-benchmark, b-d from flashsale-load (closed model)."
+  echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+} | tee "$tmp/table.txt"
+
+if [[ -n "${BENCH_OUT:-}" ]]; then
+  cp "$tmp/table.txt" "$BENCH_OUT"
+fi
+
+if ((failures > 0)); then
+  log "$failures failed run(s) or check(s); last lines of the server log:"
+  tail -n 30 "$tmp/server.log" >&2 || true
+  exit 1
+fi

@@ -1,0 +1,536 @@
+#!/usr/bin/env bash
+# The docker-compose topology as local processes, for machines without Docker:
+# one redis-server, one secantusd-py (the Mongo-wire system of record), two
+# flashsale instances sharing them, and, when nginx is installed, an nginx in
+# front of both (config generated from deploy/nginx.conf with 127.0.0.1
+# upstreams). Every process listens on 127.0.0.1 on a free port and keeps its
+# data and logs in one temp dir, removed on exit.
+#
+# Usage:
+#   scripts/cluster-local.sh up      start everything, print the URLs, run until
+#                                    Ctrl-C/SIGTERM, then stop in order: nginx,
+#                                    the apps (SIGTERM, so they drain), the stores
+#   scripts/cluster-local.sh check   start everything, run a bounded smoke check
+#                                    across both instances (and nginx), stop;
+#                                    exit 0 when every check passed
+#
+# Environment:
+#   FLASHSALE_BIN        server binary (default ${CARGO_TARGET_DIR:-target}/debug/flashsale,
+#                        built with `cargo build --bin flashsale` when missing)
+#   FLASHSALE_BUILD=1    run `cargo build --bin flashsale` even when the binary exists
+#   SECANTUSD            Mongo-wire server (default .venv/bin/secantusd-py)
+#   SECRET_KEY, ADMIN_EMAIL, ADMIN_PASSWORD
+#                        shared by both instances (default: random key, admin@flashsale.local,
+#                        random password printed by `up`)
+#   FLASHSALE_NO_LB=1    do not start nginx even when it is installed
+#   FLASHSALE_KEEP_TMP=1 keep the temp dir (data and logs) after exit
+#   FLASHSALE_START_TIMEOUT  seconds each process gets to become ready (default 30)
+#   FLASHSALE_STOP_TIMEOUT   seconds each process gets to stop before SIGKILL (default 20)
+#   Any other service variable (RUST_LOG, WS_TICK_MS, ...) is passed to both
+#   instances. The instances run in their own directories, so a .env file in
+#   the repository is not read.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root="$PWD"
+
+log() { printf 'cluster: %s\n' "$*"; }
+warn() { printf 'cluster: WARN: %s\n' "$*" >&2; }
+die() {
+  printf 'cluster: error: %s\n' "$*" >&2
+  exit 1
+}
+usage() {
+  printf 'usage: %s up|check\n' "$0" >&2
+  exit 2
+}
+
+[[ $# -eq 1 ]] || usage
+mode="$1"
+case "$mode" in
+  up | check) ;;
+  *) usage ;;
+esac
+
+start_timeout="${FLASHSALE_START_TIMEOUT:-30}"
+stop_timeout="${FLASHSALE_STOP_TIMEOUT:-20}"
+[[ "$start_timeout" =~ ^[0-9]+$ ]] || die "FLASHSALE_START_TIMEOUT is not a number: '$start_timeout'"
+[[ "$stop_timeout" =~ ^[0-9]+$ ]] || die "FLASHSALE_STOP_TIMEOUT is not a number: '$stop_timeout'"
+
+# --- clean-up: registered before anything is started ------------------------
+tmp=""
+redis_pid=""
+mongo_pid=""
+app1_pid=""
+app2_pid=""
+lb_pid=""
+sleeper_pid=""
+
+# Sends SIGTERM to a child and waits up to the stop timeout, then SIGKILL.
+stop_child() {
+  local name="$1" pid="$2" deadline
+  [[ -n "$pid" ]] || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + stop_timeout))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      warn "$name did not stop within ${stop_timeout}s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+# Prints the end of every log, to explain a failure.
+show_logs() {
+  local f
+  [[ -n "$tmp" && -d "$tmp/logs" ]] || return 0
+  for f in "$tmp"/logs/*.log; do
+    [[ -s "$f" ]] || continue
+    printf -- '--- last lines of %s ---\n' "${f##*/}" >&2
+    tail -n 15 "$f" >&2 || true
+  done
+}
+
+cleanup() {
+  local rc=$?
+  trap '' INT TERM HUP # a second Ctrl-C must not cut the clean-up short
+  trap - EXIT
+  if [[ -n "$sleeper_pid" ]]; then
+    kill "$sleeper_pid" 2>/dev/null || true
+  fi
+  if ((rc != 0 && rc != 130 && rc != 143)); then
+    show_logs
+  fi
+  stop_child "nginx" "$lb_pid"
+  # Both instances get SIGTERM at once, so they drain in parallel.
+  if [[ -n "$app1_pid$app2_pid" ]]; then
+    log "stopping the flashsale instances (SIGTERM: finish requests, drain the write-behind)"
+  fi
+  if [[ -n "$app1_pid" ]]; then kill -TERM "$app1_pid" 2>/dev/null || true; fi
+  if [[ -n "$app2_pid" ]]; then kill -TERM "$app2_pid" 2>/dev/null || true; fi
+  stop_child "flashsale app1" "$app1_pid"
+  stop_child "flashsale app2" "$app2_pid"
+  stop_child "redis-server" "$redis_pid"
+  stop_child "secantusd-py" "$mongo_pid"
+  if [[ -n "$tmp" && -d "$tmp" ]]; then
+    if [[ "${FLASHSALE_KEEP_TMP:-0}" =~ ^(1|true|yes)$ ]]; then
+      log "kept $tmp (data and logs)"
+    else
+      rm -rf "$tmp"
+    fi
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# --- helpers -------------------------------------------------------------------
+tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+redis_pong() { [[ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" == PONG ]]; }
+http_ok() { curl -fsS --max-time 2 -o /dev/null "$1" 2>/dev/null; }
+
+# wait_ready NAME PID LOGFILE CHECK ARGS...: polls CHECK until it succeeds,
+# failing if PID exits or the start timeout passes.
+wait_ready() {
+  local name="$1" pid="$2" logfile="$3" deadline
+  shift 3
+  deadline=$((SECONDS + start_timeout))
+  until "$@"; do
+    kill -0 "$pid" 2>/dev/null || die "$name exited during start-up (log: $logfile)"
+    ((SECONDS < deadline)) || die "$name did not become ready within ${start_timeout}s (log: $logfile)"
+    sleep 0.2
+  done
+}
+
+# Starts a command in the background in its own session, so that Ctrl-C in the
+# terminal reaches only this script, which then stops the children in order.
+spawn() {
+  if command -v setsid >/dev/null 2>&1; then
+    setsid "$@" </dev/null &
+  else
+    "$@" </dev/null &
+  fi
+}
+
+random_token() {
+  local want="$1" s=""
+  while ((${#s} < want)); do
+    s+="$(head -c 1024 /dev/urandom | LC_ALL=C tr -dc 'A-Za-z0-9')"
+  done
+  printf '%s' "${s:0:want}"
+}
+
+json_escape() {
+  local s="$1"
+  s="${s//\\/\\\\}"
+  s="${s//\"/\\\"}"
+  printf '%s' "$s"
+}
+
+# --- prerequisites -----------------------------------------------------------------
+secantusd="${SECANTUSD:-$root/.venv/bin/secantusd-py}"
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1 ||
+  [[ ! -x "$secantusd" ]]; then
+  log "redis-server or secantusd-py missing: running scripts/setup.sh"
+  bash scripts/setup.sh
+fi
+[[ -x "$secantusd" ]] || die "SECANTUSD=$secantusd is not executable"
+for tool in curl python3 redis-server redis-cli; do
+  command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
+done
+
+if [[ -n "${FLASHSALE_BIN:-}" ]]; then
+  bin="$FLASHSALE_BIN"
+  [[ -x "$bin" ]] || die "FLASHSALE_BIN=$bin is not an executable file"
+else
+  bin="${CARGO_TARGET_DIR:-target}/debug/flashsale"
+  if [[ ! -x "$bin" || "${FLASHSALE_BUILD:-0}" =~ ^(1|true|yes)$ ]]; then
+    log "cargo build --bin flashsale"
+    cargo build --bin flashsale
+  fi
+  [[ -x "$bin" ]] || die "$bin not found after cargo build"
+fi
+[[ "$bin" == /* ]] || bin="$root/$bin"
+
+use_lb=0
+if command -v nginx >/dev/null 2>&1 && [[ ! "${FLASHSALE_NO_LB:-0}" =~ ^(1|true|yes)$ ]]; then
+  use_lb=1
+fi
+
+# --- temp dir and ports ------------------------------------------------------------
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/flashsale-cluster.XXXXXX")"
+if ((use_lb)); then
+  # nginx workers may run as another user (nobody when started as root) and
+  # must reach their temp dirs under this one.
+  chmod 711 "$tmp"
+fi
+mkdir -p "$tmp/logs" "$tmp/redis" "$tmp/mongo" "$tmp/app1" "$tmp/app2"
+
+# Five distinct free ports, held open together while they are chosen.
+read -r redis_port mongo_port app1_port app2_port lb_port < <(
+  python3 -c '
+import socket
+socks = [socket.socket() for _ in range(5)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+'
+)
+[[ -n "$lb_port" ]] || die "could not find free ports"
+
+# --- stores ----------------------------------------------------------------------------
+log "starting redis-server on 127.0.0.1:$redis_port"
+spawn redis-server \
+  --port "$redis_port" \
+  --bind 127.0.0.1 \
+  --dir "$tmp/redis" \
+  --appendonly yes \
+  --appendfsync always \
+  --notify-keyspace-events KEA \
+  --maxmemory-policy noeviction \
+  --save "" \
+  --daemonize no \
+  --logfile "$tmp/logs/redis.log"
+redis_pid=$!
+
+log "starting secantusd-py on 127.0.0.1:$mongo_port"
+spawn "$secantusd" \
+  --host 127.0.0.1 \
+  --port "$mongo_port" \
+  --storage-path "$tmp/mongo" \
+  --log-level WARNING \
+  >>"$tmp/logs/secantusd.log" 2>&1
+mongo_pid=$!
+
+wait_ready "redis-server" "$redis_pid" "$tmp/logs/redis.log" redis_pong "$redis_port"
+wait_ready "secantusd-py" "$mongo_pid" "$tmp/logs/secantusd.log" tcp_open "$mongo_port"
+
+# --- the two instances -------------------------------------------------------------------
+export REDIS_URL="redis://127.0.0.1:$redis_port"
+export MONGO_URL="mongodb://127.0.0.1:$mongo_port/?directConnection=true"
+export BIND_ADDR=127.0.0.1
+export SECRET_KEY="${SECRET_KEY:-$(random_token 48)}"
+export ADMIN_EMAIL="${ADMIN_EMAIL:-admin@flashsale.local}"
+export ADMIN_PASSWORD="${ADMIN_PASSWORD:-$(random_token 20)}"
+if ((use_lb)); then
+  # nginx connects from 127.0.0.1: trust its X-Forwarded-For.
+  export TRUST_PROXY=127.0.0.1
+fi
+if [[ "$mode" == check ]]; then
+  # Every request of the check comes from 127.0.0.1, so the per-IP limits and
+  # the multi-account and new-account rules would refuse most of it: switch
+  # them off. Cheap password hashing keeps the check fast in a debug build.
+  export RATE_PURCHASE_PER_IP=0 RATE_PURCHASE_PER_USER=0 RATE_SIGNIN_PER_IP=0
+  export RATE_SIGNIN_PER_ACCOUNT=0 RATE_SIGNUP_PER_IP=0 DEFAULT_MAX_ACCOUNTS_PER_IP=0
+  export FRAUD_RULE_NEW_ACCOUNT=off PASSWORD_ITERATIONS=1000
+fi
+
+log "starting $bin as app1 on 127.0.0.1:$app1_port and app2 on 127.0.0.1:$app2_port"
+# Each in its own working directory: no .env is read.
+cd "$tmp/app1"
+spawn env PORT="$app1_port" "$bin" >>"$tmp/logs/app1.log" 2>&1
+app1_pid=$!
+cd "$tmp/app2"
+spawn env PORT="$app2_port" "$bin" >>"$tmp/logs/app2.log" 2>&1
+app2_pid=$!
+cd "$root"
+
+app1="http://127.0.0.1:$app1_port"
+app2="http://127.0.0.1:$app2_port"
+wait_ready "flashsale app1" "$app1_pid" "$tmp/logs/app1.log" http_ok "$app1/readyz"
+wait_ready "flashsale app2" "$app2_pid" "$tmp/logs/app2.log" http_ok "$app2/readyz"
+log "app1 (pid $app1_pid) and app2 (pid $app2_pid) ready"
+
+# --- nginx in front ----------------------------------------------------------------------
+lb=""
+if ((use_lb)); then
+  mkdir -p "$tmp/nginx"
+  chmod 711 "$tmp/nginx"
+  conf="$tmp/nginx/nginx.conf"
+  # deploy/nginx.conf with local upstreams, a local listen address, and its
+  # own pid file and temp dirs (the packaged defaults need root).
+  sed \
+    -e "s|^\([[:space:]]*\)server app1:5050|\1server 127.0.0.1:$app1_port|" \
+    -e "s|^\([[:space:]]*\)server app2:5050|\1server 127.0.0.1:$app2_port|" \
+    -e "s|^\([[:space:]]*\)listen 5050;|\1listen 127.0.0.1:$lb_port;|" \
+    -e "s|^worker_processes .*;|worker_processes 1;\npid $tmp/nginx/nginx.pid;|" \
+    -e "s|^http {|http {\n    client_body_temp_path $tmp/nginx/client_body;\n    proxy_temp_path $tmp/nginx/proxy;\n    fastcgi_temp_path $tmp/nginx/fastcgi;\n    uwsgi_temp_path $tmp/nginx/uwsgi;\n    scgi_temp_path $tmp/nginx/scgi;|" \
+    deploy/nginx.conf >"$conf"
+  for want in "server 127.0.0.1:$app1_port" "server 127.0.0.1:$app2_port" \
+    "listen 127.0.0.1:$lb_port;" "pid $tmp/nginx/nginx.pid;" "proxy_temp_path $tmp/nginx/proxy;"; do
+    grep -qF "$want" "$conf" || die "deploy/nginx.conf changed shape: could not generate '$want' (see $conf)"
+  done
+  nginx_args=(-p "$tmp/nginx/" -c "$conf")
+  if nginx -h 2>&1 | grep -q -- '-e filename'; then
+    nginx_args+=(-e "$tmp/logs/nginx.log")
+  fi
+  nginx -t -q "${nginx_args[@]}" >>"$tmp/logs/nginx.log" 2>&1 ||
+    die "generated nginx config is invalid (see $tmp/logs/nginx.log)"
+  log "starting nginx on 127.0.0.1:$lb_port"
+  spawn nginx "${nginx_args[@]}" -g 'daemon off;' >>"$tmp/logs/nginx.log" 2>&1
+  lb_pid=$!
+  lb="http://127.0.0.1:$lb_port"
+  wait_ready "nginx" "$lb_pid" "$tmp/logs/nginx.log" http_ok "$lb/healthz"
+else
+  log "nginx not installed (or FLASHSALE_NO_LB=1): no load balancer"
+fi
+
+# --- up: run until a signal or until a child exits ---------------------------------------
+if [[ "$mode" == up ]]; then
+  cat <<EOF
+
+flashsale cluster is running:
+  load balancer  ${lb:-"(none: nginx not installed)"}
+  app1           $app1   (metrics $app1/metrics)
+  app2           $app2   (metrics $app2/metrics)
+  redis          $REDIS_URL
+  mongo          $MONGO_URL
+  admin          $ADMIN_EMAIL
+  password       $ADMIN_PASSWORD
+  logs           $tmp/logs
+Press Ctrl-C to stop everything.
+
+EOF
+  names=("redis-server" "secantusd-py" "flashsale app1" "flashsale app2")
+  pids=("$redis_pid" "$mongo_pid" "$app1_pid" "$app2_pid")
+  if [[ -n "$lb_pid" ]]; then
+    names+=("nginx")
+    pids+=("$lb_pid")
+  fi
+  while true; do
+    for i in "${!pids[@]}"; do
+      if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+        status=0
+        wait "${pids[$i]}" || status=$?
+        die "${names[$i]} exited with status $status; stopping the rest"
+      fi
+    done
+    sleep 1 &
+    sleeper_pid=$!
+    wait "$sleeper_pid" || true
+    sleeper_pid=""
+  done
+fi
+
+# --- check: a bounded smoke test ------------------------------------------------------------
+resp="$tmp/response.json"
+hdrs="$tmp/response.headers"
+status=""
+body=""
+
+# req METHOD URL TOKEN BODY [curl args...]: one request (TOKEN and BODY may be
+# empty); sets $status and $body, the headers are in $hdrs.
+req() {
+  local method="$1" url="$2" token="$3" data="$4"
+  shift 4
+  local args=(-sS --max-time 10 -o "$resp" -D "$hdrs" -w '%{http_code}' -X "$method" "$@")
+  if [[ -n "$token" ]]; then
+    args+=(-H "authorization: Bearer $token")
+  fi
+  if [[ -n "$data" ]]; then
+    args+=(-H 'content-type: application/json' --data-binary "$data")
+  fi
+  : >"$resp"
+  status="$(curl "${args[@]}" "$url")" || die "$method $url: curl failed"
+  body="$(cat "$resp")"
+}
+
+# expect WANT WHAT: fails unless the last request answered WANT.
+expect() {
+  [[ "$status" == "$1" ]] || die "$2: expected HTTP $1, got $status: ${body:0:500}"
+}
+
+# jget KEY...: a field of $body (list indices as numbers); strings raw,
+# everything else as JSON (true, 15, null...).
+jget() {
+  python3 -c '
+import json, sys
+d = json.loads(sys.argv[1])
+for k in sys.argv[2:]:
+    d = d[int(k)] if isinstance(d, list) else d[k]
+print(d if isinstance(d, str) else json.dumps(d))
+' "$body" "$@" 2>/dev/null || die "no field '$*' in response: ${body:0:500}"
+}
+
+checks=0
+ok() {
+  checks=$((checks + 1))
+  log "ok: $*"
+}
+
+# Purchases go to app2 and, when present, through nginx (else app1).
+front="${lb:-$app1}"
+front_name=app1
+if [[ -n "$lb" ]]; then
+  front_name=nginx
+fi
+
+req POST "$app1/api/signin" "" \
+  "{\"email\":\"$(json_escape "$ADMIN_EMAIL")\",\"password\":\"$(json_escape "$ADMIN_PASSWORD")\"}"
+expect 200 "admin sign-in on app1"
+admin="$(jget accessToken)"
+ok "admin signed in on app1"
+
+req POST "$app1/api/products" "$admin" \
+  '{"name":"Cluster check phone","description":"smoke test","price":100}'
+expect 201 "create product on app1"
+product="$(jget id)"
+
+start_time="$(date -u -d '-1 min' +%Y-%m-%dT%H:%M:%SZ)"
+end_time="$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)"
+req POST "$app1/api/flash-sales" "$admin" \
+  "{\"productId\":\"$product\",\"startTime\":\"$start_time\",\"endTime\":\"$end_time\",\"discount\":10,\"totalUnits\":20,\"maxPerUser\":2,\"maxPerTransaction\":2}"
+expect 201 "create flash sale on app1"
+sale="$(jget id)"
+ok "product $product and sale $sale (20 units, 2 per user) created on app1"
+
+tokens=()
+for i in 1 2 3; do
+  email="customer$i@example.com"
+  req POST "$app1/api/signup" "" "{\"name\":\"Customer $i\",\"email\":\"$email\",\"password\":\"correct-horse-$i$i\"}"
+  expect 201 "sign-up of $email on app1"
+  req POST "$app2/api/signin" "" "{\"email\":\"$email\",\"password\":\"correct-horse-$i$i\"}"
+  expect 200 "sign-in of $email on app2"
+  tokens+=("$(jget accessToken)")
+done
+ok "3 customers signed up on app1 and signed in on app2"
+
+purchase() { # URL TOKEN QUANTITY [curl args...]
+  local url="$1" token="$2" quantity="$3"
+  shift 3
+  req POST "$url/api/purchase-product" "$token" "{\"flashSaleId\":\"$sale\",\"quantity\":$quantity}" "$@"
+}
+
+key="cluster-check-$RANDOM$RANDOM"
+purchase "$app2" "${tokens[0]}" 2 -H "Idempotency-Key: $key"
+expect 201 "customer1 buys 2 on app2"
+order1="$(jget id)"
+[[ "$(jget remainingUnits)" == 18 ]] || die "customer1's purchase: remainingUnits $(jget remainingUnits), expected 18"
+ok "customer1 bought 2 units on app2 (order $order1, 18 left)"
+
+purchase "$front" "${tokens[0]}" 2 -H "Idempotency-Key: $key"
+[[ "$status" == 200 || "$status" == 201 ]] ||
+  die "idempotent replay on $front_name: expected HTTP 200/201, got $status: ${body:0:500}"
+[[ "$(jget id)" == "$order1" ]] || die "idempotent replay on $front_name returned order $(jget id), expected $order1"
+grep -qi '^idempotent-replayed: *true' "$hdrs" || die "idempotent replay on $front_name: no 'Idempotent-Replayed: true' header"
+ok "the same Idempotency-Key on $front_name replayed order $order1"
+
+purchase "$front" "${tokens[0]}" 1
+expect 403 "customer1's third unit on $front_name"
+[[ "$(jget error code)" == USER_PURCHASE_LIMIT_REACHED ]] ||
+  die "customer1's third unit: expected USER_PURCHASE_LIMIT_REACHED, got $(jget error code)"
+ok "customer1's third unit refused on $front_name (USER_PURCHASE_LIMIT_REACHED)"
+
+purchase "$front" "${tokens[1]}" 2
+expect 201 "customer2 buys 2 on $front_name"
+purchase "$app2" "${tokens[2]}" 1
+expect 201 "customer3 buys 1 on app2"
+purchase "$front" "${tokens[2]}" 1
+expect 201 "customer3 buys 1 on $front_name"
+ok "customer2 bought 2 on $front_name, customer3 1 on app2 and 1 on $front_name"
+
+sold=6
+req GET "$app1/api/flash-sales/$sale" "${tokens[1]}" ""
+expect 200 "GET /api/flash-sales/$sale on app1"
+available="$(jget availableUnits)"
+[[ "$available" == $((20 - sold)) ]] || die "app1 shows availableUnits $available, expected $((20 - sold))"
+ok "app1 shows availableUnits $available"
+
+for name in app1 app2; do
+  if [[ "$name" == app1 ]]; then url="$app1"; else url="$app2"; fi
+  req GET "$url/readyz" "" ""
+  expect 200 "$name /readyz"
+  req GET "$url/metrics" "" ""
+  if [[ "$status" == 404 ]]; then
+    warn "$name /metrics answered 404 (metrics not built into this binary yet)"
+  else
+    expect 200 "$name /metrics"
+    grep -q '^# \(TYPE\|HELP\) \|^flashsale_' "$resp" ||
+      die "$name /metrics does not look like the Prometheus text format: ${body:0:300}"
+    ok "$name /metrics answers the text format ($(grep -c '^flashsale_' "$resp" || true) flashsale_ samples)"
+  fi
+done
+ok "app1 and app2 /readyz answer 200"
+
+if [[ -n "$lb" ]]; then
+  req GET "$lb/healthz" "" ""
+  expect 200 "nginx /healthz passthrough"
+  req GET "$lb/metrics" "" ""
+  expect 403 "nginx must deny /metrics"
+  # A WebSocket handshake through nginx: 101 proves the Upgrade/Connection
+  # headers reach an instance. curl then waits on the open socket until
+  # --max-time, hence the exit status is ignored.
+  ws_status="$(curl -sS --http1.1 --max-time 2 -o /dev/null -w '%{http_code}' \
+    -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' \
+    -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' \
+    "$lb/ws?token=${tokens[1]}" 2>/dev/null || true)"
+  [[ "$ws_status" == 101 ]] || die "WebSocket handshake through nginx: expected 101, got '$ws_status'"
+  ok "nginx: /healthz 200, /metrics 403, WebSocket upgrade on /ws 101"
+fi
+
+# The write-behind must bring MongoDB level with Redis.
+deadline=$((SECONDS + 15))
+while true; do
+  req GET "$app1/api/admin/reconcile?flashSaleId=$sale" "$admin" ""
+  expect 200 "GET /api/admin/reconcile on app1"
+  consistent="$(jget 0 consistent)"
+  pending="$(jget 0 pendingWriteBehind)"
+  if [[ "$consistent" == true && "$pending" == 0 ]]; then
+    break
+  fi
+  ((SECONDS < deadline)) ||
+    die "reconcile did not report consistent:true with pendingWriteBehind 0 within 15s: ${body:0:500}"
+  sleep 0.5
+done
+[[ "$(jget 0 redisSold)" == "$sold" && "$(jget 0 mongoSold)" == "$sold" ]] ||
+  die "reconcile: expected $sold units sold in Redis and MongoDB: ${body:0:500}"
+ok "reconcile on app1: consistent, $sold units in Redis and MongoDB, nothing pending"
+
+log "check passed ($checks checks; load balancer: ${lb:-none})"
