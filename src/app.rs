@@ -113,8 +113,11 @@ impl App {
             .context("failed to load the blocklist")?;
         let subscriber = crate::redis::build_subscriber(&state.config.redis)
             .context("REDIS_URL: invalid Redis configuration")?;
+        let nodes = crate::redis::node_subscribers(&state.config.redis, state.engine.pool().next())
+            .context("REDIS_URL: invalid Redis configuration")?;
         let source = crate::realtime::Source::new(
             subscriber,
+            nodes,
             state.hub.clone(),
             state.engine.clone(),
             state.fraud.blocklist.clone(),

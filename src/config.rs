@@ -29,6 +29,7 @@ pub const ENV_REDIS_URL: &str = "REDIS_URL";
 pub const ENV_REDIS_HOST: &str = "REDIS_HOST";
 pub const ENV_REDIS_PORT: &str = "REDIS_PORT";
 pub const ENV_REDIS_PASSWORD: &str = "REDIS_PASSWORD";
+pub const ENV_REDIS_CLUSTER_NODES: &str = "REDIS_CLUSTER_NODES";
 pub const DEFAULT_REDIS_HOST: &str = "127.0.0.1";
 pub const DEFAULT_REDIS_PORT: u16 = 6379;
 pub const ENV_REDIS_POOL_SIZE: &str = "REDIS_POOL_SIZE";
@@ -698,19 +699,17 @@ impl Config {
 
 fn redis_url(r: &Reader<'_>) -> Result<String, ConfigError> {
     if let Some(url) = r.optional(ENV_REDIS_URL) {
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis-cluster://"))
+        {
             return Err(ConfigError::new(
                 ENV_REDIS_URL,
-                "must start with redis:// or rediss://",
+                "must start with redis://, rediss:// or redis-cluster://",
             ));
         }
         return Ok(url);
     }
-    let host = r.string_or(ENV_REDIS_HOST, DEFAULT_REDIS_HOST);
-    if host.is_empty() || host.contains(['/', '@', ' ']) {
-        return Err(ConfigError::new(ENV_REDIS_HOST, "not a valid host name"));
-    }
-    let port: u16 = r.parse_or(ENV_REDIS_PORT, DEFAULT_REDIS_PORT)?;
     let auth = match r.optional(ENV_REDIS_PASSWORD) {
         Some(p) => {
             if p.contains(['@', '/', ':']) {
@@ -723,6 +722,39 @@ fn redis_url(r: &Reader<'_>) -> Result<String, ConfigError> {
         }
         None => String::new(),
     };
+    if let Some(nodes) = r.optional(ENV_REDIS_CLUSTER_NODES) {
+        let nodes: Vec<&str> = nodes
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect();
+        for n in &nodes {
+            let ok = n.rsplit_once(':').is_some_and(|(h, p)| {
+                !h.is_empty() && !h.contains(['/', '@', ' ']) && p.parse::<u16>().is_ok()
+            });
+            if !ok {
+                return Err(ConfigError::new(
+                    ENV_REDIS_CLUSTER_NODES,
+                    format!("`{n}` is not host:port"),
+                ));
+            }
+        }
+        let Some((first, rest)) = nodes.split_first() else {
+            return Err(ConfigError::new(ENV_REDIS_CLUSTER_NODES, "lists no node"));
+        };
+        let extra: Vec<String> = rest.iter().map(|n| format!("node={n}")).collect();
+        let query = if extra.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", extra.join("&"))
+        };
+        return Ok(format!("redis-cluster://{auth}{first}{query}"));
+    }
+    let host = r.string_or(ENV_REDIS_HOST, DEFAULT_REDIS_HOST);
+    if host.is_empty() || host.contains(['/', '@', ' ']) {
+        return Err(ConfigError::new(ENV_REDIS_HOST, "not a valid host name"));
+    }
+    let port: u16 = r.parse_or(ENV_REDIS_PORT, DEFAULT_REDIS_PORT)?;
     Ok(format!("redis://{auth}{host}:{port}"))
 }
 
@@ -859,6 +891,21 @@ mod tests {
         );
         m.insert(ENV_REDIS_URL, "http://x".to_owned());
         assert_eq!(err(&m).var, ENV_REDIS_URL);
+    }
+
+    #[test]
+    fn cluster_nodes_build_a_cluster_url() {
+        let mut m = base();
+        m.insert(
+            ENV_REDIS_CLUSTER_NODES,
+            "10.0.0.1:7000, 10.0.0.2:7001".to_owned(),
+        );
+        assert_eq!(
+            Config::from_source(&m).unwrap().redis.url.expose(),
+            "redis-cluster://10.0.0.1:7000?node=10.0.0.2:7001"
+        );
+        m.insert(ENV_REDIS_CLUSTER_NODES, "nohost".to_owned());
+        assert_eq!(err(&m).var, ENV_REDIS_CLUSTER_NODES);
     }
 
     #[test]

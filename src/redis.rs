@@ -63,24 +63,91 @@ pub struct ServerSettings {
     pub appendfsync: String,
 }
 
-async fn config_get(client: &Client, name: &str) -> Result<String, Error> {
-    use fred::types::{ClusterHash, CustomCommand};
-    let v: Vec<String> = client
-        .custom(
-            CustomCommand::new_static("CONFIG", ClusterHash::Random, false),
-            vec!["GET".to_owned(), name.to_owned()],
-        )
-        .await?;
-    Ok(v.get(1).cloned().unwrap_or_default())
+/// The primaries of a Redis Cluster; empty for a single server.
+pub fn primaries(client: &Client) -> Vec<fred::types::config::Server> {
+    if !client.client_config().server.is_clustered() {
+        return Vec::new();
+    }
+    client
+        .cached_cluster_state()
+        .map(|s| s.unique_primary_nodes())
+        .unwrap_or_default()
 }
 
-/// Reads the settings that decide safety and durability.
+/// Runs a command on every node that holds data: each primary of a cluster,
+/// or the one server. Node-local settings (CONFIG) and node-local events
+/// (keyspace notifications) need this.
+pub async fn on_each_node(
+    client: &Client,
+    name: &'static str,
+    args: Vec<String>,
+) -> Result<Vec<Value>, Error> {
+    use fred::types::{ClusterHash, CustomCommand};
+    let cmd = || CustomCommand::new_static(name, ClusterHash::Random, false);
+    let nodes = primaries(client);
+    if nodes.is_empty() {
+        return Ok(vec![client.custom(cmd(), args).await?]);
+    }
+    let mut out = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        out.push(
+            client
+                .with_cluster_node(n)
+                .custom(cmd(), args.clone())
+                .await?,
+        );
+    }
+    Ok(out)
+}
+
+async fn config_get(client: &Client, name: &str) -> Result<Vec<String>, Error> {
+    let replies = on_each_node(client, "CONFIG", vec!["GET".to_owned(), name.to_owned()]).await?;
+    Ok(replies
+        .into_iter()
+        .map(|v| {
+            let v: Vec<String> = v.convert().unwrap_or_default();
+            v.get(1).cloned().unwrap_or_default()
+        })
+        .collect())
+}
+
+/// Reads the settings that decide safety and durability; on a cluster, the
+/// weakest value seen on any primary.
 pub async fn server_settings(client: &Client) -> Result<ServerSettings, Error> {
+    let pick = |vals: Vec<String>, good: &str| {
+        vals.iter()
+            .find(|v| *v != good)
+            .cloned()
+            .or_else(|| vals.first().cloned())
+            .unwrap_or_default()
+    };
     Ok(ServerSettings {
-        maxmemory_policy: config_get(client, "maxmemory-policy").await?,
-        appendonly: config_get(client, "appendonly").await?,
-        appendfsync: config_get(client, "appendfsync").await?,
+        maxmemory_policy: pick(config_get(client, "maxmemory-policy").await?, "noeviction"),
+        appendonly: pick(config_get(client, "appendonly").await?, "yes"),
+        appendfsync: pick(config_get(client, "appendfsync").await?, "always"),
     })
+}
+
+/// One subscriber per cluster primary, for keyspace notifications, which
+/// Redis delivers only on the node that holds the key. Empty for a single server.
+pub fn node_subscribers(
+    cfg: &RedisConfig,
+    client: &Client,
+) -> Result<Vec<fred::clients::SubscriberClient>, Error> {
+    let mut out = Vec::new();
+    for node in primaries(client) {
+        let mut b = builder(cfg)?;
+        b.with_config(|c| {
+            c.server = fred::types::config::ServerConfig::Centralized {
+                server: node.clone(),
+            };
+        });
+        b.with_performance_config(|p| {
+            p.broadcast_channel_capacity = 16 * 1024;
+        });
+        out.push(b.build_subscriber_client()?);
+    }
+    Ok(out)
 }
 
 /// Refuses an evicting Redis: an evicted stock or idempotency key would

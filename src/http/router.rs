@@ -108,6 +108,10 @@ pub const ROUTES: &[RouteSpec] = &[
         template: "/api/fraud/events",
         methods: &["GET"],
     },
+    RouteSpec {
+        template: "/openapi.json",
+        methods: &["GET"],
+    },
 ];
 
 /// A matched route with its path parameter.
@@ -134,6 +138,7 @@ enum Route<'a> {
     Reconcile,
     Blocklist,
     FraudEvents,
+    OpenApi,
 }
 
 impl Route<'_> {
@@ -160,6 +165,7 @@ impl Route<'_> {
             Self::Reconcile => 18,
             Self::Blocklist => 19,
             Self::FraudEvents => 20,
+            Self::OpenApi => 21,
         };
         &ROUTES[i]
     }
@@ -184,6 +190,7 @@ fn match_path(path: &str) -> Option<Route<'_>> {
         "/api/admin/reconcile" => Route::Reconcile,
         "/api/admin/blocklist" => Route::Blocklist,
         "/api/fraud/events" => Route::FraudEvents,
+        "/openapi.json" => Route::OpenApi,
         _ => {
             if let Some(id) = path.strip_prefix("/api/products/") {
                 return (!id.is_empty() && !id.contains('/')).then_some(Route::Product(id));
@@ -339,6 +346,7 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>, peer: SocketAdd
             handlers::fraud::remove_from_blocklist(state, &req).await
         }
         (&Method::GET, Route::FraudEvents) => handlers::fraud::events(state, &req).await,
+        (&Method::GET, Route::OpenApi) => handlers::openapi::document(),
         _ => {
             let allow = route.spec().methods.join(", ");
             let mut res = error(&ApiError::new(

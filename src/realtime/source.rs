@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
-use fred::types::{ClusterHash, CustomCommand};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -83,19 +82,30 @@ pub async fn check_keyspace_config(pool: &Pool) -> Result<(), String> {
     let config = |args: Vec<&str>| {
         let client = pool.next().clone();
         let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
-        async move {
-            client
-                .custom::<Value, _>(
-                    CustomCommand::new_static("CONFIG", ClusterHash::Random, false),
-                    args,
-                )
-                .await
-        }
+        async move { crate::redis::on_each_node(&client, "CONFIG", args).await }
     };
+    // On a cluster, the node with the least configured decides.
     let current: Result<Vec<String>, fred::error::Error> =
         config(vec!["GET", "notify-keyspace-events"])
             .await
-            .and_then(|v| v.convert());
+            .map(|replies| {
+                let values: Vec<String> = replies
+                    .into_iter()
+                    .map(|v| {
+                        v.convert::<Vec<String>>()
+                            .ok()
+                            .and_then(|v| v.get(1).cloned())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                vec![
+                    "notify-keyspace-events".to_owned(),
+                    values
+                        .into_iter()
+                        .min_by_key(String::len)
+                        .unwrap_or_default(),
+                ]
+            });
     let current = match current {
         Ok(v) => v.get(1).cloned().unwrap_or_default(),
         Err(e) => {
@@ -129,7 +139,11 @@ pub async fn check_keyspace_config(pool: &Pool) -> Result<(), String> {
 /// Listens to Redis and feeds the hub until stopped.
 #[derive(Debug)]
 pub struct Source {
+    /// Lifecycle and blocklist channels (pub/sub reaches every cluster node),
+    /// and keyspace notifications on a single server.
     subscriber: SubscriberClient,
+    /// On a cluster: one subscriber per primary for its keyspace notifications.
+    nodes: Vec<SubscriberClient>,
     hub: Arc<Hub>,
     engine: PurchaseEngine,
     blocklist: Arc<crate::fraud::Blocklist>,
@@ -139,6 +153,7 @@ pub struct Source {
 impl Source {
     pub fn new(
         subscriber: SubscriberClient,
+        nodes: Vec<SubscriberClient>,
         hub: Arc<Hub>,
         engine: PurchaseEngine,
         blocklist: Arc<crate::fraud::Blocklist>,
@@ -146,6 +161,7 @@ impl Source {
     ) -> Self {
         Self {
             subscriber,
+            nodes,
             hub,
             engine,
             blocklist,
@@ -158,7 +174,14 @@ impl Source {
         self.subscriber.init().await?;
         // A detached task that re-subscribes after every reconnect.
         drop(self.subscriber.manage_subscriptions());
-        self.subscriber.psubscribe(STOCK_PATTERN).await?;
+        if self.nodes.is_empty() {
+            self.subscriber.psubscribe(STOCK_PATTERN).await?;
+        }
+        for node in &self.nodes {
+            node.init().await?;
+            drop(node.manage_subscriptions());
+            node.psubscribe(STOCK_PATTERN).await?;
+        }
         self.subscriber.subscribe(EVENTS_CHANNEL).await?;
         self.subscriber
             .subscribe(crate::fraud::BLOCKLIST_CHANGED)
@@ -167,7 +190,37 @@ impl Source {
     }
 
     pub async fn run_until_stopped(self, stop: CancellationToken) {
-        let mut keyspace = self.subscriber.keyspace_event_rx();
+        // Keyspace events of every node, merged; `None` means events were lost.
+        let (ks_tx, mut keyspace) = tokio::sync::mpsc::channel::<Option<SaleId>>(16 * 1024);
+        let sources: Vec<&SubscriberClient> = if self.nodes.is_empty() {
+            vec![&self.subscriber]
+        } else {
+            self.nodes.iter().collect()
+        };
+        let forwarders: Vec<tokio::task::JoinHandle<()>> = sources
+            .into_iter()
+            .map(|client| {
+                let mut rx = client.keyspace_event_rx();
+                let tx = ks_tx.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let item = match rx.recv().await {
+                            Ok(ev) => match ev.key.as_str().and_then(SaleKeys::sale_of) {
+                                Some(sale) => Some(sale),
+                                None => continue,
+                            },
+                            Err(RecvError::Lagged(_)) => None,
+                            Err(RecvError::Closed) => break,
+                        };
+                        if tx.try_send(item).is_err() {
+                            // Full: the periodic refresh covers what is dropped.
+                            let _ = tx.try_send(None);
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(ks_tx);
         let mut messages = self.subscriber.message_rx();
         let mut tick = tokio::time::interval(self.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -177,14 +230,13 @@ impl Source {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 ev = keyspace.recv() => match ev {
-                    Ok(ev) => {
-                        if let Some(sale) = ev.key.as_str().and_then(SaleKeys::sale_of)
-                            && self.hub.is_watched(sale) {
-                                dirty.insert(sale);
-                            }
+                    Some(Some(sale)) => {
+                        if self.hub.is_watched(sale) {
+                            dirty.insert(sale);
+                        }
                     }
-                    Err(RecvError::Lagged(_)) => dirty.extend(self.hub.watched()),
-                    Err(RecvError::Closed) => break,
+                    Some(None) => dirty.extend(self.hub.watched()),
+                    None => break,
                 },
                 m = messages.recv() => match m {
                     Ok(m) => self.on_message(&m).await,
@@ -200,7 +252,13 @@ impl Source {
                 _ = refresh.tick() => dirty.extend(self.hub.watched()),
             }
         }
+        for f in forwarders {
+            f.abort();
+        }
         let _ = self.subscriber.quit().await;
+        for node in &self.nodes {
+            let _ = node.quit().await;
+        }
     }
 
     async fn on_message(&self, m: &fred::types::Message) {

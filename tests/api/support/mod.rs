@@ -1,5 +1,6 @@
 //! Real stores for tests: `redis-server` and `secantusd-py` on free ports.
 
+pub mod cluster;
 pub mod mongo;
 pub mod redis;
 
