@@ -245,7 +245,7 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
         config.write_behind.claim_idle,
         config.write_behind.interval,
     );
-    let leaderboard = Leaderboard::new(pool.clone(), users.clone());
+    let leaderboard = Leaderboard::new(engine.clone(), users.clone());
     let blocklist = Arc::new(crate::fraud::Blocklist::new(pool.clone()));
     let fraud = Arc::new(crate::fraud::Fraud::new(
         &config.fraud,

@@ -1,10 +1,11 @@
 //! The buyers' leaderboard of a sale, served from Redis.
 //!
 //! The purchase script adds a buyer to `{sale:<id>}:lb` at their first
-//! purchase, scored by that order's sequence number, so ranks are exact and a
-//! page is one ZRANGE (O(log n + limit)) plus one HMGET for totals and first
-//! purchase times. Names and emails come from an in-process cache filled with
-//! one MongoDB query per page for the users it does not hold yet.
+//! purchase, scored by that order's sequence number, so ranks are exact. A
+//! page is one read-only script call (`lua/leaderboard.lua`: ZRANGE + HMGET,
+//! O(log n + limit)). Names and emails come from an in-process cache filled
+//! with one MongoDB query per page for the users it does not know yet;
+//! unknown users are cached too, so a page never queries MongoDB twice.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,7 +15,7 @@ use mongodb::bson::oid::ObjectId;
 use serde::Serialize;
 
 use crate::auth::UserStore;
-use crate::engine::SaleKeys;
+use crate::engine::{PurchaseEngine, SaleKeys};
 use crate::error::StoreError;
 use crate::ids::SaleId;
 
@@ -32,101 +33,120 @@ pub struct LeaderboardEntry {
     pub first_purchase_at: String,
 }
 
+type Profile = Option<(String, String)>;
+
 #[derive(Debug)]
 pub struct Leaderboard {
-    pool: Pool,
+    engine: PurchaseEngine,
     users: UserStore,
-    profiles: Mutex<HashMap<ObjectId, (String, String)>>,
+    profiles: Mutex<HashMap<ObjectId, Profile>>,
 }
 
 impl Leaderboard {
-    pub fn new(pool: Pool, users: UserStore) -> Self {
+    pub fn new(engine: PurchaseEngine, users: UserStore) -> Self {
         Self {
-            pool,
+            engine,
             users,
             profiles: Mutex::new(HashMap::new()),
         }
     }
 
+    /// One page, or `None` when Redis holds no such sale.
     pub async fn page(
         &self,
         sale: SaleId,
         offset: u64,
         limit: u64,
-    ) -> Result<Vec<LeaderboardEntry>, StoreError> {
+    ) -> Result<Option<Vec<LeaderboardEntry>>, StoreError> {
         let keys = SaleKeys::new(sale);
-        let client = self.pool.next();
-        let stop = (offset + limit).saturating_sub(1) as i64;
-        let members: Vec<String> = client
-            .zrange(
-                &keys.leaderboard,
-                offset as i64,
-                stop,
-                None,
-                false,
-                None,
-                false,
+        let reply: Vec<Value> = self
+            .engine
+            .scripts()
+            .leaderboard
+            .call(
+                self.engine.pool(),
+                vec![keys.stock, keys.leaderboard, keys.buyers],
+                vec![offset.to_string(), limit.to_string()],
             )
             .await?;
-        if members.is_empty() {
-            return Ok(Vec::new());
+        let Some(exists) = reply.first().and_then(Value::as_i64) else {
+            return Err(StoreError::Corrupt("empty leaderboard reply".into()));
+        };
+        if exists == 0 {
+            return Ok(None);
         }
-        let mut fields = Vec::with_capacity(members.len() * 2);
-        for m in &members {
-            fields.push(m.clone());
-            fields.push(format!("t:{m}"));
-        }
-        let values: Vec<Option<i64>> = client.hmget(&keys.buyers, fields).await?;
-        self.fill_cache(&members).await?;
+        let rows: Vec<(String, i64, i64)> = reply[1..]
+            .chunks(3)
+            .filter_map(|c| match c {
+                [u, n, t] => Some((
+                    u.as_string()?,
+                    n.as_i64().unwrap_or(0),
+                    t.as_i64().unwrap_or(0),
+                )),
+                _ => None,
+            })
+            .collect();
+        let ids: Vec<ObjectId> = rows
+            .iter()
+            .filter_map(|(u, _, _)| ObjectId::parse_str(u).ok())
+            .collect();
+        self.fill_cache(&ids).await?;
         let cache = self
             .profiles
             .lock()
             .map_err(|_| StoreError::Corrupt("profile cache poisoned".into()))?;
-        Ok(members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let profile = ObjectId::parse_str(m).ok().and_then(|id| cache.get(&id));
-                let first = values.get(i * 2 + 1).copied().flatten().unwrap_or(0);
-                LeaderboardEntry {
-                    rank: offset + i as u64 + 1,
-                    user_id: m.clone(),
-                    name: profile.map(|p| p.0.clone()),
-                    email: profile.map(|p| p.1.clone()),
-                    total_purchases: values.get(i * 2).copied().flatten().unwrap_or(0),
-                    first_purchase_at: crate::sales::model_rfc3339(
-                        mongodb::bson::DateTime::from_millis(first),
-                    ),
-                }
-            })
-            .collect())
+        Ok(Some(
+            rows.into_iter()
+                .enumerate()
+                .map(|(i, (user, total, first))| {
+                    let profile = ObjectId::parse_str(&user)
+                        .ok()
+                        .and_then(|id| cache.get(&id).cloned().flatten());
+                    LeaderboardEntry {
+                        rank: offset + i as u64 + 1,
+                        user_id: user,
+                        name: profile.as_ref().map(|p| p.0.clone()),
+                        email: profile.map(|p| p.1),
+                        total_purchases: total,
+                        first_purchase_at: crate::sales::model_rfc3339(
+                            mongodb::bson::DateTime::from_millis(first),
+                        ),
+                    }
+                })
+                .collect(),
+        ))
     }
 
-    async fn fill_cache(&self, members: &[String]) -> Result<(), StoreError> {
+    async fn fill_cache(&self, ids: &[ObjectId]) -> Result<(), StoreError> {
         let missing: Vec<ObjectId> = {
             let cache = self
                 .profiles
                 .lock()
                 .map_err(|_| StoreError::Corrupt("profile cache poisoned".into()))?;
-            members
-                .iter()
-                .filter_map(|m| ObjectId::parse_str(m).ok())
+            ids.iter()
                 .filter(|id| !cache.contains_key(id))
+                .copied()
                 .collect()
         };
         if missing.is_empty() {
             return Ok(());
         }
-        let found = self.users.profiles(&missing).await?;
+        let found: HashMap<ObjectId, (String, String)> = self
+            .users
+            .profiles(&missing)
+            .await?
+            .into_iter()
+            .map(|(id, name, email)| (id, (name, email)))
+            .collect();
         let mut cache = self
             .profiles
             .lock()
             .map_err(|_| StoreError::Corrupt("profile cache poisoned".into()))?;
-        if cache.len() + found.len() > CACHE_CAP {
+        if cache.len() + missing.len() > CACHE_CAP {
             cache.clear();
         }
-        for (id, name, email) in found {
-            cache.insert(id, (name, email));
+        for id in missing {
+            cache.insert(id, found.get(&id).cloned());
         }
         Ok(())
     }

@@ -110,17 +110,22 @@ impl PurchaseEngine {
         Ok(())
     }
 
+    /// The answer for a sale this instance knows is over, if it is.
+    pub fn closed_answer(&self, sale: SaleId) -> Option<PurchaseOutcome> {
+        self.inner.closed.get(sale).map(|c| match c {
+            Closed::SoldOut => PurchaseOutcome::SoldOut,
+            Closed::Ended { end_ms, cancelled } => PurchaseOutcome::Ended { end_ms, cancelled },
+        })
+    }
+
     /// Buys units in one atomic script call, or answers from memory when this
     /// instance already knows the sale is over.
     pub async fn purchase(&self, req: &PurchaseRequest<'_>) -> Result<PurchaseOutcome, StoreError> {
         // A keyed retry must reach Redis so it can get its first order back.
         if req.idempotency_key.is_none()
-            && let Some(closed) = self.inner.closed.get(req.sale)
+            && let Some(answer) = self.closed_answer(req.sale)
         {
-            return Ok(match closed {
-                Closed::SoldOut => PurchaseOutcome::SoldOut,
-                Closed::Ended { end_ms, cancelled } => PurchaseOutcome::Ended { end_ms, cancelled },
-            });
+            return Ok(answer);
         }
         let keys = SaleKeys::new(req.sale);
         let user = req.user.hex();

@@ -61,6 +61,7 @@ pub struct Scripts {
     pub unlock: Script,
     pub lease_acquire: Script,
     pub lease_renew: Script,
+    pub leaderboard: Script,
 }
 
 impl Scripts {
@@ -75,6 +76,7 @@ impl Scripts {
                 include_str!("../../lua/lease_acquire.lua"),
             ),
             lease_renew: Script::new("lease_renew", include_str!("../../lua/lease_renew.lua")),
+            leaderboard: Script::new("leaderboard", include_str!("../../lua/leaderboard.lua")),
         }
     }
 
@@ -87,6 +89,7 @@ impl Scripts {
             &self.unlock,
             &self.lease_acquire,
             &self.lease_renew,
+            &self.leaderboard,
         ] {
             s.load(client).await?;
         }

@@ -162,7 +162,9 @@ impl Fraud {
                 )?;
             }
         }
-        if let Some(n) = self.velocity.refusals_over_limit(user.id) {
+        if self.cfg.rule_refusal_burst != RuleAction::Off
+            && let Some(n) = self.velocity.refusals_over_limit(user.id)
+        {
             self.rule(
                 self.cfg.rule_refusal_burst,
                 FraudEvent::rule(
@@ -174,7 +176,9 @@ impl Fraud {
                 ),
             )?;
         }
-        if let Some(n) = self.velocity.note_ip(user.id, ip_key(ip)) {
+        if self.cfg.rule_many_ips != RuleAction::Off
+            && let Some(n) = self.velocity.note_ip(user.id, ip_key(ip))
+        {
             self.rule(
                 self.cfg.rule_many_ips,
                 FraudEvent::rule(
@@ -220,7 +224,11 @@ impl Fraud {
             | PurchaseOutcome::UserLimit { .. }
             | PurchaseOutcome::InsufficientStock { .. }
             | PurchaseOutcome::NotStarted { .. }
-            | PurchaseOutcome::IdempotencyMismatch { .. } => self.velocity.note_refusal(user),
+            | PurchaseOutcome::IdempotencyMismatch { .. }
+                if self.cfg.rule_refusal_burst != RuleAction::Off =>
+            {
+                self.velocity.note_refusal(user);
+            }
             PurchaseOutcome::IpAccountLimit { max_accounts } => {
                 let mut ev = FraudEvent::blocked("multi-account-ip", Some(user), ip, Some(sale));
                 ev.details = serde_json::json!({ "maxAccountsPerIp": max_accounts });

@@ -192,7 +192,9 @@ impl OrderStore {
     }
 }
 
-/// Writes a batch idempotently: unordered, majority-acknowledged, and a
+/// Writes a batch idempotently: unordered, acknowledged by a majority and
+/// journaled (`w: majority, j: true`, so an acknowledged batch survives a
+/// crash and the stream entries can be released), and a
 /// duplicate `_id` counts as already written. Returns how many were new.
 pub(crate) async fn insert_idempotent<T>(
     coll: &Collection<T>,
@@ -207,7 +209,12 @@ where
     let result = coll
         .insert_many(docs)
         .ordered(false)
-        .write_concern(WriteConcern::majority())
+        .write_concern(
+            WriteConcern::builder()
+                .w(mongodb::options::Acknowledgment::Majority)
+                .journal(true)
+                .build(),
+        )
         .await;
     match result {
         Ok(r) => Ok(r.inserted_ids.len()),

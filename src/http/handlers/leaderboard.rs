@@ -20,12 +20,10 @@ pub async fn page(state: &AppState, req: &Request<Incoming>) -> HttpResult {
         .map_err(|_| ApiError::field("flashSaleId", "must be a 24-hex-digit id"))?;
     let offset = q.int("offset", 0, 0, 10_000_000)?;
     let limit = q.int("limit", 100, 1, 1_000)?;
-    if !state.engine.is_seeded(sale).await? {
-        return Err(ApiError::new(
-            ErrorCode::FlashSaleNotFound,
-            "flash sale not found",
-        ));
-    }
-    let entries = state.leaderboard.page(sale, offset, limit).await?;
+    let entries = state
+        .leaderboard
+        .page(sale, offset, limit)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::FlashSaleNotFound, "flash sale not found"))?;
     ok(&entries)
 }

@@ -104,6 +104,15 @@ pub async fn purchase(state: &AppState, req: Request<Incoming>, peer: SocketAddr
         }
     };
     let ip = extract::client_ip(peer.ip(), &parts.headers, &state.config.http.trust_proxy);
+    // A sale this instance knows is over is answered at once: no stock can
+    // move, so the abuse rules have nothing to protect.
+    if idempotency_key.is_none()
+        && let Some(outcome) = state.engine.closed_answer(sale)
+    {
+        metrics::counter!(crate::metrics::PURCHASES_TOTAL, "outcome" => outcome.label())
+            .increment(1);
+        return Err(refusal(outcome));
+    }
     // Abuse rules act before any stock moves.
     state.fraud.check_purchase(&caller, ip, sale)?;
     let request = PurchaseRequest {

@@ -100,6 +100,8 @@ impl MongoServer {
             .arg("--storage-path")
             .arg(self.dir.path().join("data"))
             .args(["--log-level", "ERROR", "--cache-size", "128M"])
+            // Fault tests kill this server: acknowledged writes must be on disk.
+            .arg("--sync-on-commit")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
