@@ -128,9 +128,7 @@ impl App {
             .context("timed out subscribing to Redis")?
             .context("failed to subscribe to Redis")?;
         let addr = SocketAddr::new(state.config.http.bind, state.config.http.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("failed to bind {addr}"))?;
+        let listener = bind(addr).with_context(|| format!("failed to bind {addr}"))?;
         Ok(Self {
             listener,
             state,
@@ -380,4 +378,18 @@ async fn upkeep(state: Arc<AppState>, stop: CancellationToken) {
             }
         }
     }
+}
+
+/// Binds with a deep accept queue: at the opening of a sale thousands of
+/// clients connect at once, and the default backlog of 128 makes the excess
+/// wait for a one-second SYN retry.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }

@@ -7,6 +7,7 @@ use crate::http::Target;
 
 pub(crate) const MAX_DURATION_SECS: f64 = 300.0;
 pub(crate) const MAX_CONNECTIONS: usize = 4096;
+pub(crate) const MAX_WATCHERS: usize = 20_000;
 
 pub(crate) const USAGE: &str = "\
 flashsale-load: load generator and invariant checker for the flashsale service (loopback only)
@@ -14,6 +15,7 @@ flashsale-load: load generator and invariant checker for the flashsale service (
 USAGE:
   flashsale-load purchase [OPTIONS]   drive POST /api/purchase-product, then check invariants
   flashsale-load get [--path /healthz] [OPTIONS]   drive a GET path (the HTTP floor)
+  flashsale-load ws --watchers N [OPTIONS]   N WebSocket watchers of one sale; purchase-to-stockUpdate delay
 
 LOAD OPTIONS (both commands):
   --target ADDR          127.0.0.1:PORT or localhost:PORT, optional http:// (default 127.0.0.1:5050)
@@ -45,6 +47,23 @@ PURCHASE OPTIONS:
 
 GET OPTIONS:
   --path P               the path to GET (default /healthz)
+
+WS OPTIONS (plus --target, --threads, --json, and the sale and token options of purchase:
+            --sale ID or --create, --units, --max-per-user, --max-per-tx, --max-accounts-per-ip,
+            --quantity, --secret, --issuer, --admin-email, --admin-password):
+  --watchers N           WebSocket connections to open, each joins the sale (default 1000, max 20000)
+  --create               create a sale (the default when --sale is not given)
+  --purchases P          purchases made while every watcher is connected (default 20, max 1000)
+  --interval S           seconds between purchases (default 0.5)
+  --jitter S             each purchase is delayed by a random 0..S seconds more, so purchases fall at
+                         every phase of the server's coalescing tick (default 0.1, WS_TICK_MS's default)
+  --connect-concurrency K  handshakes (connect + upgrade + join) in flight at once (default 500)
+  --connect-rate R       at most R new connections started per second (default: no pacing)
+  --timeout S            per-connection limit for connect + upgrade, and again for the join (default 10)
+  --server-pid PID       read the server's VmRSS from /proc/PID/status (before, idle, after)
+  --idle-wait S          pause after the last join before the idle memory reading (default 2)
+  --settle S             wait after the last purchase for stock updates to arrive (default 3)
+  --max-time S           bound on the whole run (default and max 300)
 
 Exit status: 0 all invariants PASS, 1 an invariant FAILED, 2 usage or set-up error.
 ";
@@ -93,14 +112,36 @@ pub(crate) struct PurchaseArgs {
     pub(crate) drain_timeout: Duration,
 }
 
+/// `ws`: watchers of one sale and the purchases they watch.
+#[derive(Debug, Clone)]
+pub(crate) struct WsArgs {
+    pub(crate) target: Target,
+    pub(crate) threads: Option<usize>,
+    pub(crate) json: bool,
+    pub(crate) watchers: usize,
+    /// The sale to reuse or create, the quantity and the token settings.
+    pub(crate) sale: PurchaseArgs,
+    pub(crate) purchases: usize,
+    pub(crate) interval: Duration,
+    pub(crate) jitter: Duration,
+    pub(crate) connect_concurrency: usize,
+    pub(crate) connect_rate: Option<f64>,
+    pub(crate) timeout: Duration,
+    pub(crate) server_pid: Option<u32>,
+    pub(crate) idle_wait: Duration,
+    pub(crate) settle: Duration,
+    pub(crate) max_time: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) enum Command {
     Help,
     Purchase(Common, PurchaseArgs),
     Get(Common, String),
+    Ws(WsArgs),
 }
 
-const BOOLS: &[&str] = &["json", "help"];
+const BOOLS: &[&str] = &["json", "help", "create"];
 const COMMON: &[&str] = &[
     "target",
     "connections",
@@ -113,22 +154,39 @@ const COMMON: &[&str] = &[
     "json",
     "help",
 ];
-const PURCHASE: &[&str] = &[
-    "mode",
+/// The sale and token flags shared by `purchase` and `ws`.
+const SALE: &[&str] = &[
     "sale",
     "units",
     "max-per-user",
     "max-per-tx",
     "max-accounts-per-ip",
     "quantity",
-    "buyers",
     "secret",
     "issuer",
     "admin-email",
     "admin-password",
-    "drain-timeout",
 ];
+const PURCHASE: &[&str] = &["mode", "buyers", "drain-timeout"];
 const GET: &[&str] = &["path"];
+const WS: &[&str] = &[
+    "target",
+    "threads",
+    "json",
+    "help",
+    "timeout",
+    "watchers",
+    "create",
+    "purchases",
+    "interval",
+    "jitter",
+    "connect-concurrency",
+    "connect-rate",
+    "server-pid",
+    "idle-wait",
+    "settle",
+    "max-time",
+];
 
 struct Flags {
     values: HashMap<String, String>,
@@ -321,7 +379,7 @@ fn purchase(f: &Flags) -> Result<PurchaseArgs, String> {
         .str("secret")
         .map(str::to_owned)
         .or_else(|| env_nonempty("SECRET_KEY"))
-        .ok_or("purchase needs the server's secret: --secret KEY or env SECRET_KEY")?;
+        .ok_or("minting tokens needs the server's secret: --secret KEY or env SECRET_KEY")?;
     let email = f
         .str("admin-email")
         .map(str::to_owned)
@@ -367,7 +425,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Command, String> {
     match cmd.as_str() {
         "-h" | "--help" | "help" => Ok(Command::Help),
         "purchase" => {
-            let f = Flags::parse(rest, &[COMMON, PURCHASE])?;
+            let f = Flags::parse(rest, &[COMMON, SALE, PURCHASE])?;
             if f.bools.contains("help") {
                 return Ok(Command::Help);
             }
@@ -384,10 +442,102 @@ pub(crate) fn parse(args: &[String]) -> Result<Command, String> {
             }
             Ok(Command::Get(common(&f)?, path))
         }
+        "ws" => {
+            let f = Flags::parse(rest, &[WS, SALE])?;
+            if f.bools.contains("help") {
+                return Ok(Command::Help);
+            }
+            Ok(Command::Ws(ws(&f)?))
+        }
         other => Err(format!(
-            "unknown command `{other}` (expected purchase or get)"
+            "unknown command `{other}` (expected purchase, get or ws)"
         )),
     }
+}
+
+fn ws(f: &Flags) -> Result<WsArgs, String> {
+    let target = Target::parse(f.str("target").unwrap_or("127.0.0.1:5050"))?;
+    let threads = f
+        .num::<usize>("threads")?
+        .map(|t| range("threads", t, 1, 256))
+        .transpose()?;
+    let watchers = range(
+        "watchers",
+        f.num("watchers")?.unwrap_or(1000),
+        1,
+        MAX_WATCHERS,
+    )?;
+    if f.bools.contains("create") && f.str("sale").is_some() {
+        return Err("`--create` and `--sale` exclude each other".to_owned());
+    }
+    let sale = purchase(f)?;
+    let purchases = range("purchases", f.num("purchases")?.unwrap_or(20), 1, 1000)?;
+    let interval = f.secs("interval")?.unwrap_or(Duration::from_millis(500));
+    if interval > Duration::from_secs(60) {
+        return Err("`--interval` must be at most 60 seconds".to_owned());
+    }
+    let jitter = f.secs("jitter")?.unwrap_or(Duration::from_millis(100));
+    if jitter > Duration::from_secs(60) {
+        return Err("`--jitter` must be at most 60 seconds".to_owned());
+    }
+    let connect_concurrency = range(
+        "connect-concurrency",
+        f.num("connect-concurrency")?.unwrap_or(500),
+        1,
+        MAX_WATCHERS,
+    )?;
+    let connect_rate: Option<f64> = f.num("connect-rate")?;
+    if let Some(r) = connect_rate
+        && !(r.is_finite() && r > 0.0 && r <= 1_000_000.0)
+    {
+        return Err(
+            "`--connect-rate` must be a positive number of connections per second".to_owned(),
+        );
+    }
+    let timeout = f.secs("timeout")?.unwrap_or(Duration::from_secs(10));
+    if timeout.is_zero() || timeout > Duration::from_secs(120) {
+        return Err("`--timeout` must be from 0 to 120 seconds".to_owned());
+    }
+    let server_pid = f
+        .num::<u32>("server-pid")?
+        .map(|p| range("server-pid", p, 1, u32::MAX))
+        .transpose()?;
+    let idle_wait = f.secs("idle-wait")?.unwrap_or(Duration::from_secs(2));
+    let settle = f.secs("settle")?.unwrap_or(Duration::from_secs(3));
+    let max_time = f
+        .secs("max-time")?
+        .unwrap_or(Duration::from_secs_f64(MAX_DURATION_SECS));
+    if max_time.is_zero() || max_time.as_secs_f64() > MAX_DURATION_SECS {
+        return Err(format!(
+            "`--max-time` must be from 0 to {MAX_DURATION_SECS} s"
+        ));
+    }
+    let needed =
+        idle_wait + interval * u32::try_from(purchases).unwrap_or(u32::MAX) + jitter + settle;
+    if needed >= max_time {
+        return Err(format!(
+            "idle-wait + purchases x interval + settle ({:.1} s) leaves no time to connect within --max-time {:.0} s",
+            needed.as_secs_f64(),
+            max_time.as_secs_f64()
+        ));
+    }
+    Ok(WsArgs {
+        target,
+        threads,
+        json: f.bools.contains("json"),
+        watchers,
+        sale,
+        purchases,
+        interval,
+        jitter,
+        connect_concurrency,
+        connect_rate,
+        timeout,
+        server_pid,
+        idle_wait,
+        settle,
+        max_time,
+    })
 }
 
 #[cfg(test)]
@@ -435,5 +585,35 @@ mod tests {
             ))
             .is_err()
         );
+    }
+
+    #[test]
+    fn ws_parses_and_is_bounded() {
+        let Command::Ws(w) = parse(&args(
+            "ws --secret abc --watchers 10000 --server-pid 42 --create --connect-rate 2000",
+        ))
+        .unwrap() else {
+            panic!("not ws");
+        };
+        assert_eq!(w.watchers, 10_000);
+        assert_eq!(w.purchases, 20);
+        assert_eq!(w.interval, Duration::from_millis(500));
+        assert_eq!(w.connect_concurrency, 500);
+        assert_eq!(w.connect_rate, Some(2000.0));
+        assert_eq!(w.server_pid, Some(42));
+        assert_eq!(w.sale.quantity, 1);
+        assert!(w.sale.sale.is_none());
+        assert!(parse(&args("ws --secret abc --watchers 20001")).is_err());
+        assert!(parse(&args("ws --secret abc --max-time 301")).is_err());
+        assert!(parse(&args("ws --secret abc --target 10.1.2.3:5050")).is_err());
+        assert!(
+            parse(&args(
+                "ws --secret abc --create --sale 0123456789abcdef01234567"
+            ))
+            .is_err()
+        );
+        assert!(parse(&args("ws --secret abc --purchases 100 --interval 3")).is_err());
+        assert!(parse(&args("ws --secret abc --connections 5")).is_err());
+        assert!(parse(&args("purchase --secret abc --watchers 5")).is_err());
     }
 }

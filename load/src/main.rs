@@ -1,7 +1,8 @@
 //! flashsale-load: drives the flashsale HTTP service on this machine with a
 //! closed or an open (coordinated-omission-corrected) load model, reports
 //! throughput, latency percentiles and outcomes, and checks the sale's
-//! invariants afterwards. See `load/README.md`.
+//! invariants afterwards; `ws` measures WebSocket watchers (connections held,
+//! memory per connection, purchase-to-stockUpdate delay). See `load/README.md`.
 
 mod args;
 mod driver;
@@ -11,6 +12,7 @@ mod report;
 mod stats;
 mod token;
 mod util;
+mod ws;
 
 use std::process::ExitCode;
 
@@ -25,16 +27,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (common, job) = match &cmd {
+    let threads = match &cmd {
         Command::Help => {
             print!("{}", args::USAGE);
             return ExitCode::SUCCESS;
         }
-        Command::Purchase(c, _) | Command::Get(c, _) => (c, &cmd),
+        Command::Purchase(c, _) | Command::Get(c, _) => c.threads,
+        Command::Ws(w) => w.threads,
     };
+    let job = &cmd;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
-    if let Some(t) = common.threads {
+    if let Some(t) = threads {
         rt.worker_threads(t);
     }
     let rt = match rt.build() {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         match job {
             Command::Purchase(c, p) => purchase::run(c, p).await,
             Command::Get(c, path) => purchase::run_get(c, path).await,
+            Command::Ws(w) => ws::run(w).await,
             Command::Help => Ok(true),
         }
     });

@@ -19,7 +19,7 @@ use crate::stats::error_code;
 use crate::token::{self, Minter};
 use crate::util::{Rng, rfc3339, unix_secs};
 
-const PURCHASE_PATH: &str = "/api/purchase-product";
+pub(crate) const PURCHASE_PATH: &str = "/api/purchase-product";
 const PRESELL_LIMIT: Duration = Duration::from_secs(120);
 
 /// One admin call on a fresh connection: status and JSON body.
@@ -61,20 +61,24 @@ async fn expect(
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct SaleView {
-    id: String,
-    total_units: i64,
-    available_units: i64,
-    max_per_user: i64,
-    max_per_transaction: i64,
+pub(crate) struct SaleView {
+    pub(crate) id: String,
+    pub(crate) total_units: i64,
+    pub(crate) available_units: i64,
+    pub(crate) max_per_user: i64,
+    pub(crate) max_per_transaction: i64,
     /// Absent on servers without the per-IP account cap.
     #[serde(default)]
-    max_accounts_per_ip: Option<i64>,
+    pub(crate) max_accounts_per_ip: Option<i64>,
     #[serde(default)]
-    status: String,
+    pub(crate) status: String,
 }
 
-async fn get_sale(target: &Target, admin: &HeaderValue, id: &str) -> Result<SaleView, String> {
+pub(crate) async fn get_sale(
+    target: &Target,
+    admin: &HeaderValue,
+    id: &str,
+) -> Result<SaleView, String> {
     let v = expect(
         target,
         Method::GET,
@@ -126,7 +130,7 @@ async fn timed_reconcile(
     (r, t.elapsed())
 }
 
-async fn admin_token(
+pub(crate) async fn admin_token(
     target: &Target,
     args: &PurchaseArgs,
     minter: &Minter,
@@ -151,7 +155,7 @@ async fn admin_token(
     Ok((bearer(&minter.mint(&id, "admin")?)?, "minted"))
 }
 
-async fn create_sale(
+pub(crate) async fn create_sale(
     target: &Target,
     admin: &HeaderValue,
     args: &PurchaseArgs,
@@ -195,7 +199,7 @@ async fn create_sale(
     serde_json::from_value(v.clone()).map_err(|e| format!("unexpected sale body {v}: {e}"))
 }
 
-fn purchase_body(sale: &str, quantity: i64) -> Bytes {
+pub(crate) fn purchase_body(sale: &str, quantity: i64) -> Bytes {
     Bytes::from(json!({ "flashSaleId": sale, "quantity": quantity }).to_string())
 }
 

@@ -1,0 +1,363 @@
+#!/usr/bin/env bash
+# WebSocket fan-out bench on this machine. Starts its OWN redis-server and
+# secantusd-py (free ports, a temp dir; the Redis on 6379 and .data/ are never
+# touched) and, for each watcher count, a FRESH release flashsale server (so
+# each memory reading starts from a clean process), then runs
+#
+#   flashsale-load ws --watchers N --server-pid PID
+#
+# which opens N WebSocket connections from 127.0.0.1 (at most
+# CONNECT_CONCURRENCY handshakes at once), has each join one sale, reads the
+# server's VmRSS before and after (idle), then makes PURCHASES purchases
+# INTERVAL seconds apart and times each watcher's stockUpdate. It prints a
+# table: watchers, held, handshake p50/p99, purchase-to-stockUpdate delay
+# p50/p99/max, server RSS per idle connection, missed updates. Every process it
+# started is stopped on exit.
+#
+# The server runs with the defaults except: IP_ALLOW=127.0.0.1/32 (every
+# request comes from one address, as in scripts/bench.sh),
+# WS_MAX_CONNECTIONS_PER_IP=30000 and MAX_CONNECTIONS=40000 (all watchers
+# share that address). The open-files limit is raised to 65536, or to the
+# hard limit when that is lower; it is reported.
+#
+# Environment:
+#   WATCHERS             watcher counts, space-separated (default "1000 10000"; each at most 20000)
+#   PURCHASES            purchases per run (default 20)
+#   INTERVAL             seconds between purchases (default 0.5)
+#   JITTER               each purchase is delayed by a random 0..JITTER s more, so purchases
+#                        sample every phase of the server's 100 ms coalescing tick (default 0.1)
+#   CONNECT_CONCURRENCY  handshakes in flight at once (default 500)
+#   CONNECT_RATE         new connections per second (default: unpaced)
+#   MAX_TIME             bound on each flashsale-load ws run, seconds (default 300, the cap)
+#   SKIP_BUILD=1         use the existing target/release binaries
+#   WS_BENCH_OUT         also copy the table to this file
+#   CARGO_TARGET_DIR     honoured as usual
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root="$PWD"
+
+log() { printf 'ws-bench: %s\n' "$*" >&2; }
+die() {
+  printf 'ws-bench: error: %s\n' "$*" >&2
+  exit 1
+}
+
+WATCHERS="${WATCHERS:-1000 10000}"
+PURCHASES="${PURCHASES:-20}"
+INTERVAL="${INTERVAL:-0.5}"
+JITTER="${JITTER:-0.1}"
+CONNECT_CONCURRENCY="${CONNECT_CONCURRENCY:-500}"
+CONNECT_RATE="${CONNECT_RATE:-}"
+MAX_TIME="${MAX_TIME:-300}"
+read -r -a watcher_counts <<<"$WATCHERS"
+((${#watcher_counts[@]} >= 1)) || die "WATCHERS is empty"
+for w in "${watcher_counts[@]}"; do
+  if ! [[ "$w" =~ ^[0-9]+$ ]] || ((w < 1 || w > 20000)); then
+    die "each of WATCHERS must be from 1 to 20000, got '$w'"
+  fi
+done
+for v in PURCHASES CONNECT_CONCURRENCY MAX_TIME; do
+  [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
+done
+[[ "$INTERVAL" =~ ^[0-9]*\.?[0-9]+$ ]] || die "INTERVAL must be a number of seconds, got '$INTERVAL'"
+[[ "$JITTER" =~ ^[0-9]*\.?[0-9]+$ ]] || die "JITTER must be a number of seconds, got '$JITTER'"
+[[ -z "$CONNECT_RATE" || "$CONNECT_RATE" =~ ^[0-9]*\.?[0-9]+$ ]] || die "CONNECT_RATE must be a number, got '$CONNECT_RATE'"
+((MAX_TIME >= 1 && MAX_TIME <= 300)) || die "MAX_TIME must be from 1 to 300"
+
+for tool in redis-server redis-cli jq curl python3 timeout setsid; do
+  command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
+done
+
+# --- open files: every watcher is one socket in the generator and one in the server
+want_fds=65536
+if ! ulimit -n "$want_fds" 2>/dev/null; then
+  hard="$(ulimit -Hn)"
+  if [[ "$hard" == unlimited ]]; then
+    die "cannot raise the open-files limit to $want_fds"
+  fi
+  ulimit -n "$hard" || die "cannot raise the open-files limit to the hard limit $hard"
+fi
+fds="$(ulimit -n)"
+fd_note="open files: ulimit -n $fds (asked for $want_fds; hard limit $(ulimit -Hn)), inherited by the server and the generator"
+log "$fd_note"
+for w in "${watcher_counts[@]}"; do
+  if [[ "$fds" != unlimited ]] && ((w + 64 > fds)); then
+    die "WATCHERS $w needs about $((w + 64)) open files per process; the limit here is $fds"
+  fi
+done
+
+# --- what the machine looked like before we started ---------------------------
+started_at="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+cores="$(nproc)"
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+clk_tck="$(getconf CLK_TCK 2>/dev/null || echo 100)"
+
+# --- clean-up: registered before anything starts -------------------------------
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/flashsale-ws-bench.XXXXXX")"
+pids=()
+names=()
+
+stop_pid() {
+  local name="$1" pid="$2" i
+  kill -0 "$pid" 2>/dev/null || {
+    wait "$pid" 2>/dev/null || true
+    return 0
+  }
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 300; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name (pid $pid) did not stop; SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$? i
+  trap '' INT TERM HUP
+  trap - EXIT
+  # Newest first: the server before the stores it drains into.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    stop_pid "${names[$i]}" "${pids[$i]}"
+  done
+  rm -rf "$tmp"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# spawn NAME LOG CMD...: starts CMD in the background in its own session
+# (Ctrl-C reaches only this script, which then stops the children), output to
+# LOG, and records its pid.
+spawn() {
+  local name="$1" logfile="$2"
+  shift 2
+  setsid "$@" </dev/null >>"$logfile" 2>&1 &
+  pids+=("$!")
+  names+=("$name")
+}
+
+free_port() {
+  local p
+  for _ in 1 2 3 4 5; do
+    p="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    if [[ "$p" != 6379 ]]; then
+      printf '%s' "$p"
+      return 0
+    fi
+  done
+  die "no free port"
+}
+
+random_token() {
+  local want="$1" s=""
+  while ((${#s} < want)); do
+    s+="$(head -c 1024 /dev/urandom | LC_ALL=C tr -dc 'A-Za-z0-9')"
+  done
+  printf '%s' "${s:0:want}"
+}
+
+# Prints the tail of every log in the temp dir (it is removed on exit).
+show_logs() {
+  local f
+  for f in "$tmp"/*.log "$tmp"/*/*.log; do
+    [[ -s "$f" ]] || continue
+    printf -- '--- %s ---\n' "${f#"$tmp"/}" >&2
+    tail -n 20 "$f" >&2 || true
+  done
+}
+
+tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_until NAME PID SECONDS CHECK...: polls CHECK until it succeeds.
+wait_until() {
+  local name="$1" pid="$2" limit="$3" deadline
+  shift 3
+  deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      show_logs
+      die "$name exited during start-up"
+    fi
+    if ((SECONDS >= deadline)); then
+      show_logs
+      die "$name not ready within ${limit}s"
+    fi
+    sleep 0.2
+  done
+}
+
+# --- set-up and build ------------------------------------------------------------
+if [[ -f scripts/setup.sh ]]; then
+  bash scripts/setup.sh >&2
+fi
+[[ -x .venv/bin/secantusd-py ]] || die ".venv/bin/secantusd-py missing (scripts/setup.sh installs it)"
+
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+  log "cargo build --release -p flashsale -p flashsale-load"
+  cargo build --release -p flashsale -p flashsale-load >&2
+fi
+server_bin="$target_dir/release/flashsale"
+load_bin="$target_dir/release/flashsale-load"
+[[ -x "$server_bin" && -x "$load_bin" ]] || die "release binaries missing in $target_dir/release"
+
+# --- the stores: one redis-server and one secantusd-py for every run --------------
+redis_port="$(free_port)"
+mkdir -p "$tmp/redis"
+spawn "redis-server" "$tmp/redis/stdout.log" redis-server --port "$redis_port" --bind 127.0.0.1 \
+  --dir "$tmp/redis" --save "" --appendonly no --notify-keyspace-events KEA \
+  --daemonize no --logfile "$tmp/redis/redis.log"
+wait_until "redis-server" "${pids[-1]}" 30 redis-cli -h 127.0.0.1 -p "$redis_port" ping
+log "redis on 127.0.0.1:$redis_port"
+
+mongo_port="$(free_port)"
+mkdir -p "$tmp/mongo"
+spawn "secantusd-py" "$tmp/secantusd.log" .venv/bin/secantusd-py --host 127.0.0.1 --port "$mongo_port" \
+  --storage-path "$tmp/mongo" --log-level WARNING
+wait_until "secantusd-py" "${pids[-1]}" 60 tcp_open "$mongo_port"
+log "secantusd-py on 127.0.0.1:$mongo_port"
+
+secret="$(random_token 48)"
+admin_email="ws-bench-admin@flashsale.local"
+admin_password="$(random_token 24)"
+export SECRET_KEY="$secret" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password"
+
+# start_server LOG: a fresh server on a fresh port; sets server_pid, http_port.
+start_server() {
+  http_port="$(free_port)"
+  # The server runs in the temp dir so no .env is picked up.
+  spawn "flashsale server" "$1" env -C "$tmp" \
+    PORT="$http_port" BIND_ADDR=127.0.0.1 \
+    REDIS_URL="redis://127.0.0.1:$redis_port" \
+    MONGO_URL="mongodb://127.0.0.1:$mongo_port/?directConnection=true" \
+    MONGO_DB=flashsale_ws_bench \
+    SECRET_KEY="$secret" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password" \
+    PASSWORD_ITERATIONS=600000 RUST_LOG="${RUST_LOG:-warn}" \
+    IP_ALLOW=127.0.0.1/32 WS_MAX_CONNECTIONS_PER_IP=30000 MAX_CONNECTIONS=40000 \
+    "$server_bin"
+  server_pid="${pids[-1]}"
+  wait_until "flashsale server" "$server_pid" 90 curl -fsS "http://127.0.0.1:$http_port/readyz"
+}
+
+# CPU seconds (user + system) a process has used so far.
+cpu_secs() {
+  awk -v t="$clk_tck" '{ sub(/^.*\) /, ""); printf "%.1f", ($12 + $13) / t }' "/proc/$1/stat" 2>/dev/null || echo "?"
+}
+
+# The kernel's count of connections dropped because a listen queue was full
+# (system-wide: other processes' listeners count too).
+listen_overflows() {
+  awk '/^TcpExt:/ { if (!h) { for (i = 1; i <= NF; i++) col[$i] = i; h = 1 } else { print $col["ListenOverflows"] } }' \
+    /proc/net/netstat 2>/dev/null || echo "?"
+}
+
+failures=0
+rate_args=()
+if [[ -n "$CONNECT_RATE" ]]; then
+  rate_args=(--connect-rate "$CONNECT_RATE")
+fi
+
+for w in "${watcher_counts[@]}"; do
+  start_server "$tmp/server-$w.log"
+  log "run $w watchers: server pid $server_pid on 127.0.0.1:$http_port"
+  cpu0="$(cpu_secs "$server_pid")"
+  lo0="$(listen_overflows)"
+  status=0
+  timeout $((MAX_TIME + 30)) "$load_bin" ws --target "127.0.0.1:$http_port" --watchers "$w" \
+    --server-pid "$server_pid" --purchases "$PURCHASES" --interval "$INTERVAL" --jitter "$JITTER" \
+    --connect-concurrency "$CONNECT_CONCURRENCY" "${rate_args[@]}" --max-time "$MAX_TIME" \
+    --json >"$tmp/ws-$w.json" 2>"$tmp/ws-$w.log" || status=$?
+  sed 's/^/  | /' "$tmp/ws-$w.log" >&2
+  cpu1="$(cpu_secs "$server_pid")"
+  lo1="$(listen_overflows)"
+  printf '%s\n' "$cpu0 $cpu1 $lo0 $lo1" >"$tmp/cpu-$w.txt"
+  if ((status != 0)); then
+    log "run $w: flashsale-load exited with status $status"
+    failures=$((failures + 1))
+  fi
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    log "run $w: the server died; last lines of its log:"
+    tail -n 30 "$tmp/server-$w.log" >&2 || true
+    failures=$((failures + 1))
+  else
+    stop_pid "flashsale server" "$server_pid"
+  fi
+  # Warnings and errors, timestamps cut, counted by message.
+  grep -E ' (WARN|ERROR) ' "$tmp/server-$w.log" | cut -d' ' -f2- | sort | uniq -c |
+    sort -rn | head -n 5 >"$tmp/warn-$w.txt" || true
+done
+
+# --- the table ---------------------------------------------------------------------
+row() { # WATCHERS
+  local w="$1" f="$tmp/ws-$1.json"
+  if ! jq -e . "$f" >/dev/null 2>&1; then
+    printf '%8s  %s\n' "$w" "no result (see the log above)"
+    return
+  fi
+  jq -r --arg w "$w" '[
+      $w,
+      "\(.held_end)/\(.attempted)",
+      "\(.handshake_ms.p50)/\(.handshake_ms.p99)",
+      "\(.delay_ms.p50)/\(.delay_ms.p99)/\(.delay_ms.max)",
+      (if .server_kib_per_conn == null then "n/a" else "\(.server_kib_per_conn)" end),
+      "\(.missed_updates) (\(.watchers_missing) watchers)"
+    ] | @tsv' "$f" |
+    awk -F'\t' '{ printf "%8s  %13s  %18s  %26s  %19s  %s\n", $1, $2, $3, $4, $5, $6 }'
+}
+
+detail() { # WATCHERS
+  local w="$1" f="$tmp/ws-$1.json" cpu c0 c1 l0 l1 lo
+  jq -e . "$f" >/dev/null 2>&1 || return 0
+  read -r c0 c1 l0 l1 <"$tmp/cpu-$w.txt"
+  cpu="$(awk -v a="$c0" -v b="$c1" 'BEGIN { if (a == "?" || b == "?") print "?"; else printf "%.1f", b - a }')"
+  lo="$(awk -v a="$l0" -v b="$l1" 'BEGIN { if (a == "?" || b == "?") print "?"; else print b - a }')"
+  jq -r --arg w "$w" --arg cpu "$cpu" --arg lo "$lo" '
+    "  \($w): connected in \(.connect_s) s; TCP connect p50/p99/max \(.connect_ms.p50)/\(.connect_ms.p99)/\(.connect_ms.max) ms; join p50/p99 \(.join_ms.p50)/\(.join_ms.p99) ms; kernel listen-queue overflows during the run \($lo)",
+    "      server RSS KiB before \(.server_rss_kib.before), idle \(.server_rss_kib.idle), after purchases \(.server_rss_kib.after), peak \(.server_rss_kib.peak); generator \(.client_kib_per_conn) KiB/conn",
+    "      purchases \(.purchases_ok)/\(.purchases) answered 201; \(.updates_received) stockUpdates received (\(.delivered) watcher x purchase deliveries); other events \(.other_events | tojson); server CPU during the run \($cpu) s",
+    (if (.failures | length) > 0 then "      failed: \(.failures | tojson)" else empty end),
+    (if (.ended_early | length) > 0 then "      ended early: \(.ended_early | tojson)" else empty end),
+    "      checks: \([.checks[] | "\(.name) \(if .pass then "PASS" else "FAIL" end)"] | join(", "))"
+  ' "$f"
+  if [[ -s "$tmp/warn-$w.txt" ]]; then
+    echo "      server warnings/errors (count, message):"
+    sed 's/^/        /' "$tmp/warn-$w.txt"
+  fi
+}
+
+{
+  echo
+  echo "flashsale WebSocket bench, $started_at (UTC)"
+  echo "machine: nproc $cores; load average before start: $load_before; $fd_note"
+  echo "sharing: redis-server, secantusd-py, the flashsale server (tokio, one worker per core) and"
+  echo "  flashsale-load ws (tokio, one worker per core) all run unpinned on the same $cores cores; the"
+  echo "  watchers' receive times include the generator's own wake-up of N tasks on those cores."
+  echo "settings: a fresh server per row (defaults + IP_ALLOW=127.0.0.1/32 WS_MAX_CONNECTIONS_PER_IP=30000"
+  echo "  MAX_CONNECTIONS=40000; WS_TICK_MS 100 by default); $PURCHASES purchases ${INTERVAL}s apart (+ 0-${JITTER}s jitter), quantity 1, each by a fresh"
+  echo "  customer; at most $CONNECT_CONCURRENCY handshakes in flight, connect rate ${CONNECT_RATE:-unpaced}"
+  echo "  delay = purchase sent -> first stockUpdate with availableUnits <= that purchase's remainingUnits,"
+  echo "  over every watcher x purchase; RSS/conn = (server VmRSS idle with all joined - before) / held"
+  echo
+  printf '%8s  %13s  %18s  %26s  %19s  %s\n' "watchers" "held" "handshake p50/p99" "delay ms p50/p99/max" "server KiB/idle conn" "missed updates"
+  printf '%8s  %13s  %18s  %26s  %19s  %s\n' "" "" "ms" "" "" ""
+  for w in "${watcher_counts[@]}"; do row "$w"; done
+  echo
+  for w in "${watcher_counts[@]}"; do detail "$w"; done
+  echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+} | tee "$tmp/table.txt"
+
+if [[ -n "${WS_BENCH_OUT:-}" ]]; then
+  cp "$tmp/table.txt" "$WS_BENCH_OUT"
+fi
+
+if ((failures > 0)); then
+  log "$failures run(s) failed a check or did not finish"
+  exit 1
+fi
