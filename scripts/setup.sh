@@ -7,17 +7,21 @@
 #   - python3 with venv support        (Debian packages python3, python3-venv)
 #   - .venv/ with SecantusDB pinned    (provides .venv/bin/secantusd-py, the
 #                                       Mongo-wire server used by run.sh and the tests)
+#   - schemathesis pinned in .venv     (provides .venv/bin/schemathesis, the API
+#                                       fuzzer run by scripts/schemathesis.sh)
 #
 # A second run installs nothing and only reports what is present.
 #
 # Environment:
 #   SECANTUSDB_SPEC   pip requirement to install (default: SecantusDB==0.7.0b3)
+#   SCHEMATHESIS_SPEC pip requirement to install (default: schemathesis==4.32.5)
 #   PYTHON            python interpreter used to create .venv (default: python3)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
 readonly SECANTUSDB_SPEC="${SECANTUSDB_SPEC:-SecantusDB==0.7.0b3}"
+readonly SCHEMATHESIS_SPEC="${SCHEMATHESIS_SPEC:-schemathesis==4.32.5}"
 readonly PYTHON="${PYTHON:-python3}"
 readonly VENV=".venv"
 
@@ -148,6 +152,20 @@ else
   [[ -x "$VENV/bin/secantusd-py" ]] || die "$VENV/bin/secantusd-py missing after installing $SECANTUSDB_SPEC"
   did_something=1
   log "installed $SECANTUSDB_SPEC"
+fi
+
+# --- schemathesis (in the same .venv) ------------------------------------------
+wanted_version="${SCHEMATHESIS_SPEC#*==}"
+installed_version="$("$VENV/bin/python" -c \
+  'import importlib.metadata as m; print(m.version("schemathesis"))' 2>/dev/null || true)"
+if [[ -x "$VENV/bin/schemathesis" && ("$installed_version" == "$wanted_version" || "$wanted_version" == "$SCHEMATHESIS_SPEC") ]]; then
+  log "schemathesis present (${installed_version:-?})"
+else
+  log "installing $SCHEMATHESIS_SPEC into $VENV"
+  "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet "$SCHEMATHESIS_SPEC"
+  [[ -x "$VENV/bin/schemathesis" ]] || die "$VENV/bin/schemathesis missing after installing $SCHEMATHESIS_SPEC"
+  did_something=1
+  log "installed $SCHEMATHESIS_SPEC"
 fi
 
 if [[ "$did_something" -eq 0 ]]; then

@@ -65,6 +65,8 @@ step "fmt" cargo fmt --all -- --check
 step "clippy" cargo clippy --all-targets -- -D warnings
 step_display="cargo test ${test_args[*]}"
 step "tests" run_tests
+# The API against its OpenAPI document: schemathesis fuzzes the debug build.
+step "api-fuzz" bash scripts/schemathesis.sh
 
 # --- cluster: the two-instance topology end to end, then the deployment files.
 # scripts/cluster-local.sh check starts Redis, secantusd-py, two instances and

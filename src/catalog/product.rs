@@ -76,6 +76,9 @@ pub fn parse_price_cents(price: f64) -> Result<i64, (&'static str, &'static str)
     if (price * 100.0 - cents).abs() > 1e-6 {
         return Err(("price", "must have at most two decimals"));
     }
+    if cents < 1.0 {
+        return Err(("price", "must be at least 0.01"));
+    }
     if cents > MAX_PRICE_CENTS as f64 {
         return Err(("price", "must be at most 10000000"));
     }
@@ -99,5 +102,7 @@ mod tests {
         assert!(parse_price_cents(1.234).is_err());
         assert!(parse_price_cents(f64::NAN).is_err());
         assert!(parse_price_cents(1e12).is_err());
+        assert!(parse_price_cents(5e-324).is_err(), "rounds to zero cents");
+        assert!(parse_price_cents(0.004).is_err());
     }
 }
