@@ -352,3 +352,53 @@ async fn status_snapshot_uses_iso_times() {
     assert_eq!(snap["data"]["status"], "pending");
     assert!(snap["data"]["startTime"].as_str().unwrap() > iso_in(0).as_str());
 }
+
+#[tokio::test]
+async fn connections_per_ip_and_origins_are_limited_at_the_handshake() {
+    let app = spawn_app_with(|s| {
+        s.insert("WS_MAX_CONNECTIONS_PER_IP", "2".to_owned());
+        s.insert("WS_ALLOWED_ORIGINS", "https://shop.example".to_owned());
+    })
+    .await;
+    let host = app.base.trim_start_matches("http://").to_owned();
+    let token = app.admin_token.clone();
+    let request = |origin: Option<&str>| {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut r = format!("ws://{host}/ws?token={token}")
+            .into_client_request()
+            .unwrap();
+        if let Some(o) = origin {
+            r.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        r
+    };
+    // A browser from another site is refused; no Origin (a non-browser client) is fine.
+    match tokio_tungstenite::connect_async(request(Some("https://evil.example"))).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("foreign origin should be refused, got {other:?}"),
+    }
+    let (a, _) = tokio_tungstenite::connect_async(request(Some("https://shop.example")))
+        .await
+        .unwrap();
+    let (b, _) = tokio_tungstenite::connect_async(request(None))
+        .await
+        .unwrap();
+    // A third connection from the same address is refused with 429.
+    match tokio_tungstenite::connect_async(request(None)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 429);
+            assert!(r.headers().contains_key("retry-after"));
+        }
+        other => panic!("third connection should be refused, got {other:?}"),
+    }
+    // Closing one frees a slot.
+    drop(a);
+    let freed = eventually(PATIENCE, || async {
+        tokio_tungstenite::connect_async(request(None))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(freed, "a closed connection frees its slot");
+    drop(b);
+}
