@@ -231,7 +231,7 @@ median3() { # median with 3 decimals
 }
 
 failures=0
-declare -A verdict=([a]=PASS [b]=PASS [c]=PASS [d]=PASS)
+declare -A verdict=([a]=PASS [b]=PASS [c]=PASS [d]=PASS [e]=PASS [f]=PASS)
 
 # --- a. the limit: redis-benchmark EVALSHA purchase.lua ---------------------------
 bench_port="$(free_port)"
@@ -319,7 +319,7 @@ run_load() {
   fi
 }
 
-for part in b c d; do : >"$tmp/$part.jsonl"; done
+for part in b c d e f; do : >"$tmp/$part.jsonl"; done
 for ((r = 1; r <= RUNS; r++)); do
   log "b run $r/$RUNS: purchase (buy path)"
   run_load b purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 \
@@ -334,6 +334,42 @@ for ((r = 1; r <= RUNS; r++)); do
   log "d run $r/$RUNS: get /healthz (HTTP floor)"
   run_load d get --path /healthz
 done
+
+# e. the buy path in the open model at half of b's median rate: latency from
+#    the intended send time, so queueing is not hidden.
+half_rate="$(jq -r '.achieved_rps' "$tmp/b.jsonl" | median | awk '{ printf "%d", $1 / 2 }')"
+: >"$tmp/e.jsonl"
+for ((r = 1; r <= RUNS; r++)); do
+  log "e run $r/$RUNS: purchase, open model at $half_rate req/s (half of b's median)"
+  run_load e purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 \
+    --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT" --rate "$half_rate"
+done
+
+# f. a leaderboard page of 100 in the middle of 100,000 buyers (admin).
+admin_token="$(curl -fsS -X POST "http://127.0.0.1:$http_port/api/signin" -H 'content-type: application/json' \
+  -d "{\"email\":\"$admin_email\",\"password\":\"$admin_password\"}" | jq -r .accessToken)"
+lb_product="$(curl -fsS -X POST "http://127.0.0.1:$http_port/api/products" -H "authorization: Bearer $admin_token" \
+  -H 'content-type: application/json' -d '{"name":"leaderboard bench","price":1}' | jq -r .id)"
+lb_sale="$(curl -fsS -X POST "http://127.0.0.1:$http_port/api/flash-sales" -H "authorization: Bearer $admin_token" \
+  -H 'content-type: application/json' \
+  -d "{\"productId\":\"$lb_product\",\"startTime\":\"$(date -u -d '-1 min' +%Y-%m-%dT%H:%M:%SZ)\",\"endTime\":\"$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)\",\"discount\":0,\"totalUnits\":200000,\"maxPerUser\":2,\"maxPerTransaction\":2,\"maxAccountsPerIp\":0}" | jq -r .id)"
+[[ "$lb_sale" =~ ^[0-9a-f]{24}$ ]] || die "could not create the leaderboard sale"
+# 100,000 buyers written straight into the sale's leaderboard and buyer hash,
+# exactly as the purchase script would have left them.
+redis-cli -h 127.0.0.1 -p "$redis_port" EVAL "
+  for i = 1, 100000 do
+    local u = string.format('%024x', i)
+    redis.call('ZADD', KEYS[1], i, u)
+    redis.call('HSET', KEYS[2], u, 1 + i % 2, 't:' .. u, 1700000000000 + i)
+  end
+  return redis.call('ZCARD', KEYS[1])" 2 "{sale:$lb_sale}:lb" "{sale:$lb_sale}:buyers" >/dev/null
+: >"$tmp/f.jsonl"
+for ((r = 1; r <= RUNS; r++)); do
+  log "f run $r/$RUNS: leaderboard page of 100 at offset 50000 of 100,000 buyers"
+  LOAD_BEARER="$admin_token" run_load f get --path "/api/leaderboard?flashSaleId=$lb_sale&offset=50000&limit=100"
+done
+
+server_rss_peak="$(awk '/VmHWM/ { print $2 }' "/proc/$server_pid/status" 2>/dev/null || echo '?')"
 
 if ! kill -0 "$server_pid" 2>/dev/null; then
   tail -n 30 "$tmp/server.log" >&2 || true
@@ -383,17 +419,22 @@ outcomes() { jq -rs 'map(.outcomes) | add // {} | to_entries | map("\(.key)") | 
   echo "     the write-behind drains into secantusd-py during the run (and is awaited after it)"
   echo "  c: flashsale-load purchase --mode sold-out (100 units sold first, then only rejections), $BUYERS buyers"
   echo "  d: flashsale-load get --path /healthz"
+  echo "  e: as b, open model at half of b's median rate (latency from the intended send time)"
+  echo "  f: GET /api/leaderboard, page of 100 at offset 50000 of 100,000 buyers (admin token)"
   echo
   printf '%-2s %-44s %10s %10s %10s %9s %9s  %s\n' "" "part" "req/s min" "median" "max" "p50 ms" "p99 ms" "checks"
   row a "redis EVALSHA purchase.lua (the limit)"
   row b "POST /api/purchase-product (buy path)"
   row c "POST /api/purchase-product (sold out)"
   row d "GET /healthz (HTTP floor)"
+  row e "POST /api/purchase-product, open, half rate"
+  row f "GET /api/leaderboard (100 of 100,000)"
   echo
   echo "ratios of medians: b/a = $(ratio "$(med_of b)" "$(med_of a)")  (service buy path / Redis script alone)"
   echo "                   c/d = $(ratio "$(med_of c)" "$(med_of d)")  (rejection path / HTTP floor)"
   echo "outcomes seen: b: $(outcomes b); c: $(outcomes c); d: $(outcomes d)"
-  echo "p50/p99: medians over runs; a's come from redis-benchmark, b-d from flashsale-load (closed model)."
+  echo "p50/p99: medians over runs; a's come from redis-benchmark, b-f from flashsale-load (closed model but e)."
+  echo "server peak RSS (VmHWM): ${server_rss_peak} KiB"
   echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$tmp/table.txt"
 

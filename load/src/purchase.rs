@@ -523,11 +523,19 @@ pub(crate) async fn run(c: &Common, args: &PurchaseArgs) -> Result<bool, String>
 
 /// Runs `get`; passes when at least one reply was a 2xx.
 pub(crate) async fn run_get(c: &Common, path: &str) -> Result<bool, String> {
+    // LOAD_BEARER: a token to send (for admin-only paths such as the leaderboard).
+    let auth = match std::env::var("LOAD_BEARER") {
+        Ok(t) => vec![
+            hyper::header::HeaderValue::from_str(&format!("Bearer {t}"))
+                .map_err(|_| "LOAD_BEARER is not a valid header value".to_owned())?,
+        ],
+        Err(_) => Vec::new(),
+    };
     let wl = Arc::new(Workload {
         method: Method::GET,
         path: path.to_owned(),
         body: None,
-        auth: Vec::new(),
+        auth,
         purchase: None,
     });
     let plan = driver::Plan {
