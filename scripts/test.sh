@@ -23,7 +23,7 @@ export SECANTUSD="${SECANTUSD:-$PWD/.venv/bin/secantusd-py}"
   exit 1
 }
 
-test_args=(--all-targets)
+test_args=(--workspace --all-targets)
 if [[ -n "${TEST_THREADS:-}" ]]; then
   [[ "$TEST_THREADS" =~ ^[1-9][0-9]*$ ]] || {
     printf 'test: error: TEST_THREADS must be a positive number, got %s\n' "$TEST_THREADS" >&2
@@ -62,7 +62,7 @@ run_tests() {
 }
 
 step "fmt" cargo fmt --all -- --check
-step "clippy" cargo clippy --all-targets -- -D warnings
+step "clippy" cargo clippy --workspace --all-targets -- -D warnings
 step_display="cargo test ${test_args[*]}"
 step "tests" run_tests
 # The API against its OpenAPI document: schemathesis fuzzes the debug build.
