@@ -222,9 +222,17 @@ pub async fn route(
 ) -> HttpResponse {
     let started = std::time::Instant::now();
     let method = method_label(req.method());
-    let matched = match_path(req.uri().path()).map(|r| r.spec().template);
-    let res = dispatch(state, req, peer).await;
-    let template = matched.unwrap_or("unmatched");
+    // The path is matched once; the route borrows from this copy.
+    let path = req.uri().path().to_owned();
+    let matched = match_path(&path);
+    let template = matched.map_or("unmatched", |r| r.spec().template);
+    let res = match matched {
+        Some(route) => dispatch(state, req, peer, route).await,
+        None => error(&ApiError::new(
+            ErrorCode::RouteNotFound,
+            format!("no route for {path}"),
+        )),
+    };
     metrics::counter!(
         crate::metrics::HTTP_REQUESTS_TOTAL,
         "route" => template,
@@ -282,14 +290,12 @@ fn status_label(s: u16) -> &'static str {
     }
 }
 
-async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
-    let path = req.uri().path().to_owned();
-    let Some(route) = match_path(&path) else {
-        return error(&ApiError::new(
-            ErrorCode::RouteNotFound,
-            format!("no route for {path}"),
-        ));
-    };
+async fn dispatch(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    route: Route<'_>,
+) -> HttpResponse {
     let method = req.method().clone();
     // IP rules come before any work, except for the probes.
     let ip = extract::client_ip(peer.ip(), req.headers(), &state.config.http.trust_proxy);
