@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
 
 use helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, SECRET, eventually, spawn_app};
@@ -291,20 +290,7 @@ async fn sigterm_during_a_purchase_storm_finishes_requests_flushes_orders_and_ex
         "every answered request got a whole response"
     );
     let accepted: HashSet<String> = accepted.lock().unwrap().iter().cloned().collect();
-    let coll = mongodb::Client::with_uri_str(&mongo)
-        .await
-        .unwrap()
-        .database(&db)
-        .collection::<Document>("orders");
-    let stored: Vec<String> = coll
-        .find(doc! {})
-        .await
-        .unwrap()
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .map(|d| d.unwrap().get_str("_id").unwrap().to_owned())
-        .collect();
+    let stored = helpers::stored_order_ids(&mongo, &db).await;
     let stored_set: HashSet<String> = stored.iter().cloned().collect();
     assert_eq!(stored.len(), stored_set.len(), "no order twice");
     assert_eq!(stored_set, accepted, "every accepted order is in MongoDB");

@@ -9,8 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
 
 use crate::helpers::{SECRET, TestApp, base_settings, eventually, spawn_app_on, unique_db};
@@ -210,20 +208,7 @@ async fn assert_all_written(
         report.redis_sold <= report.total_units,
         "never oversold: {report:?}"
     );
-    let coll = mongodb::Client::with_uri_str(mongo_url)
-        .await
-        .unwrap()
-        .database(db)
-        .collection::<Document>("orders");
-    let stored: Vec<String> = coll
-        .find(doc! {})
-        .await
-        .unwrap()
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .map(|d| d.unwrap().get_str("_id").unwrap().to_owned())
-        .collect();
+    let stored = crate::helpers::stored_order_ids(mongo_url, db).await;
     let stored_set: HashSet<&String> = stored.iter().collect();
     assert_eq!(stored.len(), stored_set.len(), "no order stored twice");
     let missing: Vec<&String> = accepted

@@ -456,3 +456,21 @@ impl Ws {
         }
     }
 }
+
+/// The `_id` of every order MongoDB holds in database `db`.
+pub async fn stored_order_ids(mongo_url: &str, db: &str) -> Vec<String> {
+    use futures_util::StreamExt;
+    mongodb::Client::with_uri_str(mongo_url)
+        .await
+        .unwrap()
+        .database(db)
+        .collection::<mongodb::bson::Document>("orders")
+        .find(mongodb::bson::doc! {})
+        .await
+        .unwrap()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(|d| d.unwrap().get_str("_id").unwrap().to_owned())
+        .collect()
+}

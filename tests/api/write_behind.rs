@@ -9,15 +9,7 @@ use crate::support::mongo::MongoServer;
 use crate::support::redis::RedisServer;
 
 async fn order_ids(app: &TestApp) -> Vec<String> {
-    let coll = app.mongo().await.collection::<Document>("orders");
-    coll.find(doc! {})
-        .await
-        .unwrap()
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .map(|d| d.unwrap().get_str("_id").unwrap().to_owned())
-        .collect()
+    crate::helpers::stored_order_ids(&app.mongo_url, &app.db_name).await
 }
 
 #[tokio::test]
