@@ -260,6 +260,9 @@ impl StoreError {
                     || e.details().starts_with("NOREPLICAS")
                     || e.details().starts_with("TRYAGAIN")
                     || e.details().starts_with("CLUSTERDOWN")
+                    // fred's answer while it has no connection to send on
+                    // (Redis restarting): kind Unknown, but it is an outage.
+                    || e.details().starts_with("Failed to route command")
             }
             Self::Mongo(e) => {
                 use mongodb::error::ErrorKind as K;
@@ -301,6 +304,24 @@ impl From<mongodb::error::Error> for ApiError {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn redis_outages_are_unavailable_and_script_errors_are_not() {
+        use fred::error::{Error, ErrorKind};
+        let outage =
+            |kind, msg: &'static str| StoreError::Redis(Error::new(kind, msg)).is_unavailable();
+        assert!(outage(ErrorKind::Unknown, "Failed to route command."));
+        assert!(outage(ErrorKind::Routing, "Failed to route command."));
+        assert!(outage(ErrorKind::IO, "connection reset"));
+        assert!(outage(
+            ErrorKind::Unknown,
+            "LOADING Redis is loading the dataset"
+        ));
+        assert!(!outage(
+            ErrorKind::Unknown,
+            "ERR user_script:1: bad argument"
+        ));
+    }
 
     #[test]
     fn codes_are_unique_upper_snake() {
