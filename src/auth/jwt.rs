@@ -6,6 +6,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, deco
 use serde::{Deserialize, Serialize};
 
 use super::Role;
+use super::token_cache::{TOKEN_CACHE_ENTRIES, TokenCache};
+
+/// Seconds a token is still accepted after its `exp`.
+const LEEWAY_SECS: u64 = 5;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -31,6 +35,7 @@ pub struct Keys {
     header: Header,
     issuer: String,
     ttl: Duration,
+    tokens: TokenCache,
 }
 
 impl std::fmt::Debug for Keys {
@@ -47,7 +52,7 @@ impl Keys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS;
         let mut header = Header::new(Algorithm::HS256);
         header.typ = Some("JWT".to_owned());
         Self {
@@ -57,7 +62,13 @@ impl Keys {
             header,
             issuer: issuer.to_owned(),
             ttl,
+            tokens: TokenCache::new(TOKEN_CACHE_ENTRIES, LEEWAY_SECS),
         }
+    }
+
+    /// Tokens that passed [`Keys::verify`], remembered.
+    pub fn tokens(&self) -> &TokenCache {
+        &self.tokens
     }
 
     pub fn ttl(&self) -> Duration {

@@ -4,11 +4,13 @@
 mod jwt;
 mod password;
 mod role;
+mod token_cache;
 mod users;
 
 pub use jwt::{Claims, JwtError, Keys};
 pub use password::{PasswordError, PasswordHasher, iterations_of};
 pub use role::Role;
+pub use token_cache::TokenCache;
 pub use users::{NewUser, User, UserError, UserStore, normalize_email};
 
 use http::HeaderMap;
@@ -34,18 +36,25 @@ impl CurrentUser {
         Self::from_token(keys, token)
     }
 
+    /// Verifies a token, or recognises one verified before (see
+    /// [`Keys::tokens`]); expiry is checked either way.
     pub fn from_token(keys: &Keys, token: &str) -> Result<Self, ApiError> {
+        if let Some(user) = keys.tokens().get(token) {
+            return Ok(user);
+        }
         let claims = keys.verify(token).map_err(|_| {
             ApiError::new(ErrorCode::InvalidToken, "the token is invalid or expired")
         })?;
         let id = UserId::parse(&claims.sub).map_err(|_| {
             ApiError::new(ErrorCode::InvalidToken, "the token is invalid or expired")
         })?;
-        Ok(Self {
+        let user = Self {
             id,
             role: claims.role,
             created_at: claims.created,
-        })
+        };
+        keys.tokens().insert(token, &user, claims.exp);
+        Ok(user)
     }
 
     /// 403 unless the caller is an admin.
