@@ -1,6 +1,8 @@
 //! Every Redis key of the service. All keys of one sale share the hash tag
 //! `{sale:<id>}`, so every script touches a single Redis Cluster slot.
 
+use fred::types::Key;
+
 use crate::ids::SaleId;
 
 /// The consumer group the write-behind reads order streams with.
@@ -60,6 +62,35 @@ impl SaleKeys {
     }
 }
 
+/// A sale's keys in the form the purchase call sends them, built once per
+/// sale and shared (cloning a [`Key`] is a reference-count increment).
+#[derive(Debug)]
+pub struct CallKeys {
+    pub names: SaleKeys,
+    /// KEYS[1..=6] of `lua/purchase.lua`: meta, stock, buyers, lb, seq, orders.
+    pub fixed: [Key; 6],
+    /// KEYS[7] when the request has no Idempotency-Key.
+    pub no_idempotency: Key,
+}
+
+impl CallKeys {
+    pub fn new(sale: SaleId) -> Self {
+        let names = SaleKeys::new(sale);
+        Self {
+            fixed: [
+                Key::from(names.meta.as_str()),
+                Key::from(names.stock.as_str()),
+                Key::from(names.buyers.as_str()),
+                Key::from(names.leaderboard.as_str()),
+                Key::from(names.seq.as_str()),
+                Key::from(names.orders.as_str()),
+            ],
+            no_idempotency: Key::from(names.idempotency("", None)),
+            names,
+        }
+    }
+}
+
 /// A per-product lock key serialising sale creation for one product.
 pub fn product_lock(product_hex: &str) -> String {
     format!("flashsale:lock:product:{product_hex}")
@@ -87,6 +118,23 @@ mod tests {
         assert!(k.idempotency("u", Some("abc")).starts_with(&tag));
         assert!(k.idempotency("u", None).starts_with(&tag));
         assert_eq!(SaleKeys::sale_of(&k.stock), Some(id));
+        let call = CallKeys::new(id);
+        let fixed: Vec<&str> = call.fixed.iter().filter_map(Key::as_str).collect();
+        assert_eq!(
+            fixed,
+            [
+                &k.meta,
+                &k.stock,
+                &k.buyers,
+                &k.leaderboard,
+                &k.seq,
+                &k.orders
+            ]
+        );
+        assert_eq!(
+            call.no_idempotency.as_str(),
+            Some(k.idempotency("u", None).as_str())
+        );
         assert_eq!(SaleKeys::sale_of("other"), None);
     }
 }

@@ -14,9 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::*;
+use fred::types::Key;
 
 pub use closed::{Closed, ClosedSales};
-pub use keys::{ORDERS_GROUP, SALES_REGISTRY, SaleKeys};
+pub use keys::{CallKeys, ORDERS_GROUP, SALES_REGISTRY, SaleKeys};
 pub use outcome::{BadReply, Placed, PurchaseOutcome};
 pub use scripts::Scripts;
 
@@ -73,7 +74,13 @@ struct Inner {
     closed: ClosedSales,
     idempotency_ttl: Duration,
     attempts: AttemptLimit,
+    /// Each recently bought sale's keys, so a purchase formats only the
+    /// per-buyer ones. Bounded: unknown sale ids cannot grow it.
+    call_keys: quick_cache::sync::Cache<SaleId, Arc<CallKeys>>,
 }
+
+/// Sales whose purchase keys are kept ready.
+const CALL_KEYS_CACHED: usize = 4_096;
 
 /// Purchase attempts allowed per buyer per window, enforced in Redis so the
 /// limit holds across instances.
@@ -92,6 +99,7 @@ impl PurchaseEngine {
                 closed: ClosedSales::default(),
                 idempotency_ttl,
                 attempts,
+                call_keys: quick_cache::sync::Cache::new(CALL_KEYS_CACHED),
             }),
         }
     }
@@ -127,17 +135,26 @@ impl PurchaseEngine {
         {
             return Ok(answer);
         }
-        let keys = SaleKeys::new(req.sale);
+        let hot = self.call_keys(req.sale);
         let user = req.user.hex();
-        let idem_key = keys.idempotency(&user, req.idempotency_key);
-        let ip_key = keys.ip_accounts(&crate::fraud::ip_key(req.ip).to_string());
-        let attempts_key = keys.attempts(&user);
+        let mut keys: Vec<Key> = Vec::with_capacity(9);
+        keys.extend(hot.fixed.iter().cloned());
+        keys.push(match req.idempotency_key {
+            Some(k) => Key::from(hot.names.idempotency(&user, Some(k))),
+            None => hot.no_idempotency.clone(),
+        });
+        keys.push(Key::from(
+            hot.names
+                .ip_accounts(&crate::fraud::ip_key(req.ip).to_string()),
+        ));
+        keys.push(Key::from(hot.names.attempts(&user)));
         let attempts = &self.inner.attempts;
         let ttl = if req.idempotency_key.is_some() {
             self.inner.idempotency_ttl.as_secs().max(1)
         } else {
             0
         };
+        let int = |v: u128| Value::Integer(i64::try_from(v).unwrap_or(i64::MAX));
         let started = std::time::Instant::now();
         let reply: Vec<i64> = self
             .inner
@@ -145,24 +162,14 @@ impl PurchaseEngine {
             .purchase
             .call(
                 &self.inner.pool,
+                keys,
                 vec![
-                    keys.meta,
-                    keys.stock,
-                    keys.buyers,
-                    keys.leaderboard,
-                    keys.seq,
-                    keys.orders,
-                    idem_key,
-                    ip_key,
-                    attempts_key,
-                ],
-                vec![
-                    user,
-                    req.quantity.to_string(),
-                    req.ip.to_string(),
-                    ttl.to_string(),
-                    attempts.max.to_string(),
-                    attempts.window.as_millis().to_string(),
+                    Value::from(user),
+                    Value::Integer(i64::from(req.quantity)),
+                    Value::from(req.ip.to_string()),
+                    int(u128::from(ttl)),
+                    Value::Integer(i64::from(attempts.max)),
+                    int(attempts.window.as_millis()),
                 ],
             )
             .await?;
@@ -183,6 +190,15 @@ impl PurchaseEngine {
             _ => {}
         }
         Ok(outcome)
+    }
+
+    fn call_keys(&self, sale: SaleId) -> Arc<CallKeys> {
+        let cache = &self.inner.call_keys;
+        cache.get(&sale).unwrap_or_else(|| {
+            let keys = Arc::new(CallKeys::new(sale));
+            cache.insert(sale, keys.clone());
+            keys
+        })
     }
 
     /// Writes a sale's hot state; never resets stock Redis already holds.
