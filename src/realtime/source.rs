@@ -190,8 +190,10 @@ impl Source {
     }
 
     pub async fn run_until_stopped(self, stop: CancellationToken) {
-        // Keyspace events of every node, merged; `None` means events were lost.
-        let (ks_tx, mut keyspace) = tokio::sync::mpsc::channel::<Option<SaleId>>(16 * 1024);
+        // Keyspace events of every node mark watched sales dirty; the tick
+        // below reads their stock. A flag, not a message per event: a
+        // purchase storm must not wake this loop once per purchase.
+        let dirty = Arc::new(Dirty::default());
         let sources: Vec<&SubscriberClient> = if self.nodes.is_empty() {
             vec![&self.subscriber]
         } else {
@@ -201,55 +203,45 @@ impl Source {
             .into_iter()
             .map(|client| {
                 let mut rx = client.keyspace_event_rx();
-                let tx = ks_tx.clone();
+                let dirty = dirty.clone();
+                let hub = self.hub.clone();
                 tokio::spawn(async move {
                     loop {
-                        let item = match rx.recv().await {
-                            Ok(ev) => match ev.key.as_str().and_then(SaleKeys::sale_of) {
-                                Some(sale) => Some(sale),
-                                None => continue,
-                            },
-                            Err(RecvError::Lagged(_)) => None,
+                        match rx.recv().await {
+                            Ok(ev) => {
+                                if let Some(sale) = ev.key.as_str().and_then(SaleKeys::sale_of)
+                                    && hub.is_watched(sale)
+                                {
+                                    dirty.mark(sale);
+                                }
+                            }
+                            // Events were lost: every watched sale is re-read.
+                            Err(RecvError::Lagged(_)) => dirty.mark_all(),
                             Err(RecvError::Closed) => break,
-                        };
-                        if tx.try_send(item).is_err() {
-                            // Full: the periodic refresh covers what is dropped.
-                            let _ = tx.try_send(None);
                         }
                     }
                 })
             })
             .collect();
-        drop(ks_tx);
         let mut messages = self.subscriber.message_rx();
         let mut tick = tokio::time::interval(self.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut refresh = tokio::time::interval(Duration::from_secs(1));
-        let mut dirty: HashSet<SaleId> = HashSet::new();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                ev = keyspace.recv() => match ev {
-                    Some(Some(sale)) => {
-                        if self.hub.is_watched(sale) {
-                            dirty.insert(sale);
-                        }
-                    }
-                    Some(None) => dirty.extend(self.hub.watched()),
-                    None => break,
-                },
                 m = messages.recv() => match m {
                     Ok(m) => self.on_message(&m).await,
                     Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "lifecycle events lagged"),
                     Err(RecvError::Closed) => break,
                 },
                 _ = tick.tick() => {
-                    if !dirty.is_empty() {
-                        let sales: Vec<SaleId> = dirty.drain().collect();
+                    let sales = dirty.take(|| self.hub.watched());
+                    if !sales.is_empty() {
                         self.refresh(&sales).await;
                     }
                 }
-                _ = refresh.tick() => dirty.extend(self.hub.watched()),
+                _ = refresh.tick() => dirty.mark_all(),
             }
         }
         for f in forwarders {
@@ -260,7 +252,52 @@ impl Source {
             let _ = node.quit().await;
         }
     }
+}
 
+/// Sales whose stock changed since the last tick.
+#[derive(Debug, Default)]
+struct Dirty {
+    inner: std::sync::Mutex<DirtyInner>,
+}
+
+#[derive(Debug, Default)]
+struct DirtyInner {
+    sales: HashSet<SaleId>,
+    /// Every watched sale must be re-read (events were lost, or the periodic
+    /// refresh is due).
+    all: bool,
+}
+
+impl Dirty {
+    fn mark(&self, sale: SaleId) {
+        if let Ok(mut d) = self.inner.lock()
+            && !d.all
+        {
+            d.sales.insert(sale);
+        }
+    }
+
+    fn mark_all(&self) {
+        if let Ok(mut d) = self.inner.lock() {
+            d.all = true;
+        }
+    }
+
+    /// Takes the dirty sales; `watched` lists them all when every one is.
+    fn take(&self, watched: impl FnOnce() -> Vec<SaleId>) -> Vec<SaleId> {
+        let (sales, all) = match self.inner.lock() {
+            Ok(mut d) => (std::mem::take(&mut d.sales), std::mem::take(&mut d.all)),
+            Err(_) => return Vec::new(),
+        };
+        if all {
+            watched()
+        } else {
+            sales.into_iter().collect()
+        }
+    }
+}
+
+impl Source {
     async fn on_message(&self, m: &fred::types::Message) {
         if &*m.channel == crate::fraud::BLOCKLIST_CHANGED {
             if let Err(e) = self.blocklist.reload().await {
