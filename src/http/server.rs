@@ -63,7 +63,10 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>, stop: Cancellation
         let state = state.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(router::route(&state, req, peer).await) }
+            // Boxed: the routed future holds every handler's state (8,880
+            // bytes when measured), and hyper moves the service's future
+            // into its slot on every request; a box moves as one pointer.
+            Box::pin(async move { Ok::<_, Infallible>(router::route(&state, req, peer).await) })
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn.into_owned());
