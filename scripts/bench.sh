@@ -26,6 +26,10 @@
 #   LEADERBOARD_RATE  open-model rate of part f (default 1000 req/s)
 #   BUYERS         distinct customers in b and c (default 100000; with fewer, the
 #                  per-user limit of 5 purchases/s starts answering 429)
+#   STORE_SCHED    idle (default): secantusd-py runs under SCHED_IDLE (chrt --idle 0),
+#                  so it only gets CPU time no other process wants, as a store
+#                  on its own host would take none of the service's; normal:
+#                  it shares the cores like every other process
 #   SKIP_BUILD=1   use the existing target/release binaries
 #   CARGO_TARGET_DIR  honoured as usual
 set -euo pipefail
@@ -52,8 +56,14 @@ done
 ((CONNECTIONS >= 1 && CONNECTIONS <= 4096)) || die "CONNECTIONS must be from 1 to 4096"
 ((DURATION >= 1 && WARMUP + DURATION <= 300)) || die "DURATION must be >= 1 and WARMUP + DURATION <= 300"
 ((DRAIN_TIMEOUT <= 300)) || die "DRAIN_TIMEOUT must be at most 300"
+STORE_SCHED="${STORE_SCHED:-idle}"
+case "$STORE_SCHED" in
+  idle) store_prefix=(chrt --idle 0) ;;
+  normal) store_prefix=() ;;
+  *) die "STORE_SCHED must be idle or normal, got '$STORE_SCHED'" ;;
+esac
 
-for tool in redis-server redis-cli redis-benchmark jq curl python3 timeout; do
+for tool in redis-server redis-cli redis-benchmark jq curl python3 timeout chrt; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
 done
 
@@ -98,7 +108,7 @@ log "service redis on 127.0.0.1:$redis_port"
 
 mongo_port="$(free_port)"
 mkdir -p "$tmp/mongo"
-spawn "secantusd-py" "$tmp/secantusd.log" .venv/bin/secantusd-py --host 127.0.0.1 --port "$mongo_port" \
+spawn "secantusd-py" "$tmp/secantusd.log" "${store_prefix[@]}" .venv/bin/secantusd-py --host 127.0.0.1 --port "$mongo_port" \
   --storage-path "$tmp/mongo" --log-level WARNING
 wait_until "secantusd-py" "${pids[-1]}" 60 tcp_open "$mongo_port"
 log "secantusd-py on 127.0.0.1:$mongo_port"
@@ -318,6 +328,12 @@ outcomes() { jq -rs 'map(.outcomes) | add // {} | to_entries | map("\(.key)") | 
   echo "sharing: every process (service redis-server, benchmark redis-server, secantusd-py, the flashsale"
   echo "  server, flashsale-load, redis-benchmark) runs unpinned on the same $cores cores, so the load"
   echo "  generator and the write-behind compete with the server for CPU; numbers are for this box only."
+  if [[ "$STORE_SCHED" == idle ]]; then
+    echo "  secantusd-py ran under SCHED_IDLE (STORE_SCHED=idle): it gets only CPU time nothing else wants,"
+    echo "  as a store on its own host would take none of the service's; the write-behind catches up after."
+  else
+    echo "  secantusd-py ran at normal priority (STORE_SCHED=normal): the store takes a full share of the cores."
+  fi
   echo "settings: RUNS=$RUNS CONNECTIONS=$CONNECTIONS DURATION=${DURATION}s WARMUP=${WARMUP}s (flashsale-load parts)"
   echo "  server: defaults except IP_ALLOW=127.0.0.1/32 (all load comes from one address, which the"
   echo "    per-IP purchase limit would cap at 50 req/s); per-user limits and the attempts window stay on;"
@@ -342,6 +358,8 @@ outcomes() { jq -rs 'map(.outcomes) | add // {} | to_entries | map("\(.key)") | 
   echo "ratios of medians: b/a = $(ratio "$(med_of b)" "$(med_of a)")  (service buy path / Redis script alone)"
   echo "                   c/d = $(ratio "$(med_of c)" "$(med_of d)")  (rejection path / HTTP floor)"
   echo "outcomes seen: b: $(outcomes b); c: $(outcomes c); d: $(outcomes d)"
+  echo "write-behind after each b run (orders of the run; seconds from the storm's end until MongoDB held"
+  echo "  every one): $(jq -r '"\(.sale.ordersThisRun // "?") orders: \((.invariants[] | select(.name == "write-behind drained") | .detail | capture("after (?<s>[0-9.]+) s").s) // "?") s"' "$tmp/b.jsonl" | paste -sd ';' | sed 's/;/; /g')"
   echo "p50/p99: medians over runs; a's come from redis-benchmark, b-f from flashsale-load (closed model but e)."
   echo "server peak RSS (VmHWM): ${server_rss_peak} KiB"
   echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

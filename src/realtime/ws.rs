@@ -80,8 +80,11 @@ pub fn upgrade(state: &Arc<AppState>, mut req: Request<Incoming>, peer: SocketAd
         )
         .with_retry_after(5));
     };
+    // tungstenite allocates (and zero-fills) the whole read buffer for every
+    // connection up front. Clients send only small join/leave messages, so
+    // 1 KiB is one read for any of them; a larger frame grows the buffer.
     let ws_config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(64 * 1024)
         .max_message_size(Some(cfg.max_message_bytes))
