@@ -164,3 +164,65 @@ pub fn store_error(e: &crate::error::StoreError) {
         StoreError::Corrupt(_) => {}
     }
 }
+
+/// Handles of the per-request series, kept once looked up: building a
+/// labelled key allocates and the registry lookup hashes every label, on
+/// every request. Counters and histograms never expire (only gauges do), so
+/// a kept handle stays the series `/metrics` renders.
+type Labels3 = (&'static str, &'static str, &'static str);
+
+fn kept<K, H>(
+    cache: &std::sync::RwLock<std::collections::HashMap<K, H>>,
+    key: K,
+    make: impl FnOnce() -> H,
+) -> H
+where
+    K: std::hash::Hash + Eq,
+    H: Clone,
+{
+    if let Ok(map) = cache.read()
+        && let Some(h) = map.get(&key)
+    {
+        return h.clone();
+    }
+    let h = make();
+    if let Ok(mut map) = cache.write() {
+        map.entry(key).or_insert_with(|| h.clone());
+    }
+    h
+}
+
+/// Counts one HTTP request and records its duration (labels are bounded:
+/// route templates, methods and status labels are static sets).
+pub fn http_request(route: &'static str, method: &'static str, status: &'static str, secs: f64) {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, RwLock};
+    static COUNTERS: LazyLock<RwLock<HashMap<Labels3, metrics::Counter>>> =
+        LazyLock::new(Default::default);
+    static DURATIONS: LazyLock<RwLock<HashMap<&'static str, metrics::Histogram>>> =
+        LazyLock::new(Default::default);
+    kept(&COUNTERS, (route, method, status), || {
+        metrics::counter!(HTTP_REQUESTS_TOTAL, "route" => route, "method" => method, "status" => status)
+    })
+    .increment(1);
+    kept(
+        &DURATIONS,
+        route,
+        || metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, "route" => route),
+    )
+    .record(secs);
+}
+
+/// Counts one purchase attempt under its outcome label.
+pub fn purchase_outcome(outcome: &'static str) {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, RwLock};
+    static COUNTERS: LazyLock<RwLock<HashMap<&'static str, metrics::Counter>>> =
+        LazyLock::new(Default::default);
+    kept(
+        &COUNTERS,
+        outcome,
+        || metrics::counter!(PURCHASES_TOTAL, "outcome" => outcome),
+    )
+    .increment(1);
+}

@@ -8,7 +8,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 pub type Body = Full<Bytes>;
 pub type HttpResponse = Response<Body>;
@@ -55,6 +55,21 @@ static EMPTY_DETAILS: serde_json::Value = serde_json::Value::Null;
 
 /// The `{"error":{"code","message","details"}}` body with the code's status.
 pub fn error(e: &ApiError) -> HttpResponse {
+    let mut res = error_bytes(e.code, error_body(e));
+    if let Some(secs) = e.retry_after {
+        res.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    for (name, value) in e.headers.iter().flat_map(|h| h.iter()) {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            res.headers_mut().insert(*name, v);
+        }
+    }
+    res
+}
+
+/// The JSON error body of `e`.
+pub fn error_body(e: &ApiError) -> Bytes {
     let body = ErrorBody {
         error: ErrorInner {
             code: e.code.as_str(),
@@ -65,17 +80,14 @@ pub fn error(e: &ApiError) -> HttpResponse {
     let buf = serde_json::to_vec(&body).unwrap_or_else(|_| {
         br#"{"error":{"code":"INTERNAL","message":"internal error","details":null}}"#.to_vec()
     });
-    let mut res = bytes(e.code.status(), JSON, Bytes::from(buf));
+    Bytes::from(buf)
+}
+
+/// An error response from an already rendered body (see [`error_body`]);
+/// carries no Retry-After or other extra headers.
+pub fn error_bytes(code: ErrorCode, body: Bytes) -> HttpResponse {
+    let mut res = bytes(code.status(), JSON, body);
     res.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(secs) = e.retry_after {
-        res.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(secs));
-    }
-    for (name, value) in e.headers.iter().flat_map(|h| h.iter()) {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            res.headers_mut().insert(*name, v);
-        }
-    }
     res
 }

@@ -233,15 +233,12 @@ pub async fn route(
             format!("no route for {path}"),
         )),
     };
-    metrics::counter!(
-        crate::metrics::HTTP_REQUESTS_TOTAL,
-        "route" => template,
-        "method" => method,
-        "status" => status_label(res.status().as_u16()),
-    )
-    .increment(1);
-    metrics::histogram!(crate::metrics::HTTP_REQUEST_DURATION_SECONDS, "route" => template)
-        .record(started.elapsed().as_secs_f64());
+    crate::metrics::http_request(
+        template,
+        method,
+        status_label(res.status().as_u16()),
+        started.elapsed().as_secs_f64(),
+    );
     res
 }
 

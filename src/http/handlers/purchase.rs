@@ -109,8 +109,10 @@ pub async fn purchase(state: &AppState, req: Request<Incoming>, peer: SocketAddr
     if idempotency_key.is_none()
         && let Some(outcome) = state.engine.closed_answer(sale)
     {
-        metrics::counter!(crate::metrics::PURCHASES_TOTAL, "outcome" => outcome.label())
-            .increment(1);
+        crate::metrics::purchase_outcome(outcome.label());
+        if matches!(outcome, PurchaseOutcome::SoldOut) {
+            return Ok(sold_out());
+        }
         return Err(refusal(outcome));
     }
     // Abuse rules act before any stock moves.
@@ -124,7 +126,7 @@ pub async fn purchase(state: &AppState, req: Request<Incoming>, peer: SocketAddr
     };
     let outcome = state.engine.purchase(&request).await?;
     state.fraud.after_purchase(caller.id, ip, sale, &outcome);
-    metrics::counter!(crate::metrics::PURCHASES_TOTAL, "outcome" => outcome.label()).increment(1);
+    crate::metrics::purchase_outcome(outcome.label());
     if let PurchaseOutcome::Accepted { order, .. } = &outcome {
         metrics::counter!(crate::metrics::UNITS_SOLD_TOTAL)
             .increment(order.quantity.unsigned_abs());
@@ -141,6 +143,15 @@ pub async fn purchase(state: &AppState, req: Request<Incoming>, peer: SocketAddr
         }
         refused => Err(refusal(refused)),
     }
+}
+
+/// The 409 SOLD_OUT answer, rendered once: after a sell-out this is most of
+/// the traffic, and it is the same bytes for every buyer and every sale.
+fn sold_out() -> crate::http::response::HttpResponse {
+    use crate::http::response::{error_body, error_bytes};
+    static BODY: std::sync::LazyLock<bytes::Bytes> =
+        std::sync::LazyLock::new(|| error_body(&refusal(PurchaseOutcome::SoldOut)));
+    error_bytes(ErrorCode::SoldOut, BODY.clone())
 }
 
 /// The error for a refused purchase.
@@ -194,5 +205,29 @@ pub fn refusal(o: PurchaseOutcome) -> ApiError {
         PurchaseOutcome::Accepted { .. } | PurchaseOutcome::Duplicate { .. } => {
             ApiError::new(ErrorCode::Internal, "internal error")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_pre_rendered_sold_out_answer_is_the_rendered_refusal() {
+        let fresh = crate::http::response::error(&refusal(PurchaseOutcome::SoldOut));
+        let kept = sold_out();
+        assert_eq!(kept.status(), StatusCode::CONFLICT);
+        assert_eq!(kept.status(), fresh.status());
+        assert_eq!(kept.headers(), fresh.headers());
+        let body = |r: crate::http::response::HttpResponse| async move {
+            r.into_body().collect().await.unwrap().to_bytes()
+        };
+        let kept = body(kept).await;
+        assert_eq!(kept, body(fresh).await);
+        let v: serde_json::Value = serde_json::from_slice(&kept).unwrap();
+        assert_eq!(v["error"]["code"], "SOLD_OUT");
+        assert_eq!(v["error"]["details"]["availableUnits"], 0);
     }
 }
