@@ -169,8 +169,9 @@ if [[ -n "$CONNECT_RATE" ]]; then
   rate_args=(--connect-rate "$CONNECT_RATE")
 fi
 
-for w in "${watcher_counts[@]}"; do
-  start_server "$tmp/server-$w.log"
+for i in "${!watcher_counts[@]}"; do
+  w="${watcher_counts[$i]}" k="$i-${watcher_counts[$i]}"
+  start_server "$tmp/server-$k.log"
   log "run $w watchers: server pid $server_pid on 127.0.0.1:$http_port"
   cpu0="$(cpu_secs "$server_pid")"
   lo0="$(listen_overflows)"
@@ -178,30 +179,30 @@ for w in "${watcher_counts[@]}"; do
   timeout $((MAX_TIME + 30)) "$load_bin" ws --target "127.0.0.1:$http_port" --watchers "$w" \
     --server-pid "$server_pid" --purchases "$PURCHASES" --interval "$INTERVAL" --jitter "$JITTER" \
     --connect-concurrency "$CONNECT_CONCURRENCY" "${rate_args[@]}" --max-time "$MAX_TIME" \
-    --json >"$tmp/ws-$w.json" 2>"$tmp/ws-$w.log" || status=$?
-  sed 's/^/  | /' "$tmp/ws-$w.log" >&2
+    --json >"$tmp/ws-$k.json" 2>"$tmp/ws-$k.log" || status=$?
+  sed 's/^/  | /' "$tmp/ws-$k.log" >&2
   cpu1="$(cpu_secs "$server_pid")"
   lo1="$(listen_overflows)"
-  printf '%s\n' "$cpu0 $cpu1 $lo0 $lo1" >"$tmp/cpu-$w.txt"
+  printf '%s\n' "$cpu0 $cpu1 $lo0 $lo1" >"$tmp/cpu-$k.txt"
   if ((status != 0)); then
     log "run $w: flashsale-load exited with status $status"
     failures=$((failures + 1))
   fi
   if ! kill -0 "$server_pid" 2>/dev/null; then
     log "run $w: the server died; last lines of its log:"
-    tail -n 30 "$tmp/server-$w.log" >&2 || true
+    tail -n 30 "$tmp/server-$k.log" >&2 || true
     failures=$((failures + 1))
   else
     stop_pid "flashsale server" "$server_pid"
   fi
   # Warnings and errors, timestamps cut, counted by message.
-  grep -E ' (WARN|ERROR) ' "$tmp/server-$w.log" | cut -d' ' -f2- | sort | uniq -c |
-    sort -rn | head -n 5 >"$tmp/warn-$w.txt" || true
+  grep -E ' (WARN|ERROR) ' "$tmp/server-$k.log" | cut -d' ' -f2- | sort | uniq -c |
+    sort -rn | head -n 5 >"$tmp/warn-$k.txt" || true
 done
 
 # --- the table ---------------------------------------------------------------------
-row() { # WATCHERS
-  local w="$1" f="$tmp/ws-$1.json"
+row() { # INDEX-WATCHERS (a run; WATCHERS may repeat a count)
+  local w="${1#*-}" f="$tmp/ws-$1.json"
   if ! jq -e . "$f" >/dev/null 2>&1; then
     printf '%8s  %s\n' "$w" "no result (see the log above)"
     return
@@ -218,9 +219,9 @@ row() { # WATCHERS
 }
 
 detail() { # WATCHERS
-  local w="$1" f="$tmp/ws-$1.json" cpu c0 c1 l0 l1 lo
+  local k="$1" w="${1#*-}" f="$tmp/ws-$1.json" cpu c0 c1 l0 l1 lo
   jq -e . "$f" >/dev/null 2>&1 || return 0
-  read -r c0 c1 l0 l1 <"$tmp/cpu-$w.txt"
+  read -r c0 c1 l0 l1 <"$tmp/cpu-$k.txt"
   cpu="$(awk -v a="$c0" -v b="$c1" 'BEGIN { if (a == "?" || b == "?") print "?"; else printf "%.1f", b - a }')"
   lo="$(awk -v a="$l0" -v b="$l1" 'BEGIN { if (a == "?" || b == "?") print "?"; else print b - a }')"
   jq -r --arg w "$w" --arg cpu "$cpu" --arg lo "$lo" '
@@ -231,9 +232,9 @@ detail() { # WATCHERS
     (if (.ended_early | length) > 0 then "      ended early: \(.ended_early | tojson)" else empty end),
     "      checks: \([.checks[] | "\(.name) \(if .pass then "PASS" else "FAIL" end)"] | join(", "))"
   ' "$f"
-  if [[ -s "$tmp/warn-$w.txt" ]]; then
+  if [[ -s "$tmp/warn-$k.txt" ]]; then
     echo "      server warnings/errors (count, message):"
-    sed 's/^/        /' "$tmp/warn-$w.txt"
+    sed 's/^/        /' "$tmp/warn-$k.txt"
   fi
 }
 
@@ -252,9 +253,9 @@ detail() { # WATCHERS
   echo
   printf '%8s  %13s  %18s  %26s  %19s  %s\n' "watchers" "held" "handshake p50/p99" "delay ms p50/p99/max" "server KiB/idle conn" "missed updates"
   printf '%8s  %13s  %18s  %26s  %19s  %s\n' "" "" "ms" "" "" ""
-  for w in "${watcher_counts[@]}"; do row "$w"; done
+  for i in "${!watcher_counts[@]}"; do row "$i-${watcher_counts[$i]}"; done
   echo
-  for w in "${watcher_counts[@]}"; do detail "$w"; done
+  for i in "${!watcher_counts[@]}"; do detail "$i-${watcher_counts[$i]}"; done
   echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$tmp/table.txt"
 
