@@ -99,19 +99,7 @@ source "$root/scripts/lib/procs.sh"
 procs_init flashsale-ws-bench
 
 # --- set-up and build ------------------------------------------------------------
-if [[ -f scripts/setup.sh ]]; then
-  bash scripts/setup.sh >&2
-fi
-[[ -x .venv/bin/secantusd-py ]] || die ".venv/bin/secantusd-py missing (scripts/setup.sh installs it)"
-
-target_dir="${CARGO_TARGET_DIR:-$root/target}"
-if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-  log "cargo build --release -p flashsale -p flashsale-load"
-  cargo build --release -p flashsale -p flashsale-load >&2
-fi
-server_bin="$target_dir/release/flashsale"
-load_bin="$target_dir/release/flashsale-load"
-[[ -x "$server_bin" && -x "$load_bin" ]] || die "release binaries missing in $target_dir/release"
+prepare_binaries
 
 # --- the stores: one redis-server and one secantusd-py for every run --------------
 redis_port="$(free_port)"

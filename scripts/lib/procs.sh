@@ -105,3 +105,21 @@ wait_until() {
     sleep 0.2
   done
 }
+
+# prepare_binaries: runs scripts/setup.sh (stores, .venv), builds the release
+# server and load generator unless SKIP_BUILD=1, and sets server_bin and
+# load_bin. Needs `root`, `log` and `die` from the caller.
+prepare_binaries() {
+  if [[ -f scripts/setup.sh ]]; then
+    bash scripts/setup.sh >&2
+  fi
+  [[ -x .venv/bin/secantusd-py ]] || die ".venv/bin/secantusd-py missing (scripts/setup.sh installs it)"
+  local target_dir="${CARGO_TARGET_DIR:-$root/target}"
+  if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    log "cargo build --release -p flashsale -p flashsale-load"
+    cargo build --release -p flashsale -p flashsale-load >&2
+  fi
+  server_bin="$target_dir/release/flashsale"
+  load_bin="$target_dir/release/flashsale-load"
+  [[ -x "$server_bin" && -x "$load_bin" ]] || die "release binaries missing in $target_dir/release"
+}
