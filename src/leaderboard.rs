@@ -108,7 +108,7 @@ impl Leaderboard {
                         name: profile.as_ref().map(|p| p.0.clone()),
                         email: profile.map(|p| p.1),
                         total_purchases: total,
-                        first_purchase_at: crate::sales::model_rfc3339(
+                        first_purchase_at: crate::clock::rfc3339(
                             mongodb::bson::DateTime::from_millis(first),
                         ),
                     }

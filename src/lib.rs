@@ -24,6 +24,7 @@
 pub mod app;
 pub mod auth;
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -32,6 +33,7 @@ pub mod http;
 pub mod ids;
 pub mod leaderboard;
 pub mod metrics;
+pub mod net;
 pub mod orders;
 pub mod realtime;
 pub mod redis;

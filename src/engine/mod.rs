@@ -145,7 +145,7 @@ impl PurchaseEngine {
         });
         keys.push(Key::from(
             hot.names
-                .ip_accounts(&crate::fraud::ip_key(req.ip).to_string()),
+                .ip_accounts(&crate::net::ip_key(req.ip).to_string()),
         ));
         keys.push(Key::from(hot.names.attempts(&user)));
         let attempts = &self.inner.attempts;

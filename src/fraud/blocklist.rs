@@ -157,7 +157,7 @@ impl Blocklist {
         let e = self.snapshot();
         e.users
             .get(&user)
-            .is_some_and(|exp| live(*exp, crate::sales::now_ms()))
+            .is_some_and(|exp| live(*exp, crate::clock::now_ms()))
     }
 
     pub fn is_ip_blocked(&self, ip: IpAddr) -> bool {
@@ -165,7 +165,7 @@ impl Blocklist {
         if e.blocked.is_empty() {
             return false;
         }
-        let now = crate::sales::now_ms();
+        let now = crate::clock::now_ms();
         e.blocked
             .iter()
             .any(|(n, exp)| live(*exp, now) && n.contains(&ip))
@@ -176,7 +176,7 @@ impl Blocklist {
         if e.allowed.is_empty() {
             return false;
         }
-        let now = crate::sales::now_ms();
+        let now = crate::clock::now_ms();
         e.allowed
             .iter()
             .any(|(n, exp)| live(*exp, now) && n.contains(&ip))
@@ -186,7 +186,7 @@ impl Blocklist {
     /// entries are removed from Redis on the way.
     pub async fn reload(&self) -> Result<usize, StoreError> {
         let all: HashMap<String, String> = self.pool.next().hgetall(HASH).await?;
-        let now = crate::sales::now_ms();
+        let now = crate::clock::now_ms();
         let mut entries = Entries::default();
         let mut expired = Vec::new();
         for (k, v) in &all {
@@ -228,7 +228,7 @@ impl Blocklist {
     /// Every live entry.
     pub async fn list(&self) -> Result<Vec<BlocklistEntry>, StoreError> {
         let all: HashMap<String, String> = self.pool.next().hgetall(HASH).await?;
-        let now = crate::sales::now_ms();
+        let now = crate::clock::now_ms();
         let mut out: Vec<BlocklistEntry> = all
             .values()
             .filter_map(|v| serde_json::from_str::<BlocklistEntry>(v).ok())
@@ -240,7 +240,7 @@ impl Blocklist {
 
     /// Adds (or replaces) an entry, applies it here at once and tells every instance.
     pub async fn add(&self, new: NewEntry, by: &str) -> Result<BlocklistEntry, StoreError> {
-        let now = crate::sales::now_ms();
+        let now = crate::clock::now_ms();
         let entry = BlocklistEntry {
             kind: new.kind,
             value: new.value,
@@ -265,7 +265,7 @@ impl Blocklist {
         let stored: Option<String> = self.pool.next().hget(HASH, &key).await?;
         let was_live = stored
             .and_then(|s| serde_json::from_str::<BlocklistEntry>(&s).ok())
-            .is_some_and(|e| live(e.expires_at_ms, crate::sales::now_ms()));
+            .is_some_and(|e| live(e.expires_at_ms, crate::clock::now_ms()));
         let _: i64 = self.pool.next().hdel(HASH, key).await?;
         self.changed().await?;
         Ok(was_live)

@@ -41,7 +41,7 @@ impl FraudEvent {
             user_id: user.map(UserId::hex),
             ip: ip.to_string(),
             flash_sale_id: sale.map(SaleId::hex),
-            at_ms: crate::sales::now_ms(),
+            at_ms: crate::clock::now_ms(),
             details: serde_json::Value::Null,
         }
     }

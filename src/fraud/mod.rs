@@ -28,20 +28,7 @@ use crate::config::{FraudConfig, RuleAction};
 use crate::engine::PurchaseOutcome;
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::{SaleId, UserId};
-
-/// The key an address is counted under: IPv4 as is, IPv6 by its /64 (one
-/// subscriber usually holds a whole /64).
-pub fn ip_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => {
-            let segs = v6.segments();
-            IpAddr::V6(std::net::Ipv6Addr::new(
-                segs[0], segs[1], segs[2], segs[3], 0, 0, 0, 0,
-            ))
-        }
-        v4 @ IpAddr::V4(_) => v4,
-    }
-}
+use crate::net::ip_key;
 
 /// Every abuse control of one instance.
 #[derive(Debug)]
@@ -148,7 +135,7 @@ impl Fraud {
 
         // Velocity rules: each blocks or records as configured.
         if let Some(created) = user.created_at {
-            let age = crate::sales::now_ms() / 1000 - created;
+            let age = crate::clock::now_ms() / 1000 - created;
             if age >= 0 && (age as u64) < self.cfg.new_account_age.as_secs() {
                 self.rule(
                     self.cfg.rule_new_account,
@@ -252,21 +239,5 @@ impl Fraud {
         self.signup_ip.sweep();
         self.velocity.sweep();
         self.log.sweep();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ipv6_is_keyed_by_its_64_prefix() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
-        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(ip_key(a), ip_key(b));
-        assert_ne!(ip_key(a), ip_key(c));
-        let v4: IpAddr = "10.1.2.3".parse().unwrap();
-        assert_eq!(ip_key(v4), v4);
     }
 }

@@ -55,7 +55,7 @@ impl From<&StoredEvent> for EventView {
             user_id: e.user_id.clone(),
             ip: e.ip.clone(),
             flash_sale_id: e.flash_sale_id.clone(),
-            at: crate::sales::model_rfc3339(e.at),
+            at: crate::clock::rfc3339(e.at),
             details: e.details.clone().into_relaxed_extjson(),
         }
     }

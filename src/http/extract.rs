@@ -1,7 +1,5 @@
 //! Reading requests: size-limited strict JSON bodies, query strings, the
-//! bearer token and the client IP (X-Forwarded-For only through trusted proxies).
-
-use std::net::IpAddr;
+//! bearer token (the client's address is `crate::net::client_ip`).
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -10,7 +8,6 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 
-use crate::config::TrustProxy;
 use crate::error::{ApiError, ErrorCode};
 
 /// Reads the whole body, refusing more than `limit` bytes with 413.
@@ -151,99 +148,14 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The client's address: the socket peer, or, when the peer is a trusted proxy,
-/// the first untrusted address of X-Forwarded-For read right to left.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trust: &TrustProxy) -> IpAddr {
-    let peer = canonical(peer);
-    let hops = || {
-        headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rev()
-    };
-    match trust {
-        TrustProxy::None => peer,
-        TrustProxy::Hops(n) => {
-            // The peer is hop 1; each further trusted hop is one more entry from the right.
-            let mut ip = peer;
-            for (i, entry) in hops().enumerate() {
-                if i >= usize::from(*n) {
-                    break;
-                }
-                match entry.parse::<IpAddr>() {
-                    Ok(next) => ip = canonical(next),
-                    Err(_) => break,
-                }
-            }
-            ip
-        }
-        TrustProxy::Cidrs(nets) => {
-            let trusted = |ip: &IpAddr| nets.iter().any(|n| n.contains(ip));
-            if !trusted(&peer) {
-                return peer;
-            }
-            let mut ip = peer;
-            for entry in hops() {
-                match entry.parse::<IpAddr>() {
-                    Ok(next) => {
-                        ip = canonical(next);
-                        if !trusted(&ip) {
-                            break;
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-            ip
-        }
-    }
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 @ IpAddr::V4(_) => v4,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
+    use crate::config::TrustProxy;
     use http::HeaderValue;
     use proptest::strategy::Strategy;
-
-    fn xff(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_str(v).unwrap());
-        h
-    }
-
-    #[test]
-    fn forwarded_for_is_ignored_without_trust() {
-        let peer: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(client_ip(peer, &xff("1.2.3.4"), &TrustProxy::None), peer);
-    }
-
-    #[test]
-    fn one_trusted_hop_takes_the_rightmost_entry() {
-        let peer: IpAddr = "10.0.0.1".parse().unwrap();
-        let ip = client_ip(peer, &xff("6.6.6.6, 1.2.3.4"), &TrustProxy::Hops(1));
-        assert_eq!(ip, "1.2.3.4".parse::<IpAddr>().unwrap());
-    }
-
-    #[test]
-    fn cidr_trust_skips_trusted_hops_and_stops_at_the_first_untrusted() {
-        let trust: TrustProxy = "10.0.0.0/8".parse().unwrap();
-        let peer: IpAddr = "10.0.0.1".parse().unwrap();
-        let ip = client_ip(peer, &xff("6.6.6.6, 1.2.3.4, 10.1.1.1"), &trust);
-        assert_eq!(ip, "1.2.3.4".parse::<IpAddr>().unwrap());
-        // An untrusted peer's header is ignored.
-        let outside: IpAddr = "8.8.8.8".parse().unwrap();
-        assert_eq!(client_ip(outside, &xff("1.2.3.4"), &trust), outside);
-    }
 
     #[test]
     fn bearer_requires_the_scheme() {
@@ -313,8 +225,8 @@ mod tests {
                 h.insert("x-forwarded-for", v);
             }
             let peer: IpAddr = "10.0.0.1".parse().unwrap();
-            let _ = client_ip(peer, &h, &TrustProxy::Hops(3));
-            let _ = client_ip(peer, &h, &"10.0.0.0/8".parse::<TrustProxy>().unwrap());
+            let _ = crate::net::client_ip(peer, &h, &TrustProxy::Hops(3));
+            let _ = crate::net::client_ip(peer, &h, &"10.0.0.0/8".parse::<TrustProxy>().unwrap());
         }
     }
 

@@ -9,7 +9,6 @@ use http::header::{ALLOW, HeaderValue};
 use http::{Method, Request};
 use hyper::body::Incoming;
 
-use super::extract;
 use super::handlers;
 use super::response::{HttpResponse, error};
 use crate::app::AppState;
@@ -295,7 +294,7 @@ async fn dispatch(
 ) -> HttpResponse {
     let method = req.method().clone();
     // IP rules come before any work, except for the probes.
-    let ip = extract::client_ip(peer.ip(), req.headers(), &state.config.http.trust_proxy);
+    let ip = crate::net::client_ip(peer.ip(), req.headers(), &state.config.http.trust_proxy);
     if !matches!(route, Route::Healthz | Route::Readyz | Route::Metrics)
         && let Err(e) = state.fraud.check_ip(ip)
     {

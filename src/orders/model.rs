@@ -2,8 +2,8 @@ use mongodb::bson::{DateTime, oid::ObjectId};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::cents_to_units;
+use crate::clock::rfc3339;
 use crate::ids::SaleId;
-use crate::sales::model_rfc3339;
 
 /// An accepted order as MongoDB stores it. `_id` is `<saleId>-<seq>`, assigned
 /// by the purchase script, so writing it twice is harmless.
@@ -52,7 +52,7 @@ impl From<&Order> for OrderView {
             quantity: o.quantity,
             unit_price: cents_to_units(o.unit_price_cents),
             total_price: cents_to_units(o.unit_price_cents * o.quantity),
-            purchased_at: model_rfc3339(o.purchased_at),
+            purchased_at: rfc3339(o.purchased_at),
         }
     }
 }

@@ -174,7 +174,7 @@ impl WriteBehind {
             Ok((pending, oldest)) => {
                 metrics::gauge!(crate::metrics::WRITE_BEHIND_PENDING).set(pending as f64);
                 let lag = oldest.map_or(0.0, |ms| {
-                    ((crate::sales::now_ms() - ms).max(0) as f64) / 1000.0
+                    ((crate::clock::now_ms() - ms).max(0) as f64) / 1000.0
                 });
                 metrics::gauge!(crate::metrics::WRITE_BEHIND_LAG_SECONDS).set(lag);
             }

@@ -72,7 +72,7 @@ pub fn upgrade(state: &Arc<AppState>, mut req: Request<Incoming>, peer: SocketAd
         }
     };
     let user = CurrentUser::from_token(&state.keys, &token)?;
-    let ip = extract::client_ip(peer.ip(), req.headers(), &state.config.http.trust_proxy);
+    let ip = crate::net::client_ip(peer.ip(), req.headers(), &state.config.http.trust_proxy);
     let Some(slot) = state.hub.admit(ip) else {
         return Err(ApiError::new(
             ErrorCode::RateLimited,
@@ -391,7 +391,7 @@ async fn forward(
 
 /// The `flashSaleStatus` snapshot sent on join.
 fn status_message(sale: SaleId, s: &crate::engine::Snapshot) -> ServerMessage {
-    let now = crate::sales::now_ms();
+    let now = crate::clock::now_ms();
     let status = if s.cancelled {
         "cancelled"
     } else if now < s.start_ms {
@@ -401,7 +401,7 @@ fn status_message(sale: SaleId, s: &crate::engine::Snapshot) -> ServerMessage {
     } else {
         "active"
     };
-    let iso = |ms| crate::sales::model_rfc3339(mongodb::bson::DateTime::from_millis(ms));
+    let iso = |ms| crate::clock::rfc3339_ms(ms);
     ServerMessage::Status {
         flash_sale_id: sale.hex(),
         status: status.to_owned(),

@@ -7,8 +7,7 @@ pub(crate) mod store;
 
 pub use model::{
     EndReason, FlashSale, NewFlashSale, SaleDefaults, SaleInput, SaleStatus, SaleView,
-    rfc3339 as model_rfc3339,
 };
-pub use service::{RerunInput, now_ms};
+pub use service::RerunInput;
 pub use service::{SaleError, SaleService};
 pub use store::SaleStore;

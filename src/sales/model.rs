@@ -2,6 +2,7 @@ use mongodb::bson::{DateTime, oid::ObjectId};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::cents_to_units;
+use crate::clock::rfc3339;
 use crate::ids::{ProductId, SaleId};
 
 pub(super) const MAX_TOTAL_UNITS: i64 = 10_000_000;
@@ -122,11 +123,6 @@ impl FlashSale {
             end_reason,
         }
     }
-}
-
-pub fn rfc3339(t: DateTime) -> String {
-    t.try_to_rfc3339_string()
-        .unwrap_or_else(|_| t.timestamp_millis().to_string())
 }
 
 /// The JSON shape of a sale.

@@ -9,6 +9,7 @@ use super::model::{FieldError, parse_time};
 use super::store::new_sale_doc;
 use super::{EndReason, FlashSale, NewFlashSale, SaleDefaults, SaleInput, SaleStatus, SaleStore};
 use crate::catalog::ProductStore;
+use crate::clock::now_ms;
 use crate::engine::{HotSale, PurchaseEngine, keys};
 use crate::error::{ApiError, ErrorCode, StoreError};
 use crate::ids::SaleId;
@@ -80,10 +81,6 @@ pub struct SaleService {
     engine: PurchaseEngine,
     orders: OrderStore,
     defaults: SaleDefaults,
-}
-
-pub fn now_ms() -> i64 {
-    mongodb::bson::DateTime::now().timestamp_millis()
 }
 
 impl SaleService {

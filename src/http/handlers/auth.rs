@@ -9,9 +9,9 @@ use std::net::IpAddr;
 use crate::app::AppState;
 use crate::auth::{CurrentUser, NewUser, Role, User, UserError, normalize_email};
 use crate::error::{ApiError, ErrorCode};
-use crate::fraud::ip_key;
 use crate::http::extract;
 use crate::http::response::{HttpResult, created, ok};
+use crate::net::ip_key;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -57,9 +57,7 @@ fn view(sale: SaleId, user: UserId, o: &Placed) -> PurchaseView {
         quantity: o.quantity,
         unit_price: crate::catalog::cents_to_units(o.unit_price_cents),
         total_price: crate::catalog::cents_to_units(o.unit_price_cents * o.quantity),
-        purchased_at: crate::sales::model_rfc3339(mongodb::bson::DateTime::from_millis(
-            o.purchased_at_ms,
-        )),
+        purchased_at: crate::clock::rfc3339_ms(o.purchased_at_ms),
         remaining_units: o.remaining,
     }
 }
@@ -103,7 +101,7 @@ pub async fn purchase(state: &AppState, req: Request<Incoming>, peer: SocketAddr
             return Err(ApiError::field("Idempotency-Key", "must be given once"));
         }
     };
-    let ip = extract::client_ip(peer.ip(), &parts.headers, &state.config.http.trust_proxy);
+    let ip = crate::net::client_ip(peer.ip(), &parts.headers, &state.config.http.trust_proxy);
     // A sale this instance knows is over is answered at once: no stock can
     // move, so the abuse rules have nothing to protect.
     if idempotency_key.is_none()
@@ -157,32 +155,43 @@ fn sold_out() -> crate::http::response::HttpResponse {
 /// The error for a refused purchase.
 pub fn refusal(o: PurchaseOutcome) -> ApiError {
     match o {
-        PurchaseOutcome::NotFound => ApiError::new(ErrorCode::FlashSaleNotFound, "flash sale not found"),
-        PurchaseOutcome::NotStarted { start_ms } => {
-            ApiError::new(ErrorCode::FlashSaleNotStarted, "the flash sale has not started yet").with_details(
-                json!({ "startTime": crate::sales::model_rfc3339(mongodb::bson::DateTime::from_millis(start_ms)) }),
-            )
+        PurchaseOutcome::NotFound => {
+            ApiError::new(ErrorCode::FlashSaleNotFound, "flash sale not found")
         }
+        PurchaseOutcome::NotStarted { start_ms } => ApiError::new(
+            ErrorCode::FlashSaleNotStarted,
+            "the flash sale has not started yet",
+        )
+        .with_details(json!({ "startTime": crate::clock::rfc3339_ms(start_ms) })),
         PurchaseOutcome::Ended { cancelled, .. } => {
-            ApiError::new(ErrorCode::FlashSaleEnded, "the flash sale has ended")
-                .with_details(json!({ "reason": if cancelled { "cancelled" } else { "time-ended" } }))
+            ApiError::new(ErrorCode::FlashSaleEnded, "the flash sale has ended").with_details(
+                json!({ "reason": if cancelled { "cancelled" } else { "time-ended" } }),
+            )
         }
         PurchaseOutcome::SoldOut => ApiError::new(ErrorCode::SoldOut, "the flash sale is sold out")
             .with_details(json!({ "availableUnits": 0 })),
-        PurchaseOutcome::InsufficientStock { available } => {
-            ApiError::new(ErrorCode::InsufficientStock, format!("only {available} units are left"))
-                .with_details(json!({ "availableUnits": available }))
-        }
-        PurchaseOutcome::TransactionLimit { max_per_transaction } => ApiError::new(
+        PurchaseOutcome::InsufficientStock { available } => ApiError::new(
+            ErrorCode::InsufficientStock,
+            format!("only {available} units are left"),
+        )
+        .with_details(json!({ "availableUnits": available })),
+        PurchaseOutcome::TransactionLimit {
+            max_per_transaction,
+        } => ApiError::new(
             ErrorCode::TransactionLimitExceeded,
             format!("at most {max_per_transaction} units per purchase"),
         )
         .with_details(json!({ "maxPerTransaction": max_per_transaction })),
-        PurchaseOutcome::UserLimit { remaining, max_per_user } => ApiError::new(
+        PurchaseOutcome::UserLimit {
+            remaining,
+            max_per_user,
+        } => ApiError::new(
             ErrorCode::UserPurchaseLimitReached,
             format!("you may buy {remaining} more units of this sale"),
         )
-        .with_details(json!({ "remainingAllowance": remaining.max(0), "maxPerUser": max_per_user })),
+        .with_details(
+            json!({ "remainingAllowance": remaining.max(0), "maxPerUser": max_per_user }),
+        ),
         PurchaseOutcome::IdempotencyMismatch { first_quantity } => ApiError::new(
             ErrorCode::IdempotencyKeyReused,
             "this Idempotency-Key was used for a different purchase",

@@ -5,15 +5,12 @@ use hyper::body::Incoming;
 
 use super::{admin, user};
 use crate::app::AppState;
+use crate::clock::now_ms;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::extract::{self, Query};
 use crate::http::response::{HttpResult, created, ok};
 use crate::ids::SaleId;
 use crate::sales::{RerunInput, SaleInput, SaleStatus, SaleView};
-
-fn now_ms() -> i64 {
-    crate::sales::now_ms()
-}
 
 fn sale_id(id: &str) -> Result<SaleId, ApiError> {
     SaleId::parse(id)
