@@ -19,7 +19,8 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use flashsale::auth::{CurrentUser, Keys, Role};
 use flashsale::engine::{PurchaseOutcome, SaleKeys};
-use flashsale::error::{ApiError, ErrorCode};
+use flashsale::error::ErrorCode;
+use flashsale::http::error::ApiError;
 use flashsale::http::extract::parse_json;
 use flashsale::http::handlers::purchase::PurchaseBody;
 use flashsale::http::response;
@@ -120,7 +121,9 @@ fn reply(c: &mut Criterion) {
     ));
     assert_eq!(
         PurchaseOutcome::decode(&SOLD_OUT, 2),
-        Ok(PurchaseOutcome::SoldOut)
+        Ok(PurchaseOutcome::Refused(
+            flashsale::engine::Refusal::SoldOut
+        ))
     );
 
     let mut g = c.benchmark_group("reply");

@@ -19,33 +19,11 @@ use crate::auth::{Keys, NewUser, PasswordHasher, Role, UserStore, normalize_emai
 use crate::catalog::ProductStore;
 use crate::config::Config;
 use crate::engine::PurchaseEngine;
+use crate::hot::HotSales;
 use crate::leaderboard::Leaderboard;
 use crate::orders::{OrderStore, Reconciler, WriteBehind};
 use crate::sales::{SaleService, SaleStore};
-
-/// Everything a request handler may use. Shared behind an `Arc`.
-#[derive(Debug)]
-pub struct AppState {
-    pub config: Config,
-    pub db: Database,
-    pub keys: Keys,
-    pub hasher: PasswordHasher,
-    pub users: UserStore,
-    pub products: ProductStore,
-    pub sales: SaleService,
-    pub engine: PurchaseEngine,
-    pub orders: OrderStore,
-    pub write_behind: WriteBehind,
-    pub leaderboard: Leaderboard,
-    pub reconciler: Reconciler,
-    pub hub: Arc<crate::realtime::Hub>,
-    /// Admission control: one permit per request being handled.
-    pub admission: Arc<tokio::sync::Semaphore>,
-    pub fraud: Arc<crate::fraud::Fraud>,
-    pub fraud_store: crate::fraud::FraudStore,
-    /// This process's name among instances (scheduler lease, stream consumer).
-    pub instance: String,
-}
+use crate::state::AppState;
 
 /// A built application, listening but not yet serving.
 #[derive(Debug)]
@@ -81,14 +59,23 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         crate::metrics::handle();
         let state = Arc::new(build_state(config).await?);
-        crate::redis::check_server(state.engine.pool().next())
+        crate::redis::check_server(state.redis.next())
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
-        state
-            .engine
-            .load_scripts()
-            .await
-            .context("failed to load the Redis scripts")?;
+        crate::redis::script::load_all(
+            state.redis.next(),
+            &[
+                &crate::engine::PURCHASE,
+                &crate::hot::SEED_SALE,
+                &crate::hot::CANCEL_SALE,
+                &crate::redis::lease::UNLOCK,
+                &crate::redis::lease::LEASE_ACQUIRE,
+                &crate::redis::lease::LEASE_RENEW,
+                &crate::leaderboard::LEADERBOARD,
+            ],
+        )
+        .await
+        .context("failed to load the Redis scripts")?;
         ensure_indexes(&state).await?;
         bootstrap_admin(&state).await?;
         let n = state
@@ -102,7 +89,7 @@ impl App {
                 "Redis had lost open sales; re-seeded them from MongoDB"
             );
         }
-        if let Err(e) = crate::realtime::check_keyspace_config(state.engine.pool()).await {
+        if let Err(e) = crate::realtime::check_keyspace_config(&state.redis).await {
             tracing::warn!("{e}; stock updates fall back to a once-a-second refresh");
         }
         state
@@ -113,13 +100,13 @@ impl App {
             .context("failed to load the blocklist")?;
         let subscriber = crate::redis::build_subscriber(&state.config.redis)
             .context("REDIS_URL: invalid Redis configuration")?;
-        let nodes = crate::redis::node_subscribers(&state.config.redis, state.engine.pool().next())
+        let nodes = crate::redis::node_subscribers(&state.config.redis, state.redis.next())
             .context("REDIS_URL: invalid Redis configuration")?;
         let source = crate::realtime::Source::new(
             subscriber,
             nodes,
             state.hub.clone(),
-            state.engine.clone(),
+            state.hot.clone(),
             state.fraud.blocklist.clone(),
             state.config.realtime.stock_tick,
         );
@@ -160,7 +147,8 @@ impl App {
             .clone()
             .run_until_stopped(background.clone(), state.config.http.shutdown_grace);
         let scheduler = crate::scheduler::Scheduler::new(
-            state.engine.clone(),
+            state.redis.clone(),
+            state.hot.clone(),
             state.sales.store.clone(),
             &state.config.redis.lock_key,
             state.instance.clone(),
@@ -212,8 +200,11 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let users = UserStore::new(&db);
     let products = ProductStore::new(&db);
     let orders = OrderStore::new(&db);
+    let closed = Arc::new(crate::engine::ClosedSales::default());
+    let hot = HotSales::new(pool.clone(), closed.clone());
     let engine = PurchaseEngine::new(
         pool.clone(),
+        closed,
         config.sales.idempotency_ttl,
         crate::engine::AttemptLimit {
             max: config.fraud.attempts_per_window,
@@ -224,7 +215,8 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let sales = SaleService::new(
         sale_store.clone(),
         products.clone(),
-        engine.clone(),
+        pool.clone(),
+        hot.clone(),
         orders.clone(),
         crate::sales::SaleDefaults {
             max_per_user: i64::from(config.sales.default_max_per_user),
@@ -243,15 +235,20 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
         config.write_behind.claim_idle,
         config.write_behind.interval,
     );
-    let leaderboard = Leaderboard::new(engine.clone(), users.clone());
+    let leaderboard = Leaderboard::new(pool.clone(), users.clone());
     let blocklist = Arc::new(crate::fraud::Blocklist::new(pool.clone()));
     let fraud = Arc::new(crate::fraud::Fraud::new(
         &config.fraud,
         blocklist,
         crate::fraud::FraudLog::new(pool.clone()),
     ));
-    let reconciler = Reconciler::new(pool, orders.clone(), sale_store);
+    let reconciler = Reconciler::new(pool.clone(), orders.clone(), sale_store);
     let hub = crate::realtime::Hub::new(config.realtime.max_per_ip);
+    let sockets = Arc::new(crate::realtime::Sockets {
+        hub: hub.clone(),
+        hot: hot.clone(),
+        cfg: config.realtime.clone(),
+    });
     let admission = Arc::new(tokio::sync::Semaphore::new(config.http.max_in_flight));
     Ok(AppState {
         config,
@@ -261,11 +258,14 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
         users,
         products,
         sales,
+        redis: pool,
         engine,
+        hot,
         orders,
         write_behind,
         leaderboard,
         reconciler,
+        sockets,
         hub,
         admission,
         instance,

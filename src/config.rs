@@ -402,7 +402,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub sales: SalesConfig,
     pub write_behind: WriteBehindConfig,
-    pub realtime: crate::realtime::RealtimeConfig,
+    pub realtime: RealtimeConfig,
     pub scheduler: SchedulerConfig,
     pub fraud: FraudConfig,
     pub log_json: bool,
@@ -561,7 +561,7 @@ impl Config {
             )?,
         };
 
-        let realtime = crate::realtime::RealtimeConfig {
+        let realtime = RealtimeConfig {
             max_rooms: r.ranged(ENV_WS_MAX_ROOMS, DEFAULT_WS_MAX_ROOMS, 1, 1_000)?,
             max_message_bytes: r.ranged(
                 ENV_WS_MAX_MESSAGE_BYTES,
@@ -824,6 +824,20 @@ impl Reader<'_> {
             24 * 3_600_000,
         )?))
     }
+}
+
+/// WebSocket limits.
+#[derive(Debug, Clone)]
+pub struct RealtimeConfig {
+    pub max_rooms: usize,
+    pub max_message_bytes: usize,
+    pub max_per_ip: usize,
+    pub queue: usize,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub send_timeout: Duration,
+    pub allowed_origins: Vec<String>,
+    pub stock_tick: Duration,
 }
 
 #[cfg(test)]

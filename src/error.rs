@@ -1,139 +1,77 @@
-//! The one table of error codes and the error body every endpoint returns.
+//! The one table of stable error codes (HTTP and WebSocket), the store
+//! failures every module shares, and the cause-chain formatter. A leaf.
 //!
 //! Codes are a contract with clients (they match on them); messages are not.
-//! Module errors convert into [`ApiError`] here, and `http::response` renders
-//! it as `{"error":{"code","message","details"}}`. Unexpected errors are logged
-//! with their cause chain once and reach the client only as `INTERNAL`.
+//! Each module returns its own error or outcome enum that names its code;
+//! only `http::error` turns them into the `{"error":{..}}` body, logs the
+//! cause chain of unexpected ones and counts them.
 
 use std::error::Error as StdError;
 use std::fmt;
 
 use http::StatusCode;
-use serde_json::Value;
 
-/// Every stable error code with its HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    ValidationFailed,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    Unauthorized,
-    InvalidToken,
-    InvalidCredentials,
-    Forbidden,
-    RouteNotFound,
-    MethodNotAllowed,
-    UpgradeRequired,
-    NotFound,
-    EmailAlreadyExists,
-    ProductNotFound,
-    FlashSaleNotFound,
-    FlashSaleOverlap,
-    FlashSaleNotStarted,
-    FlashSaleEnded,
-    SoldOut,
-    InsufficientStock,
-    TransactionLimitExceeded,
-    UserPurchaseLimitReached,
-    IdempotencyKeyReused,
-    RateLimited,
-    Blocked,
-    Unavailable,
-    Internal,
+/// Declares the code table once: the enum, its strings, its statuses and `ALL`.
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $code:ident => $text:literal, $status:ident;)*) => {
+        /// Every stable error code with its HTTP status.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $code,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, for documentation and tests.
+            pub const ALL: &'static [ErrorCode] = &[$(Self::$code,)*];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$code => $text,)*
+                }
+            }
+
+            pub const fn status(self) -> StatusCode {
+                match self {
+                    $(Self::$code => StatusCode::$status,)*
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::ValidationFailed => "VALIDATION_FAILED",
-            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
-            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
-            Self::Unauthorized => "UNAUTHORIZED",
-            Self::InvalidToken => "INVALID_TOKEN",
-            Self::InvalidCredentials => "INVALID_CREDENTIALS",
-            Self::Forbidden => "FORBIDDEN",
-            Self::RouteNotFound => "ROUTE_NOT_FOUND",
-            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            Self::UpgradeRequired => "UPGRADE_REQUIRED",
-            Self::NotFound => "NOT_FOUND",
-            Self::EmailAlreadyExists => "EMAIL_ALREADY_EXISTS",
-            Self::ProductNotFound => "PRODUCT_NOT_FOUND",
-            Self::FlashSaleNotFound => "FLASH_SALE_NOT_FOUND",
-            Self::FlashSaleOverlap => "FLASH_SALE_OVERLAP",
-            Self::FlashSaleNotStarted => "FLASH_SALE_NOT_STARTED",
-            Self::FlashSaleEnded => "FLASH_SALE_ENDED",
-            Self::SoldOut => "SOLD_OUT",
-            Self::InsufficientStock => "INSUFFICIENT_STOCK",
-            Self::TransactionLimitExceeded => "TRANSACTION_LIMIT_EXCEEDED",
-            Self::UserPurchaseLimitReached => "USER_PURCHASE_LIMIT_REACHED",
-            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
-            Self::RateLimited => "RATE_LIMITED",
-            Self::Blocked => "BLOCKED",
-            Self::Unavailable => "UNAVAILABLE",
-            Self::Internal => "INTERNAL",
-        }
-    }
-
-    pub const fn status(self) -> StatusCode {
-        match self {
-            Self::ValidationFailed => StatusCode::BAD_REQUEST,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unauthorized | Self::InvalidToken | Self::InvalidCredentials => {
-                StatusCode::UNAUTHORIZED
-            }
-            Self::Forbidden
-            | Self::TransactionLimitExceeded
-            | Self::UserPurchaseLimitReached
-            | Self::Blocked => StatusCode::FORBIDDEN,
-            Self::RouteNotFound
-            | Self::NotFound
-            | Self::ProductNotFound
-            | Self::FlashSaleNotFound => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
-            Self::EmailAlreadyExists
-            | Self::FlashSaleOverlap
-            | Self::FlashSaleNotStarted
-            | Self::FlashSaleEnded
-            | Self::SoldOut
-            | Self::InsufficientStock => StatusCode::CONFLICT,
-            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 26] = [
-        Self::ValidationFailed,
-        Self::PayloadTooLarge,
-        Self::UnsupportedMediaType,
-        Self::Unauthorized,
-        Self::InvalidToken,
-        Self::InvalidCredentials,
-        Self::Forbidden,
-        Self::RouteNotFound,
-        Self::MethodNotAllowed,
-        Self::UpgradeRequired,
-        Self::NotFound,
-        Self::EmailAlreadyExists,
-        Self::ProductNotFound,
-        Self::FlashSaleNotFound,
-        Self::FlashSaleOverlap,
-        Self::FlashSaleNotStarted,
-        Self::FlashSaleEnded,
-        Self::SoldOut,
-        Self::InsufficientStock,
-        Self::TransactionLimitExceeded,
-        Self::UserPurchaseLimitReached,
-        Self::IdempotencyKeyReused,
-        Self::RateLimited,
-        Self::Blocked,
-        Self::Unavailable,
-        Self::Internal,
-    ];
+error_codes! {
+    ValidationFailed => "VALIDATION_FAILED", BAD_REQUEST;
+    PayloadTooLarge => "PAYLOAD_TOO_LARGE", PAYLOAD_TOO_LARGE;
+    UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE", UNSUPPORTED_MEDIA_TYPE;
+    Unauthorized => "UNAUTHORIZED", UNAUTHORIZED;
+    InvalidToken => "INVALID_TOKEN", UNAUTHORIZED;
+    InvalidCredentials => "INVALID_CREDENTIALS", UNAUTHORIZED;
+    Forbidden => "FORBIDDEN", FORBIDDEN;
+    RouteNotFound => "ROUTE_NOT_FOUND", NOT_FOUND;
+    MethodNotAllowed => "METHOD_NOT_ALLOWED", METHOD_NOT_ALLOWED;
+    UpgradeRequired => "UPGRADE_REQUIRED", UPGRADE_REQUIRED;
+    NotFound => "NOT_FOUND", NOT_FOUND;
+    EmailAlreadyExists => "EMAIL_ALREADY_EXISTS", CONFLICT;
+    ProductNotFound => "PRODUCT_NOT_FOUND", NOT_FOUND;
+    FlashSaleNotFound => "FLASH_SALE_NOT_FOUND", NOT_FOUND;
+    FlashSaleOverlap => "FLASH_SALE_OVERLAP", CONFLICT;
+    FlashSaleNotStarted => "FLASH_SALE_NOT_STARTED", CONFLICT;
+    FlashSaleEnded => "FLASH_SALE_ENDED", CONFLICT;
+    SoldOut => "SOLD_OUT", CONFLICT;
+    InsufficientStock => "INSUFFICIENT_STOCK", CONFLICT;
+    TransactionLimitExceeded => "TRANSACTION_LIMIT_EXCEEDED", FORBIDDEN;
+    UserPurchaseLimitReached => "USER_PURCHASE_LIMIT_REACHED", FORBIDDEN;
+    IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED", UNPROCESSABLE_ENTITY;
+    RateLimited => "RATE_LIMITED", TOO_MANY_REQUESTS;
+    Blocked => "BLOCKED", FORBIDDEN;
+    Unavailable => "UNAVAILABLE", SERVICE_UNAVAILABLE;
+    Internal => "INTERNAL", INTERNAL_SERVER_ERROR;
+    /// WebSocket only: a client message that is not a known event.
+    BadMessage => "BAD_MESSAGE", BAD_REQUEST;
+    /// WebSocket only: joining one more room than a connection may hold.
+    RoomLimit => "ROOM_LIMIT", BAD_REQUEST;
+    /// WebSocket only: a client message over the size limit.
+    MessageTooLarge => "MESSAGE_TOO_LARGE", PAYLOAD_TOO_LARGE;
 }
 
 impl fmt::Display for ErrorCode {
@@ -141,81 +79,6 @@ impl fmt::Display for ErrorCode {
         f.write_str(self.as_str())
     }
 }
-
-/// An error on its way to the client.
-#[derive(Debug)]
-pub struct ApiError {
-    pub code: ErrorCode,
-    pub message: String,
-    pub details: Option<Box<Value>>,
-    /// Seconds for a `Retry-After` header (429 and 503).
-    pub retry_after: Option<u64>,
-    /// Further response headers (the RateLimit fields of a 429). Boxed, like
-    /// the details, to keep the error small on the hot path.
-    pub headers: Option<Box<Vec<(&'static str, String)>>>,
-}
-
-impl ApiError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            details: None,
-            retry_after: None,
-            headers: None,
-        }
-    }
-
-    pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(Box::new(details));
-        self
-    }
-
-    pub fn with_header(mut self, name: &'static str, value: String) -> Self {
-        self.headers
-            .get_or_insert_with(Default::default)
-            .push((name, value));
-        self
-    }
-
-    pub fn with_retry_after(mut self, secs: u64) -> Self {
-        self.retry_after = Some(secs.max(1));
-        self
-    }
-
-    pub fn validation(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::ValidationFailed, message)
-    }
-
-    /// A validation failure on one field.
-    pub fn field(field: &str, message: impl Into<String>) -> Self {
-        let message = message.into();
-        Self::new(ErrorCode::ValidationFailed, format!("{field}: {message}"))
-            .with_details(serde_json::json!({ "field": field }))
-    }
-
-    pub fn unavailable() -> Self {
-        Self::new(
-            ErrorCode::Unavailable,
-            "the service is temporarily unavailable, retry shortly",
-        )
-        .with_retry_after(1)
-    }
-
-    /// Logs an unexpected error with its cause chain and hides it from the client.
-    pub fn internal(context: &str, err: &(dyn StdError + 'static)) -> Self {
-        tracing::error!(error = %ErrorChain(err), "{context}");
-        Self::new(ErrorCode::Internal, "internal error")
-    }
-}
-
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
-    }
-}
-
-impl StdError for ApiError {}
 
 /// Formats an error with every `source()` in one line: `a: b: c`.
 #[derive(Debug)]
@@ -276,30 +139,6 @@ impl StoreError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        crate::metrics::store_error(&e);
-        if e.is_unavailable() {
-            tracing::warn!(error = %ErrorChain(&e), "store unavailable");
-            ApiError::unavailable()
-        } else {
-            ApiError::internal("store error", &e)
-        }
-    }
-}
-
-impl From<fred::error::Error> for ApiError {
-    fn from(e: fred::error::Error) -> Self {
-        StoreError::from(e).into()
-    }
-}
-
-impl From<mongodb::error::Error> for ApiError {
-    fn from(e: mongodb::error::Error) -> Self {
-        StoreError::from(e).into()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,15 +183,5 @@ mod tests {
         assert_eq!(ErrorCode::UserPurchaseLimitReached.status(), 403);
         assert_eq!(ErrorCode::RateLimited.status(), 429);
         assert_eq!(ErrorCode::Unavailable.status(), 503);
-    }
-
-    #[test]
-    fn retry_after_is_at_least_one_second() {
-        assert_eq!(
-            ApiError::new(ErrorCode::RateLimited, "x")
-                .with_retry_after(0)
-                .retry_after,
-            Some(1)
-        );
     }
 }

@@ -15,9 +15,14 @@ use mongodb::bson::oid::ObjectId;
 use serde::Serialize;
 
 use crate::auth::UserStore;
-use crate::engine::{PurchaseEngine, SaleKeys};
+use crate::engine::SaleKeys;
 use crate::error::StoreError;
 use crate::ids::SaleId;
+use crate::redis::Script;
+
+/// `lua/leaderboard.lua`: one page of buyers by first purchase, read-only.
+pub static LEADERBOARD: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new("leaderboard", include_str!("../lua/leaderboard.lua")));
 
 /// Most profiles kept; the cache is cleared when it grows past this.
 const CACHE_CAP: usize = 200_000;
@@ -37,15 +42,15 @@ type Profile = Option<(String, String)>;
 
 #[derive(Debug)]
 pub struct Leaderboard {
-    engine: PurchaseEngine,
+    pool: fred::prelude::Pool,
     users: UserStore,
     profiles: Mutex<HashMap<ObjectId, Profile>>,
 }
 
 impl Leaderboard {
-    pub fn new(engine: PurchaseEngine, users: UserStore) -> Self {
+    pub fn new(pool: fred::prelude::Pool, users: UserStore) -> Self {
         Self {
-            engine,
+            pool,
             users,
             profiles: Mutex::new(HashMap::new()),
         }
@@ -59,12 +64,9 @@ impl Leaderboard {
         limit: u64,
     ) -> Result<Option<Vec<LeaderboardEntry>>, StoreError> {
         let keys = SaleKeys::new(sale);
-        let reply: Vec<Value> = self
-            .engine
-            .scripts()
-            .leaderboard
+        let reply: Vec<Value> = LEADERBOARD
             .call(
-                self.engine.pool(),
+                &self.pool,
                 vec![keys.stock, keys.leaderboard, keys.buyers],
                 vec![offset.to_string(), limit.to_string()],
             )

@@ -29,6 +29,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod fraud;
+pub mod hot;
 pub mod http;
 pub mod ids;
 pub mod leaderboard;
@@ -40,7 +41,9 @@ pub mod redis;
 pub mod sales;
 pub mod scheduler;
 pub mod shutdown;
+pub mod state;
 pub mod telemetry;
 
-pub use app::{App, AppState};
+pub use app::App;
 pub use config::Config;
+pub use state::AppState;

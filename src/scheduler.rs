@@ -11,10 +11,13 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::PurchaseEngine;
+use fred::prelude::Pool;
+
 use crate::error::{ErrorChain, StoreError};
+use crate::hot::HotSales;
 use crate::ids::SaleId;
 use crate::realtime::{LifecycleEvent, publish_lifecycle};
+use crate::redis::lease::Lease;
 use crate::sales::{EndReason, FlashSale, SaleStatus, SaleStore};
 
 /// What one step did.
@@ -26,86 +29,42 @@ pub enum TickOutcome {
 
 #[derive(Debug)]
 pub struct Scheduler {
-    engine: PurchaseEngine,
+    pool: Pool,
+    hot: HotSales,
     sales: SaleStore,
-    lease_key: String,
-    epoch_key: String,
-    instance: String,
-    ttl: Duration,
+    /// Leadership: held by at most one instance, with a fencing epoch.
+    lease: Lease,
     tick: Duration,
-    /// The lease token and epoch while this instance leads.
-    lease: Option<(String, i64)>,
 }
 
 impl Scheduler {
     pub fn new(
-        engine: PurchaseEngine,
+        pool: Pool,
+        hot: HotSales,
         sales: SaleStore,
-        lock_key: &str,
+        lease_key: &str,
         instance: String,
         ttl: Duration,
         tick: Duration,
     ) -> Self {
-        // One hash tag, so lease and epoch live in one Cluster slot.
-        let tag = if lock_key.contains('{') {
-            lock_key.to_owned()
-        } else {
-            format!("{{{lock_key}}}")
-        };
         Self {
-            engine,
+            lease: Lease::new(pool.clone(), lease_key, instance, ttl),
+            pool,
+            hot,
             sales,
-            epoch_key: format!("{tag}:epoch"),
-            lease_key: tag,
-            instance,
-            ttl,
             tick,
-            lease: None,
         }
-    }
-
-    pub fn is_leader(&self) -> bool {
-        self.lease.is_some()
     }
 
     /// Keeps or takes the lease, then, as leader, applies due transitions.
     pub async fn tick_once(&mut self) -> Result<TickOutcome, StoreError> {
-        let ttl = self.ttl.as_millis().to_string();
-        let scripts = self.engine.scripts();
-        if let Some((token, _)) = &self.lease {
-            let renewed: i64 = scripts
-                .lease_renew
-                .call(
-                    self.engine.pool(),
-                    vec![self.lease_key.clone()],
-                    vec![token.clone(), ttl.clone()],
-                )
-                .await?;
-            if renewed != 1 {
-                tracing::warn!(instance = %self.instance, "scheduler lease lost");
-                self.lease = None;
-            }
-        }
-        if self.lease.is_none() {
-            let epoch: i64 = scripts
-                .lease_acquire
-                .call(
-                    self.engine.pool(),
-                    vec![self.lease_key.clone(), self.epoch_key.clone()],
-                    vec![self.instance.clone(), ttl],
-                )
-                .await?;
-            if epoch > 0 {
-                tracing::info!(instance = %self.instance, epoch, "became scheduler leader");
-                self.lease = Some((format!("{}:{epoch}", self.instance), epoch));
-            }
-        }
-        metrics::gauge!(crate::metrics::SCHEDULER_LEADER).set(if self.lease.is_some() {
+        let epoch = self.lease.keep().await?;
+        metrics::gauge!(crate::metrics::SCHEDULER_LEADER).set(if epoch.is_some() {
             1.0
         } else {
             0.0
         });
-        let Some((_, epoch)) = self.lease else {
+        let Some(epoch) = epoch else {
             return Ok(TickOutcome::Follower);
         };
         let transitions = self.transitions(epoch).await?;
@@ -113,7 +72,7 @@ impl Scheduler {
     }
 
     async fn transitions(&self, epoch: i64) -> Result<usize, StoreError> {
-        let now = self.engine.redis_time_ms().await?;
+        let now = crate::redis::time_ms(&self.pool).await?;
         let mut n = 0;
         for sale in self.sales.due_to_start(now).await? {
             if self
@@ -142,7 +101,7 @@ impl Scheduler {
         }
         let running = self.sales.running(now).await?;
         let ids: Vec<SaleId> = running.iter().map(FlashSale::sale_id).collect();
-        let stock = self.engine.available_many(&ids).await?;
+        let stock = self.hot.available_many(&ids).await?;
         for ((id, units), sale) in ids.into_iter().zip(stock).zip(&running) {
             if let Some(u) = units {
                 let label = id.hex();
@@ -184,7 +143,7 @@ impl Scheduler {
 
     async fn announce(&self, ev: &LifecycleEvent) {
         tracing::info!(sale = %ev.flash_sale_id, event = %ev.event, reason = ?ev.reason, "sale lifecycle");
-        if let Err(e) = publish_lifecycle(self.engine.pool(), ev).await {
+        if let Err(e) = publish_lifecycle(&self.pool, ev).await {
             tracing::warn!(error = %ErrorChain(&e), "failed to publish a lifecycle event");
         }
     }
@@ -192,9 +151,7 @@ impl Scheduler {
     /// Gives up the lease so another instance can lead at once.
     pub async fn release(&mut self) {
         metrics::gauge!(crate::metrics::SCHEDULER_LEADER).set(0.0);
-        if let Some((token, _)) = self.lease.take()
-            && let Err(e) = self.engine.unlock(&self.lease_key, &token).await
-        {
+        if let Err(e) = self.lease.release().await {
             tracing::warn!(error = %ErrorChain(&e), "failed to release the scheduler lease; it expires by itself");
         }
     }

@@ -1,5 +1,5 @@
 //! Accounts and access: password hashing, JWTs, roles, the user store, and the
-//! `CurrentUser` taken once from a request's bearer token.
+//! `CurrentUser` a verified token stands for (the HTTP layer reads the token).
 
 mod jwt;
 mod password;
@@ -13,11 +13,30 @@ pub use role::Role;
 pub use token_cache::TokenCache;
 pub use users::{NewUser, User, UserError, UserStore, normalize_email};
 
-use http::HeaderMap;
-
-use crate::error::{ApiError, ErrorCode};
-use crate::http::extract::bearer;
+use crate::error::ErrorCode;
 use crate::ids::UserId;
+
+/// Why a caller is not let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("a bearer token is required")]
+    MissingToken,
+    #[error("the token is invalid or expired")]
+    InvalidToken,
+    #[error("this operation needs the admin role")]
+    NotAdmin,
+}
+
+impl AuthError {
+    /// The stable error code the client sees.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            Self::MissingToken => ErrorCode::Unauthorized,
+            Self::InvalidToken => ErrorCode::InvalidToken,
+            Self::NotAdmin => ErrorCode::Forbidden,
+        }
+    }
+}
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -29,25 +48,14 @@ pub struct CurrentUser {
 }
 
 impl CurrentUser {
-    /// Reads and verifies the bearer token: 401 when missing or invalid.
-    pub fn from_headers(keys: &Keys, headers: &HeaderMap) -> Result<Self, ApiError> {
-        let token = bearer(headers)
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "a bearer token is required"))?;
-        Self::from_token(keys, token)
-    }
-
     /// Verifies a token, or recognises one verified before (see
     /// [`Keys::tokens`]); expiry is checked either way.
-    pub fn from_token(keys: &Keys, token: &str) -> Result<Self, ApiError> {
+    pub fn from_token(keys: &Keys, token: &str) -> Result<Self, AuthError> {
         if let Some(user) = keys.tokens().get(token) {
             return Ok(user);
         }
-        let claims = keys.verify(token).map_err(|_| {
-            ApiError::new(ErrorCode::InvalidToken, "the token is invalid or expired")
-        })?;
-        let id = UserId::parse(&claims.sub).map_err(|_| {
-            ApiError::new(ErrorCode::InvalidToken, "the token is invalid or expired")
-        })?;
+        let claims = keys.verify(token).map_err(|_| AuthError::InvalidToken)?;
+        let id = UserId::parse(&claims.sub).map_err(|_| AuthError::InvalidToken)?;
         let user = Self {
             id,
             role: claims.role,
@@ -58,14 +66,11 @@ impl CurrentUser {
     }
 
     /// 403 unless the caller is an admin.
-    pub fn require_admin(&self) -> Result<(), ApiError> {
+    pub fn require_admin(&self) -> Result<(), AuthError> {
         if self.role == Role::Admin {
             Ok(())
         } else {
-            Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "this operation needs the admin role",
-            ))
+            Err(AuthError::NotAdmin)
         }
     }
 

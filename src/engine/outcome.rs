@@ -1,6 +1,8 @@
 //! The purchase script's reply, decoded into an outcome enum.
 //! Business refusals are outcomes, not errors.
 
+use crate::error::ErrorCode;
+
 /// An accepted (or replayed) order as the script recorded it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placed {
@@ -11,10 +13,24 @@ pub struct Placed {
     pub quantity: i64,
 }
 
+/// What a purchase came to: an order (new or replayed), or a refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PurchaseOutcome {
-    Accepted { order: Placed, user_total: i64 },
-    Duplicate { order: Placed },
+    Accepted {
+        order: Placed,
+        user_total: i64,
+    },
+    /// A retry with the same Idempotency-Key: the first order, nothing sold.
+    Duplicate {
+        order: Placed,
+    },
+    Refused(Refusal),
+}
+
+/// Why a purchase sold nothing. A type of its own, so code that renders a
+/// refusal cannot be handed a success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
     NotFound,
     NotStarted { start_ms: i64 },
     Ended { end_ms: i64, cancelled: bool },
@@ -48,21 +64,21 @@ impl PurchaseOutcome {
                 },
                 user_total: at(5)?,
             },
-            1 => Self::NotFound,
-            2 => Self::NotStarted { start_ms: at(1)? },
-            3 => Self::Ended {
+            1 => Self::Refused(Refusal::NotFound),
+            2 => Self::Refused(Refusal::NotStarted { start_ms: at(1)? }),
+            3 => Self::Refused(Refusal::Ended {
                 end_ms: at(1)?,
                 cancelled: at(2)? == 1,
-            },
-            4 => Self::SoldOut,
-            5 => Self::InsufficientStock { available: at(1)? },
-            6 => Self::TransactionLimit {
+            }),
+            4 => Self::Refused(Refusal::SoldOut),
+            5 => Self::Refused(Refusal::InsufficientStock { available: at(1)? }),
+            6 => Self::Refused(Refusal::TransactionLimit {
                 max_per_transaction: at(1)?,
-            },
-            7 => Self::UserLimit {
+            }),
+            7 => Self::Refused(Refusal::UserLimit {
                 remaining: at(1)?,
                 max_per_user: at(2)?,
-            },
+            }),
             8 => Self::Duplicate {
                 order: Placed {
                     seq: at(1)?,
@@ -72,16 +88,16 @@ impl PurchaseOutcome {
                     quantity: at(5)?,
                 },
             },
-            9 => Self::IdempotencyMismatch {
+            9 => Self::Refused(Refusal::IdempotencyMismatch {
                 first_quantity: at(1)?,
-            },
-            10 => Self::AttemptLimit {
+            }),
+            10 => Self::Refused(Refusal::AttemptLimit {
                 limit: at(1)?,
                 retry_after_ms: at(2)?,
-            },
-            11 => Self::IpAccountLimit {
+            }),
+            11 => Self::Refused(Refusal::IpAccountLimit {
                 max_accounts: at(1)?,
-            },
+            }),
             _ => return Err(bad()),
         })
     }
@@ -91,6 +107,31 @@ impl PurchaseOutcome {
         match self {
             Self::Accepted { .. } => "accepted",
             Self::Duplicate { .. } => "duplicate",
+            Self::Refused(r) => r.label(),
+        }
+    }
+}
+
+impl Refusal {
+    /// The stable error code the client sees.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound => ErrorCode::FlashSaleNotFound,
+            Self::NotStarted { .. } => ErrorCode::FlashSaleNotStarted,
+            Self::Ended { .. } => ErrorCode::FlashSaleEnded,
+            Self::SoldOut => ErrorCode::SoldOut,
+            Self::InsufficientStock { .. } => ErrorCode::InsufficientStock,
+            Self::TransactionLimit { .. } => ErrorCode::TransactionLimitExceeded,
+            Self::UserLimit { .. } => ErrorCode::UserPurchaseLimitReached,
+            Self::IdempotencyMismatch { .. } => ErrorCode::IdempotencyKeyReused,
+            Self::AttemptLimit { .. } => ErrorCode::RateLimited,
+            Self::IpAccountLimit { .. } => ErrorCode::Blocked,
+        }
+    }
+
+    /// The metric/log label of this refusal.
+    pub fn label(&self) -> &'static str {
+        match self {
             Self::NotFound => "not_found",
             Self::NotStarted { .. } => "not_started",
             Self::Ended { .. } => "ended",
@@ -127,39 +168,39 @@ mod tests {
         );
         assert_eq!(
             PurchaseOutcome::decode(&[1], 1).unwrap(),
-            PurchaseOutcome::NotFound
+            PurchaseOutcome::Refused(Refusal::NotFound)
         );
         assert_eq!(
             PurchaseOutcome::decode(&[2, 10, 5], 1).unwrap(),
-            PurchaseOutcome::NotStarted { start_ms: 10 }
+            PurchaseOutcome::Refused(Refusal::NotStarted { start_ms: 10 })
         );
         assert_eq!(
             PurchaseOutcome::decode(&[3, 10, 1], 1).unwrap(),
-            PurchaseOutcome::Ended {
+            PurchaseOutcome::Refused(Refusal::Ended {
                 end_ms: 10,
                 cancelled: true
-            }
+            })
         );
         assert_eq!(
             PurchaseOutcome::decode(&[4], 1).unwrap(),
-            PurchaseOutcome::SoldOut
+            PurchaseOutcome::Refused(Refusal::SoldOut)
         );
         assert_eq!(
             PurchaseOutcome::decode(&[5, 1], 2).unwrap(),
-            PurchaseOutcome::InsufficientStock { available: 1 }
+            PurchaseOutcome::Refused(Refusal::InsufficientStock { available: 1 })
         );
         assert_eq!(
             PurchaseOutcome::decode(&[6, 2], 3).unwrap(),
-            PurchaseOutcome::TransactionLimit {
+            PurchaseOutcome::Refused(Refusal::TransactionLimit {
                 max_per_transaction: 2
-            }
+            })
         );
         assert_eq!(
             PurchaseOutcome::decode(&[7, 1, 3], 2).unwrap(),
-            PurchaseOutcome::UserLimit {
+            PurchaseOutcome::Refused(Refusal::UserLimit {
                 remaining: 1,
                 max_per_user: 3
-            }
+            })
         );
         assert_eq!(
             PurchaseOutcome::decode(&[8, 7, 3, 99, 500, 2], 2).unwrap(),
@@ -167,18 +208,18 @@ mod tests {
         );
         assert_eq!(
             PurchaseOutcome::decode(&[10, 30, 900], 1).unwrap(),
-            PurchaseOutcome::AttemptLimit {
+            PurchaseOutcome::Refused(Refusal::AttemptLimit {
                 limit: 30,
                 retry_after_ms: 900
-            }
+            })
         );
         assert_eq!(
             PurchaseOutcome::decode(&[11, 4], 1).unwrap(),
-            PurchaseOutcome::IpAccountLimit { max_accounts: 4 }
+            PurchaseOutcome::Refused(Refusal::IpAccountLimit { max_accounts: 4 })
         );
         assert_eq!(
             PurchaseOutcome::decode(&[9, 1], 2).unwrap(),
-            PurchaseOutcome::IdempotencyMismatch { first_quantity: 1 }
+            PurchaseOutcome::Refused(Refusal::IdempotencyMismatch { first_quantity: 1 })
         );
     }
 

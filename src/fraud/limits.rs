@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::error::{ApiError, ErrorCode};
-
 /// A refused request: which limit and when to retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limited {
@@ -21,23 +19,6 @@ pub struct Limited {
     pub limit: u32,
     pub window_secs: u64,
     pub retry_after_secs: u64,
-}
-
-impl Limited {
-    /// 429 RATE_LIMITED with Retry-After and the IETF RateLimit fields.
-    pub fn into_api_error(self) -> ApiError {
-        ApiError::new(ErrorCode::RateLimited, "too many requests, slow down")
-            .with_details(serde_json::json!({ "limit": self.name, "retryAfterSeconds": self.retry_after_secs }))
-            .with_retry_after(self.retry_after_secs)
-            .with_header(
-                "ratelimit-policy",
-                format!("\"{}\";q={};w={}", self.name, self.limit, self.window_secs),
-            )
-            .with_header(
-                "ratelimit",
-                format!("\"{}\";r=0;t={}", self.name, self.retry_after_secs.max(1)),
-            )
-    }
 }
 
 #[derive(Debug)]
@@ -165,9 +146,6 @@ mod tests {
         assert_eq!(e.name, "t");
         assert!(e.retry_after_secs >= 1);
         assert!(l.check(&2).is_ok(), "other keys are independent");
-        let api = e.into_api_error();
-        assert_eq!(api.code, ErrorCode::RateLimited);
-        assert!(api.retry_after.is_some());
     }
 
     #[test]

@@ -25,8 +25,8 @@ use ipnet::IpNet;
 
 use crate::auth::CurrentUser;
 use crate::config::{FraudConfig, RuleAction};
-use crate::engine::PurchaseOutcome;
-use crate::error::{ApiError, ErrorCode};
+use crate::engine::{PurchaseOutcome, Refusal};
+use crate::error::ErrorCode;
 use crate::ids::{SaleId, UserId};
 use crate::net::ip_key;
 
@@ -46,8 +46,30 @@ pub struct Fraud {
     cfg: FraudConfig,
 }
 
-fn blocked(rule: &str, message: &str) -> ApiError {
-    ApiError::new(ErrorCode::Blocked, message).with_details(serde_json::json!({ "rule": rule }))
+/// Why an abuse control refused a request before any work was done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// A deny rule, the blocklist or a blocking fraud rule (`BLOCKED`, 403).
+    Blocked { rule: String, message: &'static str },
+    /// A rate limit (`RATE_LIMITED`, 429 with Retry-After).
+    Limited(Limited),
+}
+
+impl Denied {
+    /// The stable error code the client sees.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Blocked { .. } => ErrorCode::Blocked,
+            Self::Limited(_) => ErrorCode::RateLimited,
+        }
+    }
+}
+
+fn blocked(rule: &str, message: &'static str) -> Denied {
+    Denied::Blocked {
+        rule: rule.to_owned(),
+        message,
+    }
 }
 
 impl Fraud {
@@ -74,7 +96,7 @@ impl Fraud {
     }
 
     /// IP rules, applied to every request before any work.
-    pub fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), Denied> {
         if self.is_trusted(ip) {
             return Ok(());
         }
@@ -97,12 +119,12 @@ impl Fraud {
         ip: IpAddr,
         user: Option<UserId>,
         sale: Option<SaleId>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Denied> {
         result.map_err(|l| {
             metrics::counter!(crate::metrics::RATE_LIMITED_TOTAL, "limit" => l.name).increment(1);
             self.log
                 .record_sampled(FraudEvent::blocked(l.name, user, ip, sale));
-            l.into_api_error()
+            Denied::Limited(l)
         })
     }
 
@@ -112,7 +134,7 @@ impl Fraud {
         user: &CurrentUser,
         ip: IpAddr,
         sale: SaleId,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Denied> {
         if self.blocklist.is_user_blocked(user.id) {
             self.log.record(FraudEvent::blocked(
                 "blocklist-user",
@@ -180,7 +202,7 @@ impl Fraud {
         Ok(())
     }
 
-    fn rule(&self, action: RuleAction, mut ev: FraudEvent) -> Result<(), ApiError> {
+    fn rule(&self, action: RuleAction, mut ev: FraudEvent) -> Result<(), Denied> {
         match action {
             RuleAction::Off => Ok(()),
             RuleAction::Record => {
@@ -206,22 +228,25 @@ impl Fraud {
         sale: SaleId,
         outcome: &PurchaseOutcome,
     ) {
-        match outcome {
-            PurchaseOutcome::TransactionLimit { .. }
-            | PurchaseOutcome::UserLimit { .. }
-            | PurchaseOutcome::InsufficientStock { .. }
-            | PurchaseOutcome::NotStarted { .. }
-            | PurchaseOutcome::IdempotencyMismatch { .. }
+        let PurchaseOutcome::Refused(refusal) = outcome else {
+            return;
+        };
+        match *refusal {
+            Refusal::TransactionLimit { .. }
+            | Refusal::UserLimit { .. }
+            | Refusal::InsufficientStock { .. }
+            | Refusal::NotStarted { .. }
+            | Refusal::IdempotencyMismatch { .. }
                 if self.cfg.rule_refusal_burst != RuleAction::Off =>
             {
                 self.velocity.note_refusal(user);
             }
-            PurchaseOutcome::IpAccountLimit { max_accounts } => {
+            Refusal::IpAccountLimit { max_accounts } => {
                 let mut ev = FraudEvent::blocked("multi-account-ip", Some(user), ip, Some(sale));
                 ev.details = serde_json::json!({ "maxAccountsPerIp": max_accounts });
                 self.log.record(ev);
             }
-            PurchaseOutcome::AttemptLimit { limit, .. } => {
+            Refusal::AttemptLimit { limit, .. } => {
                 let mut ev = FraudEvent::blocked("attempts-per-sale", Some(user), ip, Some(sale));
                 ev.details = serde_json::json!({ "limit": limit });
                 self.log.record_sampled(ev);

@@ -1,5 +1,6 @@
 //! Reading requests: size-limited strict JSON bodies, query strings, the
-//! bearer token (the client's address is `crate::net::client_ip`).
+//! bearer token and the caller it stands for (the client's address is
+//! `crate::net::client_ip`).
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -8,7 +9,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 
-use crate::error::{ApiError, ErrorCode};
+use crate::auth::{AuthError, CurrentUser, Keys};
+use crate::error::ErrorCode;
+use crate::http::error::ApiError;
 
 /// Reads the whole body, refusing more than `limit` bytes with 413.
 pub async fn body_bytes(
@@ -130,6 +133,13 @@ impl Query {
             },
         }
     }
+}
+
+/// The caller a request's bearer token stands for: 401 when it is missing
+/// or invalid.
+pub fn current_user(keys: &Keys, headers: &HeaderMap) -> Result<CurrentUser, AuthError> {
+    let token = bearer(headers).ok_or(AuthError::MissingToken)?;
+    CurrentUser::from_token(keys, token)
 }
 
 /// The token of an `Authorization: Bearer <token>` header.

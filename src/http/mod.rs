@@ -1,5 +1,7 @@
-//! HTTP: the hyper server, the router, request extraction and responses.
+//! HTTP: the hyper server, the router, request extraction, handlers, and the
+//! one place errors become responses (`error`, rendered by `response`).
 
+pub mod error;
 pub mod extract;
 pub mod handlers;
 pub mod response;

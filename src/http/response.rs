@@ -8,7 +8,8 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ErrorCode;
+use crate::http::error::ApiError;
 
 pub type Body = Full<Bytes>;
 pub type HttpResponse = Response<Body>;

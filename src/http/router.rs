@@ -11,8 +11,9 @@ use hyper::body::Incoming;
 
 use super::handlers;
 use super::response::{HttpResponse, error};
-use crate::app::AppState;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ErrorCode;
+use crate::http::error::ApiError;
+use crate::state::AppState;
 
 /// A route template and the methods it answers.
 #[derive(Debug, Clone, Copy)]
@@ -298,7 +299,7 @@ async fn dispatch(
     if !matches!(route, Route::Healthz | Route::Readyz | Route::Metrics)
         && let Err(e) = state.fraud.check_ip(ip)
     {
-        return error(&e);
+        return error(&e.into());
     }
     // Admission control: past the in-flight limit, refuse at once rather than
     // queue until the client times out. Probes and metrics are never refused.
@@ -320,7 +321,7 @@ async fn dispatch(
         }
     };
     let result = match (&method, route) {
-        (&Method::GET, Route::Root | Route::Ws) => crate::realtime::upgrade(state, req, peer),
+        (&Method::GET, Route::Root | Route::Ws) => super::handlers::ws::upgrade(state, req, peer),
         (&Method::GET, Route::Metrics) => handlers::health::metrics(),
         (&Method::GET | &Method::HEAD, Route::Healthz) => handlers::health::healthz(),
         (&Method::GET | &Method::HEAD, Route::Readyz) => handlers::health::readyz(state).await,

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::router;
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Serves connections from `listener` until `stop` is cancelled, then lets
 /// open connections finish for up to `grace`.

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ErrorCode;
+
 /// Messages a client sends.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "event", content = "data", deny_unknown_fields)]
@@ -47,10 +49,11 @@ pub enum ServerMessage {
 }
 
 impl ServerMessage {
-    pub fn error(code: &str, message: impl Into<String>) -> Self {
+    /// An `error` event with a code from the one table (`crate::error`).
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Error {
             message: message.into(),
-            code: code.to_owned(),
+            code: code.as_str().to_owned(),
         }
     }
 
@@ -107,7 +110,7 @@ mod tests {
             serde_json::to_value(&e).unwrap(),
             json!({"event":"flashSaleEnded","data":{"flashSaleId":"s","reason":"sold-out"}})
         );
-        let err = ServerMessage::error("BAD_MESSAGE", "nope");
+        let err = ServerMessage::error(ErrorCode::BadMessage, "nope");
         assert_eq!(
             serde_json::to_value(&err).unwrap(),
             json!({"event":"error","data":{"message":"nope","code":"BAD_MESSAGE"}})

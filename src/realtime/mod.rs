@@ -1,4 +1,4 @@
-//! Real time: the WebSocket endpoint, the per-sale hub, and the sources that
+//! Real time: the WebSocket sockets, the per-sale hub, and the sources that
 //! feed it (Redis keyspace notifications for stock, pub/sub for lifecycle
 //! events published by the scheduler on any instance).
 
@@ -12,4 +12,4 @@ pub use messages::{ClientMessage, SaleRef, ServerMessage};
 pub use source::{
     EVENTS_CHANNEL, LifecycleEvent, Source, check_keyspace_config, publish_lifecycle,
 };
-pub use ws::{RealtimeConfig, upgrade};
+pub use ws::{RealtimeConfig, Sockets};

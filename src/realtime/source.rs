@@ -17,8 +17,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use super::{Hub, ServerMessage};
-use crate::engine::{PurchaseEngine, SaleKeys};
+use crate::engine::SaleKeys;
 use crate::error::{ErrorChain, StoreError};
+use crate::hot::HotSales;
 use crate::ids::SaleId;
 
 /// The pub/sub channel of lifecycle events.
@@ -145,7 +146,7 @@ pub struct Source {
     /// On a cluster: one subscriber per primary for its keyspace notifications.
     nodes: Vec<SubscriberClient>,
     hub: Arc<Hub>,
-    engine: PurchaseEngine,
+    hot: HotSales,
     blocklist: Arc<crate::fraud::Blocklist>,
     tick: Duration,
 }
@@ -155,7 +156,7 @@ impl Source {
         subscriber: SubscriberClient,
         nodes: Vec<SubscriberClient>,
         hub: Arc<Hub>,
-        engine: PurchaseEngine,
+        hot: HotSales,
         blocklist: Arc<crate::fraud::Blocklist>,
         tick: Duration,
     ) -> Self {
@@ -163,7 +164,7 @@ impl Source {
             subscriber,
             nodes,
             hub,
-            engine,
+            hot,
             blocklist,
             tick,
         }
@@ -324,7 +325,7 @@ impl Source {
     }
 
     async fn refresh(&self, sales: &[SaleId]) {
-        match self.engine.available_many(sales).await {
+        match self.hot.available_many(sales).await {
             Ok(levels) => {
                 for (sale, units) in sales.iter().zip(levels) {
                     if let Some(units) = units {

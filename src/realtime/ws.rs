@@ -1,120 +1,58 @@
-//! The WebSocket endpoint on the HTTP port (`/` and `/ws`): handshake checks
-//! (token, Origin, connections per IP), then one task per socket with a
+//! One task per WebSocket (the handshake is `http::handlers::ws`), with a
 //! bounded outgoing queue. A client too slow to drain its queue is dropped,
 //! never waited for. Sockets close with 1001 when the service shuts down.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use http::Request;
-use hyper::body::Incoming;
+use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use hyper_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use hyper_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::hub::Hub;
+use super::hub::{Hub, IpSlot};
 use super::messages::{ClientMessage, ServerMessage};
-use crate::app::AppState;
 use crate::auth::CurrentUser;
-use crate::error::{ApiError, ErrorCode};
-use crate::http::extract::{self, Query};
-use crate::http::response::HttpResult;
+pub use crate::config::RealtimeConfig;
+use crate::error::ErrorCode;
+use crate::hot::HotSales;
 use crate::ids::SaleId;
 
-/// WebSocket limits.
-#[derive(Debug, Clone)]
-pub struct RealtimeConfig {
-    pub max_rooms: usize,
-    pub max_message_bytes: usize,
-    pub max_per_ip: usize,
-    pub queue: usize,
-    pub ping_interval: Duration,
-    pub idle_timeout: Duration,
-    pub send_timeout: Duration,
-    pub allowed_origins: Vec<String>,
-    pub stock_tick: Duration,
+/// What every socket task shares: the hub, the sales' hot state (for the
+/// snapshot on join) and the limits. One per instance, behind an `Arc`.
+#[derive(Debug)]
+pub struct Sockets {
+    pub hub: Arc<Hub>,
+    pub hot: HotSales,
+    pub cfg: RealtimeConfig,
 }
 
-/// Handles `GET /` or `/ws`: checks the handshake and upgrades.
-pub fn upgrade(state: &Arc<AppState>, mut req: Request<Incoming>, peer: SocketAddr) -> HttpResult {
-    let cfg = &state.config.realtime;
-    if !hyper_tungstenite::is_upgrade_request(&req) {
-        return Err(ApiError::new(
-            ErrorCode::UpgradeRequired,
-            "this endpoint speaks WebSocket; send an Upgrade: websocket request",
-        ));
+impl Sockets {
+    /// Runs an upgraded socket for `user` on the hub's task tracker. `slot`
+    /// is the connection's place in the per-address count, held until the
+    /// socket ends.
+    pub fn spawn(self: &Arc<Self>, websocket: HyperWebsocket, user: CurrentUser, slot: IpSlot) {
+        let sockets = self.clone();
+        self.hub.tracker.clone().spawn(async move {
+            let _slot = slot;
+            match websocket.await {
+                Ok(ws) => Connection::new(sockets, user).run(ws).await,
+                Err(e) => tracing::debug!(error = %e, "websocket handshake failed"),
+            }
+        });
     }
-    if !cfg.allowed_origins.is_empty() {
-        let origin = req.headers().get("origin").and_then(|o| o.to_str().ok());
-        if let Some(origin) = origin
-            && !cfg.allowed_origins.iter().any(|a| a == origin)
-        {
-            return Err(ApiError::new(ErrorCode::Forbidden, "origin not allowed"));
-        }
-    }
-    let token = match extract::bearer(req.headers()) {
-        Some(t) => t.to_owned(),
-        None => {
-            let q = Query::parse(req.uri().query(), &["token"])?;
-            q.get("token").map(str::to_owned).ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::Unauthorized,
-                    "a token is required (Authorization header or ?token=)",
-                )
-            })?
-        }
-    };
-    let user = CurrentUser::from_token(&state.keys, &token)?;
-    let ip = crate::net::client_ip(peer.ip(), req.headers(), &state.config.http.trust_proxy);
-    let Some(slot) = state.hub.admit(ip) else {
-        return Err(ApiError::new(
-            ErrorCode::RateLimited,
-            "too many WebSocket connections from this address",
-        )
-        .with_retry_after(5));
-    };
-    // tungstenite allocates (and zero-fills) the whole read buffer for every
-    // connection up front. Clients send only small join/leave messages, so
-    // 1 KiB is one read for any of them; a larger frame grows the buffer.
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(64 * 1024)
-        .max_message_size(Some(cfg.max_message_bytes))
-        .max_frame_size(Some(cfg.max_message_bytes));
-    let (response, websocket) = hyper_tungstenite::upgrade(&mut req, Some(ws_config))
-        .map_err(|_| ApiError::validation("invalid WebSocket handshake"))?;
-    let state = state.clone();
-    state.hub.tracker.clone().spawn(async move {
-        let _slot = slot;
-        if let Err(e) = serve(websocket, &state, user).await {
-            tracing::debug!(error = %e, "websocket ended with an error");
-        }
-    });
-    Ok(response)
-}
-
-async fn serve(
-    websocket: HyperWebsocket,
-    state: &Arc<AppState>,
-    user: CurrentUser,
-) -> Result<(), tungstenite::Error> {
-    let ws = websocket.await?;
-    let _ = user;
-    Connection::new(state.clone()).run(ws).await;
-    Ok(())
 }
 
 /// One socket's state.
 struct Connection {
-    state: Arc<AppState>,
+    sockets: Arc<Sockets>,
+    /// Who opened the socket (its token was verified at the handshake).
+    user: CurrentUser,
     hub: Arc<Hub>,
     /// Cancelled when the service shuts down.
     shutdown: CancellationToken,
@@ -134,18 +72,19 @@ fn close(code: CloseCode, reason: &'static str) -> Message {
 }
 
 impl Connection {
-    fn new(state: Arc<AppState>) -> Self {
-        let hub = state.hub.clone();
+    fn new(sockets: Arc<Sockets>, user: CurrentUser) -> Self {
+        let hub = sockets.hub.clone();
         Self {
             shutdown: hub.stop.child_token(),
             kill: CancellationToken::new(),
             hub,
-            state,
+            sockets,
+            user,
         }
     }
 
     async fn run(self, ws: HyperWebsocketStream) {
-        let cfg = self.state.config.realtime.clone();
+        let cfg = self.sockets.cfg.clone();
         let (mut sink, mut stream) = ws.split();
         let (tx, mut rx) = mpsc::channel::<Message>(cfg.queue.max(2));
 
@@ -207,7 +146,7 @@ impl Connection {
                         match m {
                             None | Some(Ok(Message::Close(_))) => break,
                             Some(Err(tungstenite::Error::Capacity(_))) => {
-                                let _ = tx.try_send(text(&ServerMessage::error("MESSAGE_TOO_LARGE", "message exceeds the size limit")));
+                                let _ = tx.try_send(text(&ServerMessage::error(ErrorCode::MessageTooLarge, "message exceeds the size limit")));
                                 let _ = tx.try_send(close(CloseCode::Size, "message too large"));
                                 break;
                             }
@@ -217,7 +156,7 @@ impl Connection {
                                 if let Message::Text(t) = msg {
                                     this.handle(&t, &mut rooms, &tx).await;
                                 } else if let Message::Binary(_) = msg {
-                                    let _ = tx.try_send(text(&ServerMessage::error("BAD_MESSAGE", "binary messages are not supported")));
+                                    let _ = tx.try_send(text(&ServerMessage::error(ErrorCode::BadMessage, "binary messages are not supported")));
                                 }
                             }
                         }
@@ -239,6 +178,7 @@ impl Connection {
                 let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
             }
         }
+        tracing::debug!(user = %self.user.id.hex(), "websocket closed");
     }
 
     async fn handle(
@@ -251,7 +191,7 @@ impl Connection {
             Ok(m) => m,
             Err(e) => {
                 let _ = tx.try_send(text(&ServerMessage::error(
-                    "BAD_MESSAGE",
+                    ErrorCode::BadMessage,
                     format!("expected {{\"event\":\"joinFlashSale\"|\"leaveFlashSale\",\"data\":{{\"flashSaleId\":...}}}}: {e}"),
                 )));
                 return;
@@ -261,7 +201,7 @@ impl Connection {
             ClientMessage::Join(r) => {
                 let not_found = || {
                     text(&ServerMessage::error(
-                        "FLASH_SALE_NOT_FOUND",
+                        ErrorCode::FlashSaleNotFound,
                         "flash sale not found",
                     ))
                 };
@@ -269,18 +209,17 @@ impl Connection {
                     let _ = tx.try_send(not_found());
                     return;
                 };
-                if !rooms.contains_key(&sale) && rooms.len() >= self.state.config.realtime.max_rooms
-                {
+                if !rooms.contains_key(&sale) && rooms.len() >= self.sockets.cfg.max_rooms {
                     let _ = tx.try_send(text(&ServerMessage::error(
-                        "ROOM_LIMIT",
+                        ErrorCode::RoomLimit,
                         format!(
                             "at most {} flash sales per connection",
-                            self.state.config.realtime.max_rooms
+                            self.sockets.cfg.max_rooms
                         ),
                     )));
                     return;
                 }
-                let snapshot = match self.state.engine.snapshot(sale).await {
+                let snapshot = match self.sockets.hot.snapshot(sale).await {
                     Ok(Some(s)) => s,
                     Ok(None) => {
                         let _ = tx.try_send(not_found());
@@ -288,7 +227,7 @@ impl Connection {
                     }
                     Err(_) => {
                         let _ = tx.try_send(text(&ServerMessage::error(
-                            "UNAVAILABLE",
+                            ErrorCode::Unavailable,
                             "try again shortly",
                         )));
                         return;
@@ -316,7 +255,7 @@ impl Connection {
                     token.clone(),
                     self.kill.clone(),
                     units,
-                    self.state.config.realtime.send_timeout,
+                    self.sockets.cfg.send_timeout,
                 ));
                 rooms.insert(sale, (membership, token));
             }
@@ -390,7 +329,7 @@ async fn forward(
 }
 
 /// The `flashSaleStatus` snapshot sent on join.
-fn status_message(sale: SaleId, s: &crate::engine::Snapshot) -> ServerMessage {
+fn status_message(sale: SaleId, s: &crate::hot::Snapshot) -> ServerMessage {
     let now = crate::clock::now_ms();
     let status = if s.cancelled {
         "cancelled"

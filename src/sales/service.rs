@@ -10,10 +10,12 @@ use super::store::new_sale_doc;
 use super::{EndReason, FlashSale, NewFlashSale, SaleDefaults, SaleInput, SaleStatus, SaleStore};
 use crate::catalog::ProductStore;
 use crate::clock::now_ms;
-use crate::engine::{HotSale, PurchaseEngine, keys};
-use crate::error::{ApiError, ErrorCode, StoreError};
+use crate::engine::keys;
+use crate::error::{ErrorCode, StoreError};
+use crate::hot::{HotSale, HotSales};
 use crate::ids::SaleId;
 use crate::orders::OrderStore;
+use crate::redis::lease;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SaleError {
@@ -23,9 +25,9 @@ pub enum SaleError {
     ProductNotFound,
     #[error("flash sale not found")]
     NotFound,
-    #[error("another sale of this product overlaps the window")]
+    #[error("another flash sale of this product overlaps this window")]
     Overlap(Vec<String>),
-    #[error("the sale has already ended")]
+    #[error("the flash sale has already ended")]
     AlreadyEnded,
     #[error("another change to this product's sales is in progress")]
     Busy,
@@ -39,27 +41,17 @@ impl From<FieldError> for SaleError {
     }
 }
 
-impl From<SaleError> for ApiError {
-    fn from(e: SaleError) -> Self {
-        match e {
-            SaleError::Invalid(f, m) => ApiError::field(f, m),
-            SaleError::ProductNotFound => {
-                ApiError::new(ErrorCode::ProductNotFound, "product not found")
-            }
-            SaleError::NotFound => {
-                ApiError::new(ErrorCode::FlashSaleNotFound, "flash sale not found")
-            }
-            SaleError::Overlap(ids) => ApiError::new(
-                ErrorCode::FlashSaleOverlap,
-                "another flash sale of this product overlaps this window",
-            )
-            .with_details(serde_json::json!({ "overlapping": ids })),
-            SaleError::AlreadyEnded => ApiError::new(
-                ErrorCode::FlashSaleEnded,
-                "the flash sale has already ended",
-            ),
-            SaleError::Busy => ApiError::unavailable(),
-            SaleError::Store(s) => s.into(),
+impl SaleError {
+    /// The stable error code the client sees.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Invalid(..) => ErrorCode::ValidationFailed,
+            Self::ProductNotFound => ErrorCode::ProductNotFound,
+            Self::NotFound => ErrorCode::FlashSaleNotFound,
+            Self::Overlap(_) => ErrorCode::FlashSaleOverlap,
+            Self::AlreadyEnded => ErrorCode::FlashSaleEnded,
+            Self::Busy => ErrorCode::Unavailable,
+            Self::Store(_) => ErrorCode::Internal,
         }
     }
 }
@@ -78,7 +70,8 @@ pub struct RerunInput {
 pub struct SaleService {
     pub store: SaleStore,
     products: ProductStore,
-    engine: PurchaseEngine,
+    pool: fred::prelude::Pool,
+    hot: HotSales,
     orders: OrderStore,
     defaults: SaleDefaults,
 }
@@ -87,14 +80,16 @@ impl SaleService {
     pub fn new(
         store: SaleStore,
         products: ProductStore,
-        engine: PurchaseEngine,
+        pool: fred::prelude::Pool,
+        hot: HotSales,
         orders: OrderStore,
         defaults: SaleDefaults,
     ) -> Self {
         Self {
             store,
             products,
-            engine,
+            pool,
+            hot,
             orders,
             defaults,
         }
@@ -118,15 +113,19 @@ impl SaleService {
             .await?
             .ok_or(SaleError::ProductNotFound)?;
         let lock_key = keys::product_lock(&new.product_id.hex());
-        let token = self
-            .engine
-            .lock(&lock_key, Duration::from_secs(10), Duration::from_secs(3))
-            .await?
-            .ok_or(SaleError::Busy)?;
+        let token = lease::lock(
+            &self.pool,
+            &lock_key,
+            Duration::from_secs(10),
+            Duration::from_secs(3),
+        )
+        .await
+        .map_err(StoreError::from)?
+        .ok_or(SaleError::Busy)?;
         let result = self
             .insert_unless_overlap(new, product.price_cents, rerun_of)
             .await;
-        if let Err(e) = self.engine.unlock(&lock_key, &token).await {
+        if let Err(e) = lease::unlock(&self.pool, &lock_key, &token).await {
             tracing::warn!(error = %e, "failed to release a product lock; it expires by itself");
         }
         result
@@ -145,7 +144,7 @@ impl SaleService {
         if !candidates.is_empty() {
             // A sold-out sale no longer holds its window.
             let ids: Vec<SaleId> = candidates.iter().map(FlashSale::sale_id).collect();
-            let stock = self.engine.available_many(&ids).await?;
+            let stock = self.hot.available_many(&ids).await?;
             let live: Vec<String> = ids
                 .iter()
                 .zip(stock)
@@ -159,7 +158,7 @@ impl SaleService {
         let sale = new_sale_doc(new, price_cents, rerun_of.map(SaleId::oid));
         // Redis first: a sale in MongoDB is always buyable, and a crash between
         // the two leaves only unreachable hot state behind.
-        self.engine.seed(&hot(&sale, sale.total_units, 0)).await?;
+        self.hot.seed(&hot(&sale, sale.total_units, 0)).await?;
         self.store.insert(&sale).await?;
         Ok(sale)
     }
@@ -167,7 +166,7 @@ impl SaleService {
     /// The sale and its live stock.
     pub async fn get(&self, id: SaleId) -> Result<(FlashSale, Option<i64>), SaleError> {
         let sale = self.store.get(id).await?.ok_or(SaleError::NotFound)?;
-        let available = self.engine.available(id).await?;
+        let available = self.hot.available(id).await?;
         Ok((sale, available))
     }
 
@@ -179,7 +178,7 @@ impl SaleService {
     ) -> Result<Vec<(FlashSale, Option<i64>)>, SaleError> {
         let sales = self.store.list(status, now_ms(), offset, limit).await?;
         let ids: Vec<SaleId> = sales.iter().map(FlashSale::sale_id).collect();
-        let stock = self.engine.available_many(&ids).await?;
+        let stock = self.hot.available_many(&ids).await?;
         Ok(sales.into_iter().zip(stock).collect())
     }
 
@@ -217,14 +216,14 @@ impl SaleService {
         {
             return Err(SaleError::AlreadyEnded);
         }
-        self.engine.cancel(id).await?;
+        self.hot.cancel(id).await?;
         let changed = self
             .store
             .finish(id, SaleStatus::Cancelled, EndReason::Cancelled)
             .await?;
         if changed {
             let ev = crate::realtime::LifecycleEvent::ended(id, "cancelled");
-            if let Err(e) = crate::realtime::publish_lifecycle(self.engine.pool(), &ev).await {
+            if let Err(e) = crate::realtime::publish_lifecycle(&self.pool, &ev).await {
                 tracing::warn!(error = %e, "failed to announce a cancellation");
             }
         }
@@ -239,10 +238,10 @@ impl SaleService {
         let mut n = 0;
         for sale in self.store.open(now_ms()).await? {
             let id = sale.sale_id();
-            if self.engine.is_seeded(id).await? {
+            if self.hot.is_seeded(id).await? {
                 // Make sure the write-behind knows the stream even if the
                 // registry was lost on its own.
-                self.engine.seed(&hot(&sale, 0, 0)).await?;
+                self.hot.seed(&hot(&sale, 0, 0)).await?;
                 continue;
             }
             let summary = self.orders.sale_summary(id).await?;
@@ -251,13 +250,9 @@ impl SaleService {
                 .iter()
                 .map(|b| (b.user.hex(), b.units, b.first_ms, b.first_seq))
                 .collect();
-            self.engine.restore_buyers(id, &buyers).await?;
+            self.hot.restore_buyers(id, &buyers).await?;
             let stock = (sale.total_units - summary.sold).max(0);
-            if self
-                .engine
-                .seed(&hot(&sale, stock, summary.max_seq))
-                .await?
-            {
+            if self.hot.seed(&hot(&sale, stock, summary.max_seq)).await? {
                 tracing::info!(sale = %id, stock, sold = summary.sold, "re-seeded a sale into Redis");
                 n += 1;
             }

@@ -2,7 +2,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use flashsale::engine::{PurchaseOutcome, PurchaseRequest};
+use flashsale::engine::{PurchaseOutcome, PurchaseRequest, Refusal};
 use flashsale::ids::{SaleId, UserId};
 use futures_util::StreamExt;
 use mongodb::bson::{Document, doc};
@@ -227,16 +227,16 @@ async fn the_purchase_script_reply_has_every_documented_position() {
 
     assert_eq!(
         e.purchase(&req(s, alice, 3, None)).await.unwrap(),
-        PurchaseOutcome::TransactionLimit {
+        PurchaseOutcome::Refused(Refusal::TransactionLimit {
             max_per_transaction: 2
-        }
+        })
     );
     assert_eq!(
         e.purchase(&req(s, alice, 2, None)).await.unwrap(),
-        PurchaseOutcome::UserLimit {
+        PurchaseOutcome::Refused(Refusal::UserLimit {
             remaining: 1,
             max_per_user: 3
-        }
+        })
     );
     assert!(matches!(
         e.purchase(&req(s, bob, 2, None)).await.unwrap(),
@@ -245,7 +245,7 @@ async fn the_purchase_script_reply_has_every_documented_position() {
     let carol = UserId::new();
     assert_eq!(
         e.purchase(&req(s, carol, 2, None)).await.unwrap(),
-        PurchaseOutcome::InsufficientStock { available: 1 }
+        PurchaseOutcome::Refused(Refusal::InsufficientStock { available: 1 })
     );
     let PurchaseOutcome::Accepted {
         order: last,
@@ -257,28 +257,28 @@ async fn the_purchase_script_reply_has_every_documented_position() {
     assert_eq!((last.seq, last.remaining, user_total), (3, 0, 1));
     assert_eq!(
         e.purchase(&req(s, UserId::new(), 1, None)).await.unwrap(),
-        PurchaseOutcome::SoldOut
+        PurchaseOutcome::Refused(Refusal::SoldOut)
     );
     assert_eq!(
         e.purchase(&req(SaleId::new(), alice, 1, None))
             .await
             .unwrap(),
-        PurchaseOutcome::NotFound
+        PurchaseOutcome::Refused(Refusal::NotFound)
     );
     // Refusals wrote nothing: three orders in the stream, stock 0.
     assert_eq!(xlen(&app, &s.hex()), 3);
-    assert_eq!(e.available(s).await.unwrap(), Some(0));
+    assert_eq!(app.state.hot.available(s).await.unwrap(), Some(0));
 
     // Cancelled: ENDED with the cancelled flag.
     let other = app.open_sale(5, 3, 2).await;
     let o = sid(&other);
-    e.cancel(o).await.unwrap();
+    app.state.hot.cancel(o).await.unwrap();
     assert!(matches!(
         e.purchase(&req(o, alice, 1, Some("k"))).await.unwrap(),
-        PurchaseOutcome::Ended {
+        PurchaseOutcome::Refused(Refusal::Ended {
             cancelled: true,
             ..
-        }
+        })
     ));
 }
 

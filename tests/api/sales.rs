@@ -164,7 +164,7 @@ async fn reseeding_after_a_redis_flush_restores_open_sales_without_reselling() {
     app.redis().cli(&["FLUSHALL"]);
     assert!(
         app.state
-            .engine
+            .hot
             .available(flashsale::ids::SaleId::parse(aid).unwrap())
             .await
             .unwrap()

@@ -6,12 +6,13 @@ use serde::{Deserialize, Serialize};
 
 use std::net::IpAddr;
 
-use crate::app::AppState;
-use crate::auth::{CurrentUser, NewUser, Role, User, UserError, normalize_email};
-use crate::error::{ApiError, ErrorCode};
+use crate::auth::{NewUser, Role, User, normalize_email};
+use crate::error::ErrorCode;
+use crate::http::error::ApiError;
 use crate::http::extract;
 use crate::http::response::{HttpResult, created, ok};
 use crate::net::ip_key;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,12 +69,13 @@ pub async fn signup(state: &AppState, req: Request<Incoming>, ip: IpAddr) -> Htt
     let role = b.role.unwrap_or_default();
     if role == Role::Admin {
         // Only an admin may create another admin.
-        let caller = CurrentUser::from_headers(&state.keys, &parts.headers).map_err(|_| {
-            ApiError::new(
-                ErrorCode::Forbidden,
-                "only an admin can create an admin account",
-            )
-        })?;
+        let caller =
+            crate::http::extract::current_user(&state.keys, &parts.headers).map_err(|_| {
+                ApiError::new(
+                    ErrorCode::Forbidden,
+                    "only an admin can create an admin account",
+                )
+            })?;
         if !caller.is_admin() {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
@@ -93,14 +95,7 @@ pub(crate) async fn create_user(state: &AppState, new: &NewUser) -> Result<User,
         .hash(&new.password)
         .await
         .map_err(|e| ApiError::internal("password hashing failed", &e))?;
-    match state.users.insert(new, hash).await {
-        Ok(u) => Ok(u),
-        Err(UserError::EmailTaken) => Err(ApiError::new(
-            ErrorCode::EmailAlreadyExists,
-            "an account with this email already exists",
-        )),
-        Err(UserError::Store(e)) => Err(e.into()),
-    }
+    Ok(state.users.insert(new, hash).await?)
 }
 
 pub async fn signin(state: &AppState, req: Request<Incoming>, ip: IpAddr) -> HttpResult {

@@ -6,12 +6,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::admin;
-use crate::app::AppState;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ErrorCode;
 use crate::fraud::{EntryKind, EventView, NewEntry};
+use crate::http::error::ApiError;
 use crate::http::extract::{self, Query};
 use crate::http::response::{HttpResult, created, ok};
 use crate::ids::{SaleId, UserId};
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

@@ -5,8 +5,8 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::http::response::{HttpResult, json};
+use crate::state::AppState;
 
 /// The Prometheus text exposition.
 pub fn metrics() -> HttpResult {
@@ -25,7 +25,7 @@ pub fn healthz() -> HttpResult {
 /// what is down.
 pub async fn readyz(state: &AppState) -> HttpResult {
     let limit = Duration::from_secs(1);
-    let redis = tokio::time::timeout(limit, state.engine.ping()).await;
+    let redis = tokio::time::timeout(limit, crate::redis::ping(&state.redis)).await;
     let mongo = tokio::time::timeout(
         limit,
         state.db.run_command(mongodb::bson::doc! { "ping": 1 }),

@@ -4,11 +4,12 @@ use http::Request;
 use hyper::body::Incoming;
 
 use super::admin;
-use crate::app::AppState;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ErrorCode;
+use crate::http::error::ApiError;
 use crate::http::extract::Query;
 use crate::http::response::{HttpResult, ok};
 use crate::ids::SaleId;
+use crate::state::AppState;
 
 pub async fn page(state: &AppState, req: &Request<Incoming>) -> HttpResult {
     admin(state, req)?;

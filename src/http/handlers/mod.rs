@@ -9,16 +9,17 @@ pub mod orders;
 pub mod products;
 pub mod purchase;
 pub mod sales;
+pub mod ws;
 
 use http::Request;
 
-use crate::app::AppState;
 use crate::auth::CurrentUser;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
+use crate::state::AppState;
 
 /// The signed-in caller.
 pub(crate) fn user<B>(state: &AppState, req: &Request<B>) -> Result<CurrentUser, ApiError> {
-    CurrentUser::from_headers(&state.keys, req.headers())
+    Ok(super::extract::current_user(&state.keys, req.headers())?)
 }
 
 /// The signed-in caller, who must be an admin.

@@ -4,12 +4,12 @@ use http::Request;
 use hyper::body::Incoming;
 
 use super::{admin, user};
-use crate::app::AppState;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::http::extract::Query;
 use crate::http::response::{HttpResult, ok};
 use crate::ids::{SaleId, UserId};
 use crate::orders::OrderView;
+use crate::state::AppState;
 
 fn sale_param(q: &Query) -> Result<Option<SaleId>, ApiError> {
     q.get("flashSaleId")

@@ -5,12 +5,13 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::{admin, user};
-use crate::app::AppState;
 use crate::catalog::{NewProduct, ProductView};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ErrorCode;
+use crate::http::error::ApiError;
 use crate::http::extract::{self, Query};
 use crate::http::response::{HttpResult, created, ok};
 use crate::ids::ProductId;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

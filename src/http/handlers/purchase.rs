@@ -6,17 +6,17 @@ use http::header::HeaderValue;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::user;
-use crate::app::AppState;
 use crate::auth::Role;
-use crate::engine::{Placed, PurchaseOutcome, PurchaseRequest};
-use crate::error::{ApiError, ErrorCode};
+use crate::engine::{Placed, PurchaseOutcome, PurchaseRequest, Refusal};
+use crate::error::ErrorCode;
+use crate::http::error::ApiError;
 use crate::http::extract;
 use crate::http::response::{HttpResult, json};
 use crate::ids::{SaleId, UserId};
 use crate::orders::order_id;
+use crate::state::AppState;
 
 /// Largest quantity accepted at all; the sale's own limit is usually far lower.
 pub const MAX_QUANTITY: u32 = 1_000_000;
@@ -105,13 +105,13 @@ pub async fn purchase(state: &AppState, req: Request<Incoming>, peer: SocketAddr
     // A sale this instance knows is over is answered at once: no stock can
     // move, so the abuse rules have nothing to protect.
     if idempotency_key.is_none()
-        && let Some(outcome) = state.engine.closed_answer(sale)
+        && let Some(refusal) = state.engine.closed_answer(sale)
     {
-        crate::metrics::purchase_outcome(outcome.label());
-        if matches!(outcome, PurchaseOutcome::SoldOut) {
+        crate::metrics::purchase_outcome(refusal.label());
+        if refusal == Refusal::SoldOut {
             return Ok(sold_out());
         }
-        return Err(refusal(outcome));
+        return Err(refusal.into());
     }
     // Abuse rules act before any stock moves.
     state.fraud.check_purchase(&caller, ip, sale)?;
@@ -139,7 +139,7 @@ pub async fn purchase(state: &AppState, req: Request<Incoming>, peer: SocketAddr
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(res)
         }
-        refused => Err(refusal(refused)),
+        PurchaseOutcome::Refused(refusal) => Err(refusal.into()),
     }
 }
 
@@ -148,73 +148,8 @@ pub async fn purchase(state: &AppState, req: Request<Incoming>, peer: SocketAddr
 fn sold_out() -> crate::http::response::HttpResponse {
     use crate::http::response::{error_body, error_bytes};
     static BODY: std::sync::LazyLock<bytes::Bytes> =
-        std::sync::LazyLock::new(|| error_body(&refusal(PurchaseOutcome::SoldOut)));
+        std::sync::LazyLock::new(|| error_body(&Refusal::SoldOut.into()));
     error_bytes(ErrorCode::SoldOut, BODY.clone())
-}
-
-/// The error for a refused purchase.
-pub fn refusal(o: PurchaseOutcome) -> ApiError {
-    match o {
-        PurchaseOutcome::NotFound => {
-            ApiError::new(ErrorCode::FlashSaleNotFound, "flash sale not found")
-        }
-        PurchaseOutcome::NotStarted { start_ms } => ApiError::new(
-            ErrorCode::FlashSaleNotStarted,
-            "the flash sale has not started yet",
-        )
-        .with_details(json!({ "startTime": crate::clock::rfc3339_ms(start_ms) })),
-        PurchaseOutcome::Ended { cancelled, .. } => {
-            ApiError::new(ErrorCode::FlashSaleEnded, "the flash sale has ended").with_details(
-                json!({ "reason": if cancelled { "cancelled" } else { "time-ended" } }),
-            )
-        }
-        PurchaseOutcome::SoldOut => ApiError::new(ErrorCode::SoldOut, "the flash sale is sold out")
-            .with_details(json!({ "availableUnits": 0 })),
-        PurchaseOutcome::InsufficientStock { available } => ApiError::new(
-            ErrorCode::InsufficientStock,
-            format!("only {available} units are left"),
-        )
-        .with_details(json!({ "availableUnits": available })),
-        PurchaseOutcome::TransactionLimit {
-            max_per_transaction,
-        } => ApiError::new(
-            ErrorCode::TransactionLimitExceeded,
-            format!("at most {max_per_transaction} units per purchase"),
-        )
-        .with_details(json!({ "maxPerTransaction": max_per_transaction })),
-        PurchaseOutcome::UserLimit {
-            remaining,
-            max_per_user,
-        } => ApiError::new(
-            ErrorCode::UserPurchaseLimitReached,
-            format!("you may buy {remaining} more units of this sale"),
-        )
-        .with_details(
-            json!({ "remainingAllowance": remaining.max(0), "maxPerUser": max_per_user }),
-        ),
-        PurchaseOutcome::IdempotencyMismatch { first_quantity } => ApiError::new(
-            ErrorCode::IdempotencyKeyReused,
-            "this Idempotency-Key was used for a different purchase",
-        )
-        .with_details(json!({ "firstQuantity": first_quantity })),
-        PurchaseOutcome::AttemptLimit {
-            limit,
-            retry_after_ms,
-        } => ApiError::new(
-            ErrorCode::RateLimited,
-            format!("at most {limit} purchase attempts per window for this sale"),
-        )
-        .with_details(json!({ "limit": "attempts-per-sale", "max": limit }))
-        .with_retry_after((retry_after_ms as u64).div_ceil(1000)),
-        PurchaseOutcome::IpAccountLimit { max_accounts } => ApiError::new(
-            ErrorCode::Blocked,
-            "too many accounts have bought this sale from your address",
-        )
-        .with_details(json!({ "rule": "multi-account-ip", "maxAccountsPerIp": max_accounts })),
-        PurchaseOutcome::Accepted { .. } | PurchaseOutcome::Duplicate { .. } => {
-            ApiError::new(ErrorCode::Internal, "internal error")
-        }
-    }
 }
 
 #[cfg(test)]
@@ -225,7 +160,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_pre_rendered_sold_out_answer_is_the_rendered_refusal() {
-        let fresh = crate::http::response::error(&refusal(PurchaseOutcome::SoldOut));
+        let fresh = crate::http::response::error(&Refusal::SoldOut.into());
         let kept = sold_out();
         assert_eq!(kept.status(), StatusCode::CONFLICT);
         assert_eq!(kept.status(), fresh.status());

@@ -4,13 +4,14 @@ use http::Request;
 use hyper::body::Incoming;
 
 use super::{admin, user};
-use crate::app::AppState;
 use crate::clock::now_ms;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ErrorCode;
+use crate::http::error::ApiError;
 use crate::http::extract::{self, Query};
 use crate::http::response::{HttpResult, created, ok};
 use crate::ids::SaleId;
 use crate::sales::{RerunInput, SaleInput, SaleStatus, SaleView};
+use crate::state::AppState;
 
 fn sale_id(id: &str) -> Result<SaleId, ApiError> {
     SaleId::parse(id)
@@ -68,6 +69,6 @@ pub async fn cancel(state: &AppState, req: &Request<Incoming>, id: &str) -> Http
     admin(state, req)?;
     let id = sale_id(id)?;
     let sale = state.sales.cancel(id).await?;
-    let available = state.engine.available(id).await?;
+    let available = state.hot.available(id).await?;
     ok(&sale.view(available, now_ms()))
 }

@@ -1,6 +1,13 @@
-//! The Redis connection: one fred pool, configured so that a lost connection
+//! Redis: the connection (one fred pool, configured so that a lost connection
 //! is re-established by itself, commands time out, and the command queue is
-//! bounded (fred's defaults have none of these).
+//! bounded; fred's defaults have none of these), start-up checks of the
+//! server's settings, and the primitives every concern shares: scripts
+//! called by SHA (`script`), locks and leases (`lease`), TIME and PING.
+
+pub mod lease;
+pub mod script;
+
+pub use script::Script;
 
 use std::time::Duration;
 
@@ -48,11 +55,24 @@ fn builder(cfg: &RedisConfig) -> Result<Builder, Error> {
     Ok(builder)
 }
 
-/// Builds and connects the pool, waiting for the first connection.
-pub async fn connect(cfg: &RedisConfig) -> Result<Pool, Error> {
-    let pool = build_pool(cfg)?;
-    pool.init().await?;
-    Ok(pool)
+/// Redis's clock in unix milliseconds (the clock sale windows use).
+pub async fn time_ms(pool: &Pool) -> Result<i64, Error> {
+    let t: Vec<String> = pool
+        .next()
+        .custom(
+            fred::types::CustomCommand::new_static("TIME", fred::types::ClusterHash::Random, false),
+            Vec::<String>::new(),
+        )
+        .await?;
+    let secs: i64 = t.first().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let micros: i64 = t.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok(secs * 1000 + micros / 1000)
+}
+
+/// Redis answers PING.
+pub async fn ping(pool: &Pool) -> Result<(), Error> {
+    let _: String = pool.next().ping(None).await?;
+    Ok(())
 }
 
 /// What the service needs to know about the Redis server's configuration.

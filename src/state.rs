@@ -1,0 +1,48 @@
+//! The application state every request handler may use, built by `app` and
+//! shared behind an `Arc`. Its own module so that `http` (which reads it) and
+//! `app` (which builds it and runs `http::server`) do not import each other.
+
+use std::sync::Arc;
+
+use fred::prelude::Pool;
+use mongodb::Database;
+
+use crate::auth::{Keys, PasswordHasher, UserStore};
+use crate::catalog::ProductStore;
+use crate::config::Config;
+use crate::engine::PurchaseEngine;
+use crate::fraud::{Fraud, FraudStore};
+use crate::hot::HotSales;
+use crate::leaderboard::Leaderboard;
+use crate::orders::{OrderStore, Reconciler, WriteBehind};
+use crate::realtime::{Hub, Sockets};
+use crate::sales::SaleService;
+
+/// Everything a request handler may use. Shared behind an `Arc`.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    pub db: Database,
+    pub keys: Keys,
+    pub hasher: PasswordHasher,
+    pub users: UserStore,
+    pub products: ProductStore,
+    pub sales: SaleService,
+    /// The Redis pool every concern's store shares (cheap to clone).
+    pub redis: Pool,
+    pub engine: PurchaseEngine,
+    pub hot: HotSales,
+    pub orders: OrderStore,
+    pub write_behind: WriteBehind,
+    pub leaderboard: Leaderboard,
+    pub reconciler: Reconciler,
+    pub hub: Arc<Hub>,
+    /// What every WebSocket task shares (the hub, hot state, limits).
+    pub sockets: Arc<Sockets>,
+    /// Admission control: one permit per request being handled.
+    pub admission: Arc<tokio::sync::Semaphore>,
+    pub fraud: Arc<Fraud>,
+    pub fraud_store: FraudStore,
+    /// This process's name among instances (scheduler lease, stream consumer).
+    pub instance: String,
+}
