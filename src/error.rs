@@ -74,6 +74,16 @@ error_codes! {
     MessageTooLarge => "MESSAGE_TOO_LARGE", PAYLOAD_TOO_LARGE;
 }
 
+impl ErrorCode {
+    /// Codes only sent in WebSocket `error` events, never in an HTTP answer.
+    pub const fn is_websocket_only(self) -> bool {
+        matches!(
+            self,
+            Self::BadMessage | Self::RoomLimit | Self::MessageTooLarge
+        )
+    }
+}
+
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -6,7 +6,7 @@ use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
 use super::Role;
-use crate::error::StoreError;
+use crate::error::{ErrorCode, StoreError};
 use crate::ids::UserId;
 
 pub(super) const COLLECTION: &str = "users";
@@ -100,6 +100,16 @@ pub enum UserError {
     Store(#[from] StoreError),
 }
 
+impl UserError {
+    /// The stable error code the client sees.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::EmailTaken => ErrorCode::EmailAlreadyExists,
+            Self::Store(_) => ErrorCode::Internal,
+        }
+    }
+}
+
 /// Reads and writes accounts.
 #[derive(Debug, Clone)]
 pub struct UserStore {
@@ -169,14 +179,6 @@ impl UserStore {
                 ))
             })
             .collect())
-    }
-
-    pub async fn any_admin(&self) -> Result<bool, StoreError> {
-        Ok(self
-            .coll
-            .find_one(doc! { "role": "admin" })
-            .await?
-            .is_some())
     }
 
     /// Makes the account with `email` an admin with this password hash.

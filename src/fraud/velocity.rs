@@ -107,8 +107,4 @@ impl Velocity {
                 || a.ips.iter().any(|(_, t)| now.duration_since(*t) <= iw)
         });
     }
-
-    pub fn tracked(&self) -> usize {
-        self.users.len()
-    }
 }

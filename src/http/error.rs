@@ -131,7 +131,7 @@ impl From<AuthError> for ApiError {
 impl From<UserError> for ApiError {
     fn from(e: UserError) -> Self {
         match e {
-            UserError::EmailTaken => Self::coded(ErrorCode::EmailAlreadyExists, e.to_string()),
+            UserError::EmailTaken => Self::coded(e.code(), e.to_string()),
             UserError::Store(s) => s.into(),
         }
     }

@@ -322,7 +322,7 @@ async fn dispatch(
     };
     let result = match (&method, route) {
         (&Method::GET, Route::Root | Route::Ws) => super::handlers::ws::upgrade(state, req, peer),
-        (&Method::GET, Route::Metrics) => handlers::health::metrics(),
+        (&Method::GET, Route::Metrics) => handlers::metrics::metrics(),
         (&Method::GET | &Method::HEAD, Route::Healthz) => handlers::health::healthz(),
         (&Method::GET | &Method::HEAD, Route::Readyz) => handlers::health::readyz(state).await,
         (&Method::POST, Route::Signup) => handlers::auth::signup(state, req, ip).await,

@@ -3,7 +3,6 @@
 //! open connections, and graceful shutdown of HTTP connections.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,9 +81,4 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>, stop: Cancellation
         _ = graceful.shutdown() => tracing::info!("all HTTP connections closed"),
         _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "shutdown grace elapsed with connections still open"),
     }
-}
-
-/// For logs: the address a server is listening on.
-pub fn describe(addr: SocketAddr) -> String {
-    format!("http://{addr}")
 }

@@ -1,7 +1,7 @@
 //! The `flash_sales` collection.
 
 use futures_util::TryStreamExt;
-use mongodb::bson::{DateTime, Document, doc, oid::ObjectId};
+use mongodb::bson::{DateTime, doc, oid::ObjectId};
 use mongodb::{Collection, Database, IndexModel};
 
 use super::{EndReason, FlashSale, NewFlashSale, SaleStatus};
@@ -176,10 +176,6 @@ impl SaleStore {
         }
         let r = self.coll.update_one(filter, doc! { "$set": set }).await?;
         Ok(r.modified_count == 1)
-    }
-
-    pub fn raw(&self) -> Collection<Document> {
-        self.coll.clone_with_type()
     }
 }
 

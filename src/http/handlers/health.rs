@@ -8,15 +8,6 @@ use serde_json::json;
 use crate::http::response::{HttpResult, json};
 use crate::state::AppState;
 
-/// The Prometheus text exposition.
-pub fn metrics() -> HttpResult {
-    Ok(crate::http::response::bytes(
-        StatusCode::OK,
-        http::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        bytes::Bytes::from(crate::metrics::render()),
-    ))
-}
-
 pub fn healthz() -> HttpResult {
     Ok(json(StatusCode::OK, &json!({ "status": "ok" })))
 }

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod fraud;
 pub mod health;
 pub mod leaderboard;
+pub mod metrics;
 pub mod openapi;
 pub mod orders;
 pub mod products;
