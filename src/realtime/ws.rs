@@ -28,19 +28,7 @@ use crate::http::extract::{self, Query};
 use crate::http::response::HttpResult;
 use crate::ids::SaleId;
 
-/// WebSocket limits.
-#[derive(Debug, Clone)]
-pub struct RealtimeConfig {
-    pub max_rooms: usize,
-    pub max_message_bytes: usize,
-    pub max_per_ip: usize,
-    pub queue: usize,
-    pub ping_interval: Duration,
-    pub idle_timeout: Duration,
-    pub send_timeout: Duration,
-    pub allowed_origins: Vec<String>,
-    pub stock_tick: Duration,
-}
+pub use crate::config::RealtimeConfig;
 
 /// Handles `GET /` or `/ws`: checks the handshake and upgrades.
 pub fn upgrade(state: &Arc<AppState>, mut req: Request<Incoming>, peer: SocketAddr) -> HttpResult {
