@@ -150,7 +150,7 @@ impl App {
             state.redis.clone(),
             state.hot.clone(),
             state.sales.store.clone(),
-            &state.config.redis.lock_key,
+            &state.config.redis.lease_key,
             state.instance.clone(),
             state.config.scheduler.lease,
             state.config.scheduler.tick,

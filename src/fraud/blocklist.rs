@@ -113,11 +113,7 @@ impl NewEntry {
 }
 
 fn parse_net(v: &str) -> Option<IpNet> {
-    let v = v.trim();
-    v.parse::<IpNet>()
-        .map(|n| n.trunc())
-        .ok()
-        .or_else(|| v.parse::<IpAddr>().ok().map(IpNet::from))
+    crate::config::parse_net(v).map(|n| n.trunc())
 }
 
 fn field(kind: EntryKind, value: &str) -> String {

@@ -1,0 +1,150 @@
+//! The `auth` section: the JWT signing key and claims, password hashing, and
+//! the admin account created at start-up (`ADMIN_*`).
+
+use std::time::Duration;
+
+use super::{ConfigError, Reader, Secret, Source};
+
+pub const ENV_SECRET_KEY: &str = "SECRET_KEY";
+pub const MIN_SECRET_KEY_BYTES: usize = 32;
+pub const ENV_JWT_ISSUER: &str = "JWT_ISSUER";
+pub const DEFAULT_JWT_ISSUER: &str = "flashsale";
+pub const ENV_JWT_TTL_SECONDS: &str = "JWT_TTL_SECONDS";
+pub const DEFAULT_JWT_TTL_SECONDS: u64 = 3_600;
+
+pub const ENV_ADMIN_EMAIL: &str = "ADMIN_EMAIL";
+pub const ENV_ADMIN_PASSWORD: &str = "ADMIN_PASSWORD";
+pub const ENV_ADMIN_NAME: &str = "ADMIN_NAME";
+pub const DEFAULT_ADMIN_NAME: &str = "Administrator";
+
+pub const ENV_PASSWORD_ITERATIONS: &str = "PASSWORD_ITERATIONS";
+pub const DEFAULT_PASSWORD_ITERATIONS: u32 = 600_000;
+/// Lowest accepted iteration count; anything below 600,000 is for tests only.
+pub const MIN_PASSWORD_ITERATIONS: u32 = 1_000;
+pub const ENV_HASH_CONCURRENCY: &str = "HASH_CONCURRENCY";
+pub const DEFAULT_HASH_CONCURRENCY: usize = 2;
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub secret_key: Secret,
+    pub issuer: String,
+    pub token_ttl: Duration,
+    pub password_iterations: u32,
+    pub hash_concurrency: usize,
+    pub admin_email: Option<String>,
+    pub admin_password: Option<Secret>,
+    pub admin_name: String,
+}
+
+/// Reads `SECRET_KEY` (required), `JWT_ISSUER`, `JWT_TTL_SECONDS`,
+/// `PASSWORD_ITERATIONS`, `HASH_CONCURRENCY` and `ADMIN_EMAIL` /
+/// `ADMIN_PASSWORD` (both or neither) / `ADMIN_NAME`.
+pub(super) fn read(src: &dyn Source) -> Result<AuthConfig, ConfigError> {
+    let r = Reader::new(src);
+    let secret_key = r.required(ENV_SECRET_KEY)?;
+    if secret_key.len() < MIN_SECRET_KEY_BYTES {
+        return Err(ConfigError::new(
+            ENV_SECRET_KEY,
+            format!("must be at least {MIN_SECRET_KEY_BYTES} bytes"),
+        ));
+    }
+    let admin_email = r.optional(ENV_ADMIN_EMAIL);
+    let admin_password = r.optional(ENV_ADMIN_PASSWORD).map(Secret::new);
+    match (&admin_email, &admin_password) {
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                ENV_ADMIN_PASSWORD,
+                "must be set when ADMIN_EMAIL is set",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                ENV_ADMIN_EMAIL,
+                "must be set when ADMIN_PASSWORD is set",
+            ));
+        }
+        _ => {}
+    }
+    Ok(AuthConfig {
+        secret_key: Secret::new(secret_key),
+        issuer: r.string_or(ENV_JWT_ISSUER, DEFAULT_JWT_ISSUER),
+        token_ttl: Duration::from_secs(r.ranged(
+            ENV_JWT_TTL_SECONDS,
+            DEFAULT_JWT_TTL_SECONDS,
+            60,
+            7 * 24 * 3_600,
+        )?),
+        password_iterations: r.ranged(
+            ENV_PASSWORD_ITERATIONS,
+            DEFAULT_PASSWORD_ITERATIONS,
+            MIN_PASSWORD_ITERATIONS,
+            10_000_000,
+        )?,
+        hash_concurrency: r.ranged(ENV_HASH_CONCURRENCY, DEFAULT_HASH_CONCURRENCY, 1, 256)?,
+        admin_email,
+        admin_password,
+        admin_name: r.string_or(ENV_ADMIN_NAME, DEFAULT_ADMIN_NAME),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{map, refused};
+    use super::*;
+
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    /// `SECRET_KEY` set to a valid key, then `pairs`.
+    fn with_key(pairs: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut v = vec![(ENV_SECRET_KEY, KEY)];
+        v.extend_from_slice(pairs);
+        v
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_key_is_set() {
+        let c = read(&map(&with_key(&[]))).unwrap();
+        assert_eq!(c.secret_key.expose(), KEY);
+        assert_eq!(c.issuer, DEFAULT_JWT_ISSUER);
+        assert_eq!(c.token_ttl, Duration::from_secs(DEFAULT_JWT_TTL_SECONDS));
+        assert_eq!(c.password_iterations, DEFAULT_PASSWORD_ITERATIONS);
+        assert_eq!(c.admin_email, None);
+        assert_eq!(c.admin_name, DEFAULT_ADMIN_NAME);
+    }
+
+    #[test]
+    fn missing_secret_key_names_the_variable() {
+        let e = read(&map(&[])).expect_err("config should be rejected");
+        assert_eq!(e.var, ENV_SECRET_KEY);
+        assert!(e.to_string().contains("SECRET_KEY"));
+    }
+
+    #[test]
+    fn short_secret_key_is_refused() {
+        assert_eq!(
+            refused(read, &[(ENV_SECRET_KEY, &KEY[1..])]),
+            ENV_SECRET_KEY
+        );
+    }
+
+    #[test]
+    fn admin_email_without_password_is_refused() {
+        let m = with_key(&[(ENV_ADMIN_EMAIL, "a@b.c")]);
+        assert_eq!(refused(read, &m), ENV_ADMIN_PASSWORD);
+        let m = with_key(&[(ENV_ADMIN_PASSWORD, "pw")]);
+        assert_eq!(refused(read, &m), ENV_ADMIN_EMAIL);
+    }
+
+    #[test]
+    fn low_password_iterations_are_refused() {
+        let m = with_key(&[(ENV_PASSWORD_ITERATIONS, "10")]);
+        assert_eq!(refused(read, &m), ENV_PASSWORD_ITERATIONS);
+    }
+
+    #[test]
+    fn each_bad_auth_value_names_its_variable() {
+        for (var, bad) in [(ENV_JWT_TTL_SECONDS, "59"), (ENV_HASH_CONCURRENCY, "0")] {
+            assert_eq!(refused(read, &with_key(&[(var, bad)])), var);
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The `http` section: where the server listens, its request and connection
+//! limits, and which peers may set X-Forwarded-For.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::{ConfigError, Reader, Source, list, parse_net};
+
+pub const ENV_PORT: &str = "PORT";
+pub const DEFAULT_PORT: u16 = 5050;
+pub const ENV_BIND: &str = "BIND_ADDR";
+pub const DEFAULT_BIND: &str = "0.0.0.0";
+
+pub const ENV_TRUST_PROXY: &str = "TRUST_PROXY";
+
+pub const ENV_MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
+pub const ENV_HEADER_READ_TIMEOUT_MS: &str = "HEADER_READ_TIMEOUT_MS";
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+pub const ENV_MAX_CONNECTIONS: &str = "MAX_CONNECTIONS";
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+pub const ENV_MAX_IN_FLIGHT: &str = "MAX_IN_FLIGHT";
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4_096;
+pub const ENV_SHUTDOWN_GRACE_MS: &str = "SHUTDOWN_GRACE_MS";
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub bind: IpAddr,
+    pub port: u16,
+    pub max_body_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    /// Requests handled at once; beyond this, 503 with Retry-After at once.
+    pub max_in_flight: usize,
+    pub shutdown_grace: Duration,
+    pub trust_proxy: TrustProxy,
+}
+
+/// Which peers may set X-Forwarded-For.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TrustProxy {
+    /// Use the socket peer address; ignore X-Forwarded-For entirely.
+    #[default]
+    None,
+    /// Trust this many proxy hops in front of the service.
+    Hops(u8),
+    /// Trust proxies whose address is inside one of these networks.
+    Cidrs(Vec<IpNet>),
+}
+
+impl FromStr for TrustProxy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        match s {
+            "" | "false" | "0" | "none" => return Ok(Self::None),
+            "true" => return Ok(Self::Hops(1)),
+            _ => {}
+        }
+        if let Ok(n) = s.parse::<u8>() {
+            return Ok(Self::Hops(n));
+        }
+        list(s)
+            .map(|part| {
+                parse_net(part).ok_or_else(|| {
+                    format!("`{part}` is not a hop count, an IP address or a CIDR network")
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(Self::Cidrs)
+    }
+}
+
+/// Reads `BIND_ADDR`, `PORT`, `MAX_BODY_BYTES`, `HEADER_READ_TIMEOUT_MS`,
+/// `MAX_CONNECTIONS`, `MAX_IN_FLIGHT`, `SHUTDOWN_GRACE_MS` and `TRUST_PROXY`.
+pub(super) fn read(src: &dyn Source) -> Result<HttpConfig, ConfigError> {
+    let r = Reader::new(src);
+    Ok(HttpConfig {
+        bind: r.parse_or(ENV_BIND, DEFAULT_BIND.parse().expect("valid default"))?,
+        port: r.parse_or(ENV_PORT, DEFAULT_PORT)?,
+        max_body_bytes: r.ranged(ENV_MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES, 256, 16 << 20)?,
+        header_read_timeout: r
+            .millis(ENV_HEADER_READ_TIMEOUT_MS, DEFAULT_HEADER_READ_TIMEOUT_MS)?,
+        max_connections: r.ranged(ENV_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS, 1, 1_000_000)?,
+        max_in_flight: r.ranged(ENV_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT, 1, 1_000_000)?,
+        shutdown_grace: r.millis(ENV_SHUTDOWN_GRACE_MS, DEFAULT_SHUTDOWN_GRACE_MS)?,
+        trust_proxy: r.parse_or(ENV_TRUST_PROXY, TrustProxy::None)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{map, refused};
+    use super::*;
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let c = read(&map(&[])).unwrap();
+        assert_eq!(c.bind.to_string(), DEFAULT_BIND);
+        assert_eq!(c.port, DEFAULT_PORT);
+        assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(c.shutdown_grace, Duration::from_millis(10_000));
+    }
+
+    #[test]
+    fn bad_port_names_the_variable() {
+        assert_eq!(refused(read, &[(ENV_PORT, "70000")]), ENV_PORT);
+        assert_eq!(refused(read, &[(ENV_PORT, "abc")]), ENV_PORT);
+    }
+
+    #[test]
+    fn each_bad_http_value_names_its_variable() {
+        for var in [ENV_BIND, ENV_MAX_BODY_BYTES, ENV_MAX_CONNECTIONS] {
+            assert_eq!(refused(read, &[(var, "0")]), var);
+        }
+        assert_eq!(
+            refused(read, &[(ENV_MAX_IN_FLIGHT, "-1")]),
+            ENV_MAX_IN_FLIGHT
+        );
+        assert_eq!(
+            refused(read, &[(ENV_HEADER_READ_TIMEOUT_MS, "soon")]),
+            ENV_HEADER_READ_TIMEOUT_MS
+        );
+    }
+
+    #[test]
+    fn trust_proxy_accepts_hops_and_cidrs() {
+        assert_eq!("2".parse::<TrustProxy>().unwrap(), TrustProxy::Hops(2));
+        assert_eq!("".parse::<TrustProxy>().unwrap(), TrustProxy::None);
+        let TrustProxy::Cidrs(n) = "10.0.0.0/8, 127.0.0.1".parse::<TrustProxy>().unwrap() else {
+            panic!("expected cidrs")
+        };
+        assert_eq!(n.len(), 2);
+        assert!("nonsense".parse::<TrustProxy>().is_err());
+        assert_eq!(
+            refused(read, &[(ENV_TRUST_PROXY, "nonsense")]),
+            ENV_TRUST_PROXY
+        );
+    }
+}
