@@ -210,6 +210,10 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
             max: config.fraud.attempts_per_window,
             window: config.fraud.attempts_window,
         },
+        crate::engine::AckPolicy {
+            replicas: config.redis.ack_replicas,
+            timeout: config.redis.ack_timeout,
+        },
     );
     let sale_store = SaleStore::new(&db);
     let sales = SaleService::new(

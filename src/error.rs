@@ -116,6 +116,11 @@ pub enum StoreError {
     Mongo(#[from] mongodb::error::Error),
     #[error("{0}")]
     Corrupt(String),
+    /// The write happened on the primary but too few replicas confirmed it
+    /// in time (`REDIS_ACK_REPLICAS`): answered 503 so the client retries
+    /// with its Idempotency-Key.
+    #[error("redis replication: {0}")]
+    Unconfirmed(#[from] AckError),
 }
 
 impl StoreError {
@@ -145,9 +150,35 @@ impl StoreError {
                 )
             }
             Self::Corrupt(_) => false,
+            Self::Unconfirmed(_) => true,
         }
     }
 }
+
+/// What a confirmation of a write by replicas came to (`redis::ack`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckError {
+    /// WAIT timed out with fewer replicas than required holding the write.
+    Short { acked: i64, wanted: u32 },
+    /// WAIT itself failed (connection lost, server down).
+    Failed(String),
+}
+
+impl std::fmt::Display for AckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Short { acked, wanted } => {
+                write!(
+                    f,
+                    "{acked} of {wanted} replicas confirmed the write in time"
+                )
+            }
+            Self::Failed(e) => write!(f, "WAIT failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for AckError {}
 
 #[cfg(test)]
 mod tests {

@@ -33,6 +33,7 @@ pub const SCHEDULER_TRANSITIONS_TOTAL: &str = "flashsale_scheduler_transitions_t
 pub const RATE_LIMITED_TOTAL: &str = "flashsale_rate_limited_total";
 pub const FRAUD_EVENTS_TOTAL: &str = "flashsale_fraud_events_total";
 pub const REDIS_ERRORS_TOTAL: &str = "flashsale_redis_errors_total";
+pub const REDIS_UNCONFIRMED_TOTAL: &str = "flashsale_redis_unconfirmed_writes_total";
 pub const MONGODB_ERRORS_TOTAL: &str = "flashsale_mongodb_errors_total";
 pub const REDIS_PERSISTENCE: &str = "flashsale_redis_persistence_info";
 pub const ADMISSION_REJECTED_TOTAL: &str = "flashsale_admission_rejected_total";
@@ -134,6 +135,10 @@ fn describe() {
     );
     describe_counter!(FRAUD_EVENTS_TOTAL, "Fraud rules fired, by rule and action");
     describe_counter!(REDIS_ERRORS_TOTAL, "Redis commands that failed");
+    describe_counter!(
+        REDIS_UNCONFIRMED_TOTAL,
+        "Purchases answered 503 because too few replicas confirmed them in time (REDIS_ACK_REPLICAS)"
+    );
     describe_counter!(MONGODB_ERRORS_TOTAL, "MongoDB operations that failed");
     describe_gauge!(
         REDIS_PERSISTENCE,
@@ -162,6 +167,7 @@ pub fn store_error(e: &crate::error::StoreError) {
         StoreError::Redis(_) => metrics::counter!(REDIS_ERRORS_TOTAL).increment(1),
         StoreError::Mongo(_) => metrics::counter!(MONGODB_ERRORS_TOTAL).increment(1),
         StoreError::Corrupt(_) => {}
+        StoreError::Unconfirmed(_) => metrics::counter!(REDIS_UNCONFIRMED_TOTAL).increment(1),
     }
 }
 

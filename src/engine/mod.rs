@@ -11,6 +11,7 @@ pub mod keys;
 pub mod outcome;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ pub use outcome::{BadReply, Placed, PurchaseOutcome, Refusal};
 use crate::error::StoreError;
 use crate::ids::{SaleId, UserId};
 use crate::redis::Script;
+use crate::redis::ack::Acks;
 
 /// `lua/purchase.lua`: window, stock, limits, idempotency, leaderboard and
 /// the order stream in one atomic call.
@@ -49,6 +51,10 @@ pub struct PurchaseEngine {
 #[derive(Debug)]
 struct Inner {
     pool: Pool,
+    /// Confirms accepted orders on replicas before they are answered.
+    acks: Acks,
+    /// Round-robin over the pool's connections when orders are confirmed.
+    next_conn: AtomicUsize,
     /// Shared with `hot::HotSales`, which marks cancelled sales.
     closed: Arc<ClosedSales>,
     idempotency_ttl: Duration,
@@ -60,6 +66,14 @@ struct Inner {
 
 /// Sales whose purchase keys are kept ready.
 const CALL_KEYS_CACHED: usize = 4_096;
+
+/// How many replicas must hold an accepted order before it is answered
+/// (`REDIS_ACK_REPLICAS`, 0: none) and how long to wait for them.
+#[derive(Debug, Clone, Copy)]
+pub struct AckPolicy {
+    pub replicas: u32,
+    pub timeout: Duration,
+}
 
 /// Purchase attempts allowed per buyer per window, enforced in Redis so the
 /// limit holds across instances.
@@ -75,9 +89,12 @@ impl PurchaseEngine {
         closed: Arc<ClosedSales>,
         idempotency_ttl: Duration,
         attempts: AttemptLimit,
+        ack: AckPolicy,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                acks: Acks::new(&pool, ack.replicas, ack.timeout),
+                next_conn: AtomicUsize::new(0),
                 pool,
                 closed,
                 idempotency_ttl,
@@ -125,20 +142,24 @@ impl PurchaseEngine {
         };
         let int = |v: u128| Value::Integer(i64::try_from(v).unwrap_or(i64::MAX));
         let started = std::time::Instant::now();
-        let reply: Vec<i64> = PURCHASE
-            .call(
-                &self.inner.pool,
-                keys,
-                vec![
-                    Value::from(user),
-                    Value::Integer(i64::from(req.quantity)),
-                    Value::from(req.ip.to_string()),
-                    int(u128::from(ttl)),
-                    Value::Integer(i64::from(attempts.max)),
-                    int(attempts.window.as_millis()),
-                ],
-            )
-            .await?;
+        let args = vec![
+            Value::from(user),
+            Value::Integer(i64::from(req.quantity)),
+            Value::from(req.ip.to_string()),
+            int(u128::from(ttl)),
+            Value::Integer(i64::from(attempts.max)),
+            int(attempts.window.as_millis()),
+        ];
+        let acks = &self.inner.acks;
+        // With REDIS_ACK_REPLICAS the script runs on a chosen connection, so
+        // the WAIT that confirms it can follow on the same one.
+        let conn = acks
+            .enabled()
+            .then(|| self.inner.next_conn.fetch_add(1, Ordering::Relaxed) % acks.clients().len());
+        let reply: Vec<i64> = match conn {
+            Some(i) => PURCHASE.call_on(&acks.clients()[i], keys, args).await?,
+            None => PURCHASE.call(&self.inner.pool, keys, args).await?,
+        };
         metrics::histogram!(crate::metrics::PURCHASE_SCRIPT_DURATION_SECONDS)
             .record(started.elapsed().as_secs_f64());
         let outcome = PurchaseOutcome::decode(&reply, i64::from(req.quantity))
@@ -156,6 +177,14 @@ impl PurchaseEngine {
                     .mark(req.sale, Closed::Ended { end_ms, cancelled });
             }
             _ => {}
+        }
+        if let Some(i) = conn
+            && matches!(
+                outcome,
+                PurchaseOutcome::Accepted { .. } | PurchaseOutcome::Duplicate { .. }
+            )
+        {
+            acks.confirm(i, hot.names.tag.as_bytes()).await?;
         }
         Ok(outcome)
     }

@@ -2,8 +2,10 @@
 //! is re-established by itself, commands time out, and the command queue is
 //! bounded; fred's defaults have none of these), start-up checks of the
 //! server's settings, and the primitives every concern shares: scripts
-//! called by SHA (`script`), locks and leases (`lease`), TIME and PING.
+//! called by SHA (`script`), locks and leases (`lease`), confirmation of
+//! writes by replicas (`ack`), TIME and PING.
 
+pub mod ack;
 pub mod lease;
 pub mod script;
 

@@ -29,16 +29,27 @@ impl Script {
         client.script_load_cluster::<(), _>(self.lua).await
     }
 
-    /// EVALSHA, loading the script and retrying once on NOSCRIPT.
+    /// EVALSHA on the pool's next client, loading the script and retrying
+    /// once on NOSCRIPT.
     pub async fn call<R: FromValue>(
         &self,
         pool: &Pool,
         keys: impl Into<MultipleKeys> + Send,
         args: impl TryInto<MultipleValues, Error: Into<Error> + Send> + Send,
     ) -> Result<R, Error> {
+        self.call_on(pool.next(), keys, args).await
+    }
+
+    /// [`call`](Self::call) on one given client (a write that is to be
+    /// confirmed with WAIT must run on the connection that confirms it).
+    pub async fn call_on<R: FromValue>(
+        &self,
+        client: &Client,
+        keys: impl Into<MultipleKeys> + Send,
+        args: impl TryInto<MultipleValues, Error: Into<Error> + Send> + Send,
+    ) -> Result<R, Error> {
         let keys: MultipleKeys = keys.into();
         let args: MultipleValues = args.try_into().map_err(Into::into)?;
-        let client = pool.next();
         match client
             .evalsha::<R, _, _, _>(self.sha.as_str(), keys.clone(), args.clone())
             .await
