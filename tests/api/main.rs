@@ -13,5 +13,6 @@ mod health;
 mod products;
 mod purchase;
 mod realtime;
+mod replication;
 mod sales;
 mod write_behind;

@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod mongo;
 pub mod redis;
+pub mod sentinel;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
