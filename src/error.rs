@@ -136,6 +136,9 @@ impl StoreError {
                     || e.details().starts_with("LOADING")
                     || e.details().starts_with("MASTERDOWN")
                     || e.details().starts_with("NOREPLICAS")
+                    // A demoted primary (failover) refuses writes until
+                    // the client follows the new one.
+                    || e.details().starts_with("READONLY")
                     || e.details().starts_with("TRYAGAIN")
                     || e.details().starts_with("CLUSTERDOWN")
                     // fred's answer while it has no connection to send on
@@ -196,6 +199,18 @@ mod tests {
         assert!(outage(
             ErrorKind::Unknown,
             "LOADING Redis is loading the dataset"
+        ));
+        assert!(outage(
+            ErrorKind::Unknown,
+            "NOREPLICAS Not enough good replicas to write."
+        ));
+        assert!(outage(
+            ErrorKind::Unknown,
+            "READONLY You can't write against a read only replica."
+        ));
+        assert!(outage(
+            ErrorKind::Unknown,
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."
         ));
         assert!(!outage(
             ErrorKind::Unknown,
