@@ -16,6 +16,7 @@
 //! - `fraud`: IP rules, rate limits, blocklist, velocity rules, fraud log.
 //! - `leaderboard`: buyers ranked by first purchase, from Redis.
 //! - `error`: the one table of error codes and the error body.
+//! - `mongo`: MongoDB helpers the stores share (idempotent insert, indexes, paging).
 //!
 //! A purchase: `http::router` → `http::handlers::purchase` → `engine::PurchaseEngine::purchase`
 //! (one EVALSHA) → the order waits in the sale's stream → `orders::WriteBehind`
@@ -33,6 +34,7 @@ pub mod http;
 pub mod ids;
 pub mod leaderboard;
 pub mod metrics;
+pub mod mongo;
 pub mod net;
 pub mod orders;
 pub mod realtime;

@@ -1,13 +1,13 @@
 //! The `fraud_events` collection, filled by the write-behind from the fraud
 //! stream; `_id` is the stream entry id, so a re-delivery is harmless.
 
-use futures_util::TryStreamExt;
 use mongodb::bson::{DateTime, Document, doc};
-use mongodb::{Collection, Database, IndexModel};
+use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
 use super::FraudEvent;
 use crate::error::StoreError;
+use crate::mongo;
 
 pub(super) const COLLECTION: &str = "fraud_events";
 
@@ -97,25 +97,18 @@ impl FraudStore {
     }
 
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        self.coll
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "flashSaleId": 1, "at": -1 })
-                    .build(),
-            )
-            .await?;
-        self.coll
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "userId": 1, "at": -1 })
-                    .build(),
-            )
-            .await?;
-        Ok(())
+        mongo::ensure_indexes(
+            &self.coll,
+            [
+                doc! { "flashSaleId": 1, "at": -1 },
+                doc! { "userId": 1, "at": -1 },
+            ],
+        )
+        .await
     }
 
     pub async fn insert_batch(&self, events: &[StoredEvent]) -> Result<usize, StoreError> {
-        crate::orders::store::insert_idempotent(&self.coll, events).await
+        mongo::insert_idempotent(&self.coll, events).await
     }
 
     /// Events newest first, filtered by any of sale, user and rule.
@@ -137,13 +130,13 @@ impl FraudStore {
         if let Some(r) = rule {
             filter.insert("rule", r);
         }
-        let cursor = self
-            .coll
-            .find(filter)
-            .sort(doc! { "at": -1, "_id": -1 })
-            .skip(offset)
-            .limit(limit)
-            .await?;
-        Ok(cursor.try_collect().await?)
+        mongo::find_page(
+            &self.coll,
+            filter,
+            doc! { "at": -1, "_id": -1 },
+            offset,
+            limit,
+        )
+        .await
     }
 }
