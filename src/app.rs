@@ -20,7 +20,8 @@ use crate::catalog::ProductStore;
 use crate::config::Config;
 use crate::engine::PurchaseEngine;
 use crate::leaderboard::Leaderboard;
-use crate::orders::{OrderStore, Reconciler, WriteBehind};
+use crate::orders::{OrderStore, WriteBehind};
+use crate::reconcile::Reconciler;
 use crate::sales::{SaleService, SaleStore};
 
 /// Everything a request handler may use. Shared behind an `Arc`.

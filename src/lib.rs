@@ -11,6 +11,7 @@
 //! - `sales`: flash sales in MongoDB and their hot state in Redis.
 //! - `engine`: the one-script purchase and every Redis key of a sale.
 //! - `orders`: the order record and the write-behind from Redis streams.
+//! - `reconcile`: per sale, units sold in Redis against orders in MongoDB.
 //! - `realtime`: WebSocket hub and its Redis sources (keyspace events, pub/sub).
 //! - `scheduler`: one leader (Redis lease) moves sales through their lifecycle.
 //! - `fraud`: IP rules, rate limits, blocklist, velocity rules, fraud log.
@@ -38,6 +39,7 @@ pub mod mongo;
 pub mod net;
 pub mod orders;
 pub mod realtime;
+pub mod reconcile;
 pub mod redis;
 pub mod sales;
 pub mod scheduler;
