@@ -20,9 +20,10 @@ use crate::catalog::ProductStore;
 use crate::config::Config;
 use crate::engine::PurchaseEngine;
 use crate::leaderboard::Leaderboard;
-use crate::orders::{OrderStore, WriteBehind};
+use crate::orders::OrderStore;
 use crate::reconcile::Reconciler;
 use crate::sales::{SaleService, SaleStore};
+use crate::write_behind::WriteBehind;
 
 /// Everything a request handler may use. Shared behind an `Arc`.
 #[derive(Debug)]
@@ -237,13 +238,13 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let fraud_store = crate::fraud::FraudStore::new(&db);
     let write_behind = WriteBehind::new(
         pool.clone(),
-        orders.clone(),
-        fraud_store.clone(),
         instance.clone(),
         config.write_behind.batch_size,
         config.write_behind.claim_idle,
         config.write_behind.interval,
-    );
+    )
+    .with_sink(orders.clone())
+    .with_sink(fraud_store.clone());
     let leaderboard = Leaderboard::new(engine.clone(), users.clone());
     let blocklist = Arc::new(crate::fraud::Blocklist::new(pool.clone()));
     let fraud = Arc::new(crate::fraud::Fraud::new(

@@ -11,6 +11,7 @@ use crate::error::StoreError;
 use crate::ids::SaleId;
 use crate::orders::OrderStore;
 use crate::sales::SaleStore;
+use crate::write_behind::group_info;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -54,9 +55,9 @@ impl Reconciler {
         let stock: Option<i64> = client.get(&keys.stock).await?;
         let seq: Option<i64> = client.get(&keys.seq).await?;
         // Pending (read, not acknowledged) plus unread entries: not yet in MongoDB.
-        let (pending, unread) = crate::orders::write_behind::group_info(client, &keys.orders)
+        let (pending, unread) = group_info(client, &keys.orders)
             .await?
-            .map_or((0, 0), |(p, lag, _)| (p, lag));
+            .map_or((0, 0), |g| (g.pending, g.lag));
         let total = match total {
             Some(t) => t,
             None => self.sales.get(sale).await?.map_or(0, |s| s.total_units),

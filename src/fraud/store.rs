@@ -1,13 +1,16 @@
-//! The `fraud_events` collection, filled by the write-behind from the fraud
-//! stream; `_id` is the stream entry id, so a re-delivery is harmless.
+//! The `fraud_events` collection, and the write-behind sink that fills it
+//! from the fraud stream; `_id` is the stream entry id, so a re-delivery is
+//! harmless.
 
+use fred::prelude::{Client, Value};
 use mongodb::bson::{DateTime, Document, doc};
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
-use super::FraudEvent;
+use super::{FRAUD_STREAM, FraudEvent};
 use crate::error::StoreError;
 use crate::mongo;
+use crate::write_behind::{Malformed, Sink};
 
 pub(super) const COLLECTION: &str = "fraud_events";
 
@@ -62,7 +65,7 @@ impl From<&StoredEvent> for EventView {
 }
 
 /// Decodes a fraud stream entry (`event` = the JSON of a [`FraudEvent`]).
-pub fn decode_event(id: &str, fields: &[fred::prelude::Value]) -> Option<StoredEvent> {
+pub fn decode_event(id: &str, fields: &[Value]) -> Option<StoredEvent> {
     let mut json = None;
     for kv in fields.chunks(2) {
         if let [k, v] = kv
@@ -138,5 +141,30 @@ impl FraudStore {
             limit,
         )
         .await
+    }
+}
+
+// === impl Sink ===
+
+/// Fraud events are best effort: a malformed one is dropped, and they do not
+/// count in the (order) backlog gauges.
+impl Sink for FraudStore {
+    type Item = StoredEvent;
+    type Stream = ();
+
+    const KIND: &'static str = "fraud event";
+    const MALFORMED: Malformed = Malformed::Drop;
+    const IN_BACKLOG: bool = false;
+
+    async fn streams(&self, _redis: &Client) -> Result<Vec<(String, ())>, fred::error::Error> {
+        Ok(vec![(FRAUD_STREAM.to_owned(), ())])
+    }
+
+    fn decode(&self, _: &(), id: &str, fields: &[Value]) -> Option<StoredEvent> {
+        decode_event(id, fields)
+    }
+
+    async fn write(&self, events: &[StoredEvent]) -> Result<usize, StoreError> {
+        self.insert_batch(events).await
     }
 }

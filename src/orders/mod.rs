@@ -1,10 +1,9 @@
-//! Orders: the MongoDB record of accepted purchases and the write-behind that
-//! moves them there from the sales' Redis streams.
+//! Orders: the MongoDB record of accepted purchases, and the write-behind
+//! sink that moves them there from the sales' Redis streams.
 
 mod model;
-pub(crate) mod store;
-pub(crate) mod write_behind;
+mod sink;
+mod store;
 
 pub use model::{Order, OrderView, order_id};
 pub use store::{BuyerSummary, OrderStore, SaleSummary};
-pub use write_behind::{FlushReport, WriteBehind, WriteBehindError};
