@@ -99,15 +99,11 @@ impl FraudStore {
         }
     }
 
+    /// Indexes for the event listing filtered by sale or by user, newest first.
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        mongo::ensure_indexes(
-            &self.coll,
-            [
-                doc! { "flashSaleId": 1, "at": -1 },
-                doc! { "userId": 1, "at": -1 },
-            ],
-        )
-        .await
+        let by_sale = doc! { "flashSaleId": 1, "at": -1 };
+        let by_user = doc! { "userId": 1, "at": -1 };
+        mongo::ensure_indexes(&self.coll, [by_sale, by_user]).await
     }
 
     pub async fn insert_batch(&self, events: &[StoredEvent]) -> Result<usize, StoreError> {

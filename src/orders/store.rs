@@ -40,15 +40,12 @@ impl OrderStore {
         }
     }
 
+    /// Indexes for a buyer's orders, newest first, and a sale's orders in
+    /// sequence (reconcile, the admin listing).
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        mongo::ensure_indexes(
-            &self.coll,
-            [
-                doc! { "userId": 1, "purchasedAt": -1 },
-                doc! { "flashSaleId": 1, "seq": 1 },
-            ],
-        )
-        .await
+        let by_user = doc! { "userId": 1, "purchasedAt": -1 };
+        let by_sale = doc! { "flashSaleId": 1, "seq": 1 };
+        mongo::ensure_indexes(&self.coll, [by_user, by_sale]).await
     }
 
     /// Writes a batch idempotently; returns how many were new.
