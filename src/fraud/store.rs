@@ -7,7 +7,7 @@ use mongodb::bson::{DateTime, Document, doc};
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
-use super::{FRAUD_STREAM, FraudEvent};
+use super::{FRAUD_STREAM, FraudAction, FraudEvent};
 use crate::error::StoreError;
 use crate::mongo;
 use crate::write_behind::{Malformed, Sink};
@@ -20,7 +20,7 @@ pub struct StoredEvent {
     #[serde(rename = "_id")]
     pub id: String,
     pub rule: String,
-    pub action: String,
+    pub action: FraudAction,
     #[serde(rename = "userId", default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
     pub ip: String,
@@ -41,7 +41,7 @@ pub struct StoredEvent {
 pub struct EventView {
     pub id: String,
     pub rule: String,
-    pub action: String,
+    pub action: FraudAction,
     pub user_id: Option<String>,
     pub ip: String,
     pub flash_sale_id: Option<String>,
@@ -54,7 +54,7 @@ impl From<&StoredEvent> for EventView {
         Self {
             id: e.id.clone(),
             rule: e.rule.clone(),
-            action: e.action.clone(),
+            action: e.action,
             user_id: e.user_id.clone(),
             ip: e.ip.clone(),
             flash_sale_id: e.flash_sale_id.clone(),
