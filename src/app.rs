@@ -21,9 +21,11 @@ use crate::config::Config;
 use crate::engine::PurchaseEngine;
 use crate::hot::HotSales;
 use crate::leaderboard::Leaderboard;
-use crate::orders::{OrderStore, Reconciler, WriteBehind};
+use crate::orders::OrderStore;
+use crate::reconcile::Reconciler;
 use crate::sales::{SaleService, SaleStore};
 use crate::state::AppState;
+use crate::write_behind::WriteBehind;
 
 /// A built application, listening but not yet serving.
 #[derive(Debug)]
@@ -232,13 +234,13 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let fraud_store = crate::fraud::FraudStore::new(&db);
     let write_behind = WriteBehind::new(
         pool.clone(),
-        orders.clone(),
-        fraud_store.clone(),
         instance.clone(),
         config.write_behind.batch_size,
         config.write_behind.claim_idle,
         config.write_behind.interval,
-    );
+    )
+    .with_sink(orders.clone())
+    .with_sink(fraud_store.clone());
     let leaderboard = Leaderboard::new(pool.clone(), users.clone());
     let blocklist = Arc::new(crate::fraud::Blocklist::new(pool.clone()));
     let fraud = Arc::new(crate::fraud::Fraud::new(

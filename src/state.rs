@@ -14,9 +14,11 @@ use crate::engine::PurchaseEngine;
 use crate::fraud::{Fraud, FraudStore};
 use crate::hot::HotSales;
 use crate::leaderboard::Leaderboard;
-use crate::orders::{OrderStore, Reconciler, WriteBehind};
+use crate::orders::OrderStore;
 use crate::realtime::{Hub, Sockets};
+use crate::reconcile::Reconciler;
 use crate::sales::SaleService;
+use crate::write_behind::WriteBehind;
 
 /// Everything a request handler may use. Shared behind an `Arc`.
 #[derive(Debug)]

@@ -1,6 +1,5 @@
 //! The `products` collection.
 
-use futures_util::TryStreamExt;
 use mongodb::bson::{DateTime, doc, oid::ObjectId};
 use mongodb::{Collection, Database};
 
@@ -39,13 +38,6 @@ impl ProductStore {
     }
 
     pub async fn list(&self, offset: u64, limit: i64) -> Result<Vec<Product>, StoreError> {
-        let cursor = self
-            .coll
-            .find(doc! {})
-            .sort(doc! { "_id": 1 })
-            .skip(offset)
-            .limit(limit)
-            .await?;
-        Ok(cursor.try_collect().await?)
+        crate::mongo::find_page(&self.coll, doc! {}, doc! { "_id": 1 }, offset, limit).await
     }
 }

@@ -17,12 +17,37 @@ pub const FRAUD_STREAM: &str = "flashsale:fraud";
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 const MAX_SAMPLE_KEYS: usize = 100_000;
 
+/// What a fraud rule did to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FraudAction {
+    /// The request was refused.
+    Blocked,
+    /// The request went on; the event is kept for review.
+    Flagged,
+}
+
+impl FraudAction {
+    /// The serialized name, also the `action` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Blocked => "blocked",
+            Self::Flagged => "flagged",
+        }
+    }
+}
+
+impl std::fmt::Display for FraudAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FraudEvent {
     pub rule: String,
-    /// "blocked" or "flagged".
-    pub action: String,
+    pub action: FraudAction,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
     pub ip: String,
@@ -34,28 +59,59 @@ pub struct FraudEvent {
 }
 
 impl FraudEvent {
-    pub fn blocked(rule: &str, user: Option<UserId>, ip: IpAddr, sale: Option<SaleId>) -> Self {
+    /// An event that happened now.
+    fn new(
+        action: FraudAction,
+        rule: &str,
+        user: Option<UserId>,
+        ip: IpAddr,
+        sale: Option<SaleId>,
+        details: serde_json::Value,
+    ) -> Self {
         Self {
             rule: rule.to_owned(),
-            action: "blocked".to_owned(),
+            action,
             user_id: user.map(UserId::hex),
             ip: ip.to_string(),
             flash_sale_id: sale.map(SaleId::hex),
             at_ms: crate::clock::now_ms(),
-            details: serde_json::Value::Null,
+            details,
         }
     }
 
-    pub fn rule(
+    /// A refused request, without details (IP rules, limits, the blocklist).
+    pub fn blocked(rule: &str, user: Option<UserId>, ip: IpAddr, sale: Option<SaleId>) -> Self {
+        Self::new(
+            FraudAction::Blocked,
+            rule,
+            user,
+            ip,
+            sale,
+            serde_json::Value::Null,
+        )
+    }
+
+    /// A purchase a velocity rule let through but recorded.
+    pub fn flagged(
         rule: &str,
         user: UserId,
         ip: IpAddr,
         sale: SaleId,
         details: serde_json::Value,
     ) -> Self {
-        let mut e = Self::blocked(rule, Some(user), ip, Some(sale));
-        e.details = details;
-        e
+        Self::new(
+            FraudAction::Flagged,
+            rule,
+            Some(user),
+            ip,
+            Some(sale),
+            details,
+        )
+    }
+
+    /// The same event with what the rule measured.
+    pub fn with_details(self, details: serde_json::Value) -> Self {
+        Self { details, ..self }
     }
 }
 
@@ -83,7 +139,7 @@ impl FraudLog {
         metrics::counter!(
             crate::metrics::FRAUD_EVENTS_TOTAL,
             "rule" => ev.rule.clone(),
-            "action" => ev.action.clone(),
+            "action" => ev.action.as_str(),
         )
         .increment(1);
     }
@@ -142,5 +198,29 @@ impl FraudLog {
         let now = Instant::now();
         self.sampled
             .retain(|_, t| now.duration_since(*t) < SAMPLE_EVERY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_serialize_to_the_strings_the_api_and_mongodb_hold() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let details = serde_json::json!({ "distinctIps": 3 });
+        let flagged = FraudEvent::flagged("many-ips", UserId::new(), ip, SaleId::new(), details);
+        let blocked = FraudEvent::blocked("ip-deny", None, ip, None);
+
+        let json = serde_json::to_value(&flagged).unwrap();
+        assert_eq!(json["action"], "flagged");
+        assert_eq!(json["details"]["distinctIps"], 3);
+        assert_eq!(serde_json::to_value(&blocked).unwrap()["action"], "blocked");
+        assert_eq!(
+            mongodb::bson::to_bson(&FraudAction::Flagged).unwrap(),
+            mongodb::bson::Bson::String("flagged".into())
+        );
+        let back: FraudEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, flagged);
     }
 }

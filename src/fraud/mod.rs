@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 pub use blocklist::{BLOCKLIST_CHANGED, Blocklist, BlocklistEntry, EntryKind, NewEntry};
 pub use limits::{Limited, Limiter};
-pub use log::{FRAUD_STREAM, FraudEvent, FraudLog};
+pub use log::{FRAUD_STREAM, FraudAction, FraudEvent, FraudLog};
 pub use store::{EventView, FraudStore, StoredEvent, decode_event};
 pub use velocity::Velocity;
 
@@ -161,13 +161,11 @@ impl Fraud {
             if age >= 0 && (age as u64) < self.cfg.new_account_age.as_secs() {
                 self.rule(
                     self.cfg.rule_new_account,
-                    FraudEvent::rule(
-                        "new-account",
-                        user.id,
-                        ip,
-                        sale,
-                        serde_json::json!({ "accountAgeSeconds": age }),
-                    ),
+                    "new-account",
+                    user.id,
+                    ip,
+                    sale,
+                    serde_json::json!({ "accountAgeSeconds": age }),
                 )?;
             }
         }
@@ -176,13 +174,11 @@ impl Fraud {
         {
             self.rule(
                 self.cfg.rule_refusal_burst,
-                FraudEvent::rule(
-                    "refusal-burst",
-                    user.id,
-                    ip,
-                    sale,
-                    serde_json::json!({ "refusals": n }),
-                ),
+                "refusal-burst",
+                user.id,
+                ip,
+                sale,
+                serde_json::json!({ "refusals": n }),
             )?;
         }
         if self.cfg.rule_many_ips != RuleAction::Off
@@ -190,31 +186,39 @@ impl Fraud {
         {
             self.rule(
                 self.cfg.rule_many_ips,
-                FraudEvent::rule(
-                    "many-ips",
-                    user.id,
-                    ip,
-                    sale,
-                    serde_json::json!({ "distinctIps": n }),
-                ),
+                "many-ips",
+                user.id,
+                ip,
+                sale,
+                serde_json::json!({ "distinctIps": n }),
             )?;
         }
         Ok(())
     }
 
-    fn rule(&self, action: RuleAction, mut ev: FraudEvent) -> Result<(), Denied> {
+    /// Applies a velocity rule's configured action: a flagged event only, or
+    /// a blocked event and the refusal.
+    fn rule(
+        &self,
+        action: RuleAction,
+        rule: &'static str,
+        user: UserId,
+        ip: IpAddr,
+        sale: SaleId,
+        details: serde_json::Value,
+    ) -> Result<(), Denied> {
         match action {
             RuleAction::Off => Ok(()),
             RuleAction::Record => {
-                ev.action = "flagged".to_owned();
+                let ev = FraudEvent::flagged(rule, user, ip, sale, details);
                 self.log.record_sampled(ev);
                 Ok(())
             }
             RuleAction::Block => {
-                let rule = ev.rule.clone();
-                ev.action = "blocked".to_owned();
+                let ev =
+                    FraudEvent::blocked(rule, Some(user), ip, Some(sale)).with_details(details);
                 self.log.record_sampled(ev);
-                Err(blocked(&rule, "this purchase was refused by a fraud rule"))
+                Err(blocked(rule, "this purchase was refused by a fraud rule"))
             }
         }
     }
@@ -242,13 +246,13 @@ impl Fraud {
                 self.velocity.note_refusal(user);
             }
             Refusal::IpAccountLimit { max_accounts } => {
-                let mut ev = FraudEvent::blocked("multi-account-ip", Some(user), ip, Some(sale));
-                ev.details = serde_json::json!({ "maxAccountsPerIp": max_accounts });
+                let ev = FraudEvent::blocked("multi-account-ip", Some(user), ip, Some(sale))
+                    .with_details(serde_json::json!({ "maxAccountsPerIp": max_accounts }));
                 self.log.record(ev);
             }
             Refusal::AttemptLimit { limit, .. } => {
-                let mut ev = FraudEvent::blocked("attempts-per-sale", Some(user), ip, Some(sale));
-                ev.details = serde_json::json!({ "limit": limit });
+                let ev = FraudEvent::blocked("attempts-per-sale", Some(user), ip, Some(sale))
+                    .with_details(serde_json::json!({ "limit": limit }));
                 self.log.record_sampled(ev);
             }
             _ => {}

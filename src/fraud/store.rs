@@ -1,13 +1,16 @@
-//! The `fraud_events` collection, filled by the write-behind from the fraud
-//! stream; `_id` is the stream entry id, so a re-delivery is harmless.
+//! The `fraud_events` collection, and the write-behind sink that fills it
+//! from the fraud stream; `_id` is the stream entry id, so a re-delivery is
+//! harmless.
 
-use futures_util::TryStreamExt;
+use fred::prelude::{Client, Value};
 use mongodb::bson::{DateTime, Document, doc};
-use mongodb::{Collection, Database, IndexModel};
+use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
-use super::FraudEvent;
+use super::{FRAUD_STREAM, FraudAction, FraudEvent};
 use crate::error::StoreError;
+use crate::mongo;
+use crate::write_behind::{Malformed, Sink};
 
 pub(super) const COLLECTION: &str = "fraud_events";
 
@@ -17,7 +20,7 @@ pub struct StoredEvent {
     #[serde(rename = "_id")]
     pub id: String,
     pub rule: String,
-    pub action: String,
+    pub action: FraudAction,
     #[serde(rename = "userId", default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
     pub ip: String,
@@ -38,7 +41,7 @@ pub struct StoredEvent {
 pub struct EventView {
     pub id: String,
     pub rule: String,
-    pub action: String,
+    pub action: FraudAction,
     pub user_id: Option<String>,
     pub ip: String,
     pub flash_sale_id: Option<String>,
@@ -51,7 +54,7 @@ impl From<&StoredEvent> for EventView {
         Self {
             id: e.id.clone(),
             rule: e.rule.clone(),
-            action: e.action.clone(),
+            action: e.action,
             user_id: e.user_id.clone(),
             ip: e.ip.clone(),
             flash_sale_id: e.flash_sale_id.clone(),
@@ -62,7 +65,7 @@ impl From<&StoredEvent> for EventView {
 }
 
 /// Decodes a fraud stream entry (`event` = the JSON of a [`FraudEvent`]).
-pub fn decode_event(id: &str, fields: &[fred::prelude::Value]) -> Option<StoredEvent> {
+pub fn decode_event(id: &str, fields: &[Value]) -> Option<StoredEvent> {
     let mut json = None;
     for kv in fields.chunks(2) {
         if let [k, v] = kv
@@ -96,26 +99,15 @@ impl FraudStore {
         }
     }
 
+    /// Indexes for the event listing filtered by sale or by user, newest first.
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        self.coll
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "flashSaleId": 1, "at": -1 })
-                    .build(),
-            )
-            .await?;
-        self.coll
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "userId": 1, "at": -1 })
-                    .build(),
-            )
-            .await?;
-        Ok(())
+        let by_sale = doc! { "flashSaleId": 1, "at": -1 };
+        let by_user = doc! { "userId": 1, "at": -1 };
+        mongo::ensure_indexes(&self.coll, [by_sale, by_user]).await
     }
 
     pub async fn insert_batch(&self, events: &[StoredEvent]) -> Result<usize, StoreError> {
-        crate::orders::store::insert_idempotent(&self.coll, events).await
+        mongo::insert_idempotent(&self.coll, events).await
     }
 
     /// Events newest first, filtered by any of sale, user and rule.
@@ -137,13 +129,38 @@ impl FraudStore {
         if let Some(r) = rule {
             filter.insert("rule", r);
         }
-        let cursor = self
-            .coll
-            .find(filter)
-            .sort(doc! { "at": -1, "_id": -1 })
-            .skip(offset)
-            .limit(limit)
-            .await?;
-        Ok(cursor.try_collect().await?)
+        mongo::find_page(
+            &self.coll,
+            filter,
+            doc! { "at": -1, "_id": -1 },
+            offset,
+            limit,
+        )
+        .await
+    }
+}
+
+// === impl Sink ===
+
+/// Fraud events are best effort: a malformed one is dropped, and they do not
+/// count in the (order) backlog gauges.
+impl Sink for FraudStore {
+    type Item = StoredEvent;
+    type Stream = ();
+
+    const KIND: &'static str = "fraud event";
+    const MALFORMED: Malformed = Malformed::Drop;
+    const IN_BACKLOG: bool = false;
+
+    async fn streams(&self, _redis: &Client) -> Result<Vec<(String, ())>, fred::error::Error> {
+        Ok(vec![(FRAUD_STREAM.to_owned(), ())])
+    }
+
+    fn decode(&self, _: &(), id: &str, fields: &[Value]) -> Option<StoredEvent> {
+        decode_event(id, fields)
+    }
+
+    async fn write(&self, events: &[StoredEvent]) -> Result<usize, StoreError> {
+        self.insert_batch(events).await
     }
 }

@@ -1,12 +1,9 @@
-//! Orders: the MongoDB record of accepted purchases and the write-behind that
-//! moves them there from the sales' Redis streams.
+//! Orders: the MongoDB record of accepted purchases, and the write-behind
+//! sink that moves them there from the sales' Redis streams.
 
 mod model;
-mod reconcile;
-pub(crate) mod store;
-pub(crate) mod write_behind;
+mod sink;
+mod store;
 
 pub use model::{Order, OrderView, order_id};
-pub use reconcile::{ReconcileReport, Reconciler};
 pub use store::{BuyerSummary, OrderStore, SaleSummary};
-pub use write_behind::{FlushReport, WriteBehind, WriteBehindError};

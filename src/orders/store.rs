@@ -2,12 +2,12 @@
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{Document, doc};
-use mongodb::options::WriteConcern;
-use mongodb::{Collection, Database, IndexModel};
+use mongodb::{Collection, Database};
 
 use super::Order;
 use crate::error::StoreError;
 use crate::ids::{SaleId, UserId};
+use crate::mongo;
 
 pub(super) const COLLECTION: &str = "orders";
 
@@ -40,27 +40,17 @@ impl OrderStore {
         }
     }
 
+    /// Indexes for a buyer's orders, newest first, and a sale's orders in
+    /// sequence (reconcile, the admin listing).
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        self.coll
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "userId": 1, "purchasedAt": -1 })
-                    .build(),
-            )
-            .await?;
-        self.coll
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! { "flashSaleId": 1, "seq": 1 })
-                    .build(),
-            )
-            .await?;
-        Ok(())
+        let by_user = doc! { "userId": 1, "purchasedAt": -1 };
+        let by_sale = doc! { "flashSaleId": 1, "seq": 1 };
+        mongo::ensure_indexes(&self.coll, [by_user, by_sale]).await
     }
 
     /// Writes a batch idempotently; returns how many were new.
     pub async fn insert_batch(&self, orders: &[Order]) -> Result<usize, StoreError> {
-        insert_idempotent(&self.coll, orders).await
+        mongo::insert_idempotent(&self.coll, orders).await
     }
 
     pub async fn for_user(
@@ -69,7 +59,8 @@ impl OrderStore {
         offset: u64,
         limit: i64,
     ) -> Result<Vec<Order>, StoreError> {
-        self.find(
+        mongo::find_page(
+            &self.coll,
             doc! { "userId": user.oid() },
             doc! { "purchasedAt": -1, "_id": -1 },
             offset,
@@ -89,34 +80,18 @@ impl OrderStore {
         if let Some(u) = user {
             filter.insert("userId", u.oid());
         }
-        self.find(filter, doc! { "seq": 1 }, offset, limit).await
+        mongo::find_page(&self.coll, filter, doc! { "seq": 1 }, offset, limit).await
     }
 
     pub async fn all(&self, offset: u64, limit: i64) -> Result<Vec<Order>, StoreError> {
-        self.find(
+        mongo::find_page(
+            &self.coll,
             doc! {},
             doc! { "purchasedAt": -1, "_id": -1 },
             offset,
             limit,
         )
         .await
-    }
-
-    async fn find(
-        &self,
-        filter: Document,
-        sort: Document,
-        offset: u64,
-        limit: i64,
-    ) -> Result<Vec<Order>, StoreError> {
-        let cursor = self
-            .coll
-            .find(filter)
-            .sort(sort)
-            .skip(offset)
-            .limit(limit)
-            .await?;
-        Ok(cursor.try_collect().await?)
     }
 
     /// Units sold and order count of a sale, in one grouped aggregation.
@@ -184,54 +159,5 @@ impl OrderStore {
         }
         s.buyers.sort_by_key(|b| b.first_seq);
         Ok(s)
-    }
-
-    /// How many order documents carry this id (0 or 1 when all is well).
-    pub async fn count_id(&self, id: &str) -> Result<u64, StoreError> {
-        Ok(self.coll.count_documents(doc! { "_id": id }).await?)
-    }
-}
-
-/// Writes a batch idempotently: unordered, acknowledged by a majority and
-/// journaled (`w: majority, j: true`, so an acknowledged batch survives a
-/// crash and the stream entries can be released), and a
-/// duplicate `_id` counts as already written. Returns how many were new.
-pub(crate) async fn insert_idempotent<T>(
-    coll: &Collection<T>,
-    docs: &[T],
-) -> Result<usize, StoreError>
-where
-    T: serde::Serialize + Send + Sync,
-{
-    if docs.is_empty() {
-        return Ok(0);
-    }
-    let result = coll
-        .insert_many(docs)
-        .ordered(false)
-        .write_concern(
-            WriteConcern::builder()
-                .w(mongodb::options::Acknowledgment::Majority)
-                .journal(true)
-                .build(),
-        )
-        .await;
-    match result {
-        Ok(r) => Ok(r.inserted_ids.len()),
-        Err(e) => {
-            use mongodb::error::ErrorKind;
-            if let ErrorKind::InsertMany(im) = &*e.kind {
-                let only_duplicates = im.write_concern_error.is_none()
-                    && im
-                        .write_errors
-                        .as_ref()
-                        .is_some_and(|es| es.iter().all(|w| w.code == 11000));
-                if only_duplicates {
-                    let dups = im.write_errors.as_ref().map_or(0, Vec::len);
-                    return Ok(docs.len().saturating_sub(dups));
-                }
-            }
-            Err(e.into())
-        }
     }
 }

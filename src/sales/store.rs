@@ -90,14 +90,8 @@ impl SaleStore {
             ] },
             Some(SaleStatus::Cancelled) => doc! { "status": "cancelled" },
         };
-        let cursor = self
-            .coll
-            .find(filter)
-            .sort(doc! { "startTime": -1, "_id": -1 })
-            .skip(offset)
-            .limit(limit)
-            .await?;
-        Ok(cursor.try_collect().await?)
+        let sort = doc! { "startTime": -1, "_id": -1 };
+        crate::mongo::find_page(&self.coll, filter, sort, offset, limit).await
     }
 
     /// Sales that may still sell: not ended or cancelled, and not past their end.

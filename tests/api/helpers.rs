@@ -320,7 +320,7 @@ impl TestApp {
     }
 
     /// Drains every order stream into MongoDB.
-    pub async fn flush(&self) -> flashsale::orders::FlushReport {
+    pub async fn flush(&self) -> flashsale::write_behind::FlushReport {
         self.state
             .write_behind
             .drain(Duration::from_secs(30))

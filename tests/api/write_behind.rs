@@ -135,3 +135,35 @@ async fn shutdown_drains_the_write_behind() {
     app.shutdown().await;
     assert_eq!(order_ids(&app).await.len(), 2);
 }
+
+#[tokio::test]
+async fn malformed_order_entries_are_dead_lettered_and_malformed_fraud_events_dropped() {
+    let app = spawn_app().await;
+    let sale = app.open_sale(100, 10, 5).await;
+    let id = sale["id"].as_str().unwrap();
+    let stream = format!("{{sale:{id}}}:orders");
+    let bad_order = app.redis().cli(&["XADD", &stream, "*", "seq", "x"]);
+    app.redis()
+        .cli(&["XADD", "flashsale:fraud", "*", "event", "not json"]);
+
+    let r = app.flush().await;
+
+    assert_eq!(
+        (r.read, r.written, r.acked, r.dead_lettered, r.dropped),
+        (2, 0, 2, 1, 1)
+    );
+    let dead = app
+        .redis()
+        .cli(&["XRANGE", &format!("{stream}:dead"), "-", "+"]);
+    assert!(
+        dead.contains(&bad_order),
+        "the order entry's id is dead-lettered: {dead}"
+    );
+    for key in [stream.as_str(), "flashsale:fraud"] {
+        let pending = app.redis().cli(&["XPENDING", key, "write-behind"]);
+        assert!(
+            pending.starts_with('0'),
+            "{key}: nothing pending: {pending}"
+        );
+    }
+}

@@ -1,13 +1,17 @@
-//! Reconciliation: per sale, the units Redis sold against the orders MongoDB holds.
+//! Reconciliation: per sale, the units Redis sold against the orders MongoDB
+//! holds. Used by the admin reconcile endpoint and the `reconcile` subcommand;
+//! it reads sales, orders and the write-behind's stream state, and none of
+//! them reads it.
 
 use fred::prelude::*;
 use serde::Serialize;
 
-use super::OrderStore;
-use crate::engine::SaleKeys;
+use crate::engine::{SALES_REGISTRY, SaleKeys};
 use crate::error::StoreError;
 use crate::ids::SaleId;
+use crate::orders::OrderStore;
 use crate::sales::SaleStore;
+use crate::write_behind::group_info;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -51,9 +55,9 @@ impl Reconciler {
         let stock: Option<i64> = client.get(&keys.stock).await?;
         let seq: Option<i64> = client.get(&keys.seq).await?;
         // Pending (read, not acknowledged) plus unread entries: not yet in MongoDB.
-        let (pending, unread) = super::write_behind::group_info(client, &keys.orders)
+        let (pending, unread) = group_info(client, &keys.orders)
             .await?
-            .map_or((0, 0), |(p, lag, _)| (p, lag));
+            .map_or((0, 0), |g| (g.pending, g.lag));
         let total = match total {
             Some(t) => t,
             None => self.sales.get(sale).await?.map_or(0, |s| s.total_units),
@@ -76,7 +80,7 @@ impl Reconciler {
 
     /// Every sale in the write-behind registry.
     pub async fn all(&self) -> Result<Vec<ReconcileReport>, StoreError> {
-        let ids: Vec<String> = self.pool.smembers(crate::engine::SALES_REGISTRY).await?;
+        let ids: Vec<String> = self.pool.smembers(SALES_REGISTRY).await?;
         let mut out = Vec::new();
         for id in ids {
             if let Ok(s) = SaleId::parse(&id) {

@@ -1,0 +1,111 @@
+//! The order sink of the write-behind: every registered sale's order stream,
+//! decoded into [`Order`]s and written to the `orders` collection.
+
+use fred::prelude::*;
+use mongodb::bson::{DateTime, oid::ObjectId};
+
+use super::{Order, OrderStore, order_id};
+use crate::engine::{SALES_REGISTRY, SaleKeys};
+use crate::error::StoreError;
+use crate::ids::SaleId;
+use crate::write_behind::{Malformed, Sink};
+
+impl Sink for OrderStore {
+    type Item = Order;
+    type Stream = SaleId;
+
+    const KIND: &'static str = "order";
+    const MALFORMED: Malformed = Malformed::DeadLetter;
+    const IN_BACKLOG: bool = true;
+
+    async fn streams(&self, redis: &Client) -> Result<Vec<(String, SaleId)>, fred::error::Error> {
+        let sales: Vec<String> = redis.smembers(SALES_REGISTRY).await?;
+        Ok(sales
+            .iter()
+            .filter_map(|hex| SaleId::parse(hex).ok())
+            .map(|sale| (SaleKeys::new(sale).orders, sale))
+            .collect())
+    }
+
+    fn decode(&self, sale: &SaleId, _id: &str, fields: &[Value]) -> Option<Order> {
+        decode_order(fields, *sale)
+    }
+
+    async fn write(&self, orders: &[Order]) -> Result<usize, StoreError> {
+        metrics::histogram!(crate::metrics::WRITE_BEHIND_BATCH_SIZE).record(orders.len() as f64);
+        let written = self.insert_batch(orders).await?;
+        metrics::counter!(crate::metrics::WRITE_BEHIND_FLUSHED_TOTAL).increment(written as u64);
+        Ok(written)
+    }
+}
+
+/// An order stream entry, as the purchase script appends it.
+fn decode_order(fields: &[Value], sale: SaleId) -> Option<Order> {
+    let mut seq = None;
+    let mut user = None;
+    let mut qty = None;
+    let mut price = None;
+    let mut ts = None;
+    let mut ip = String::new();
+    for kv in fields.chunks(2) {
+        let [k, v] = kv else { return None };
+        let v = v.as_string()?;
+        match k.as_str()?.as_ref() {
+            "seq" => seq = v.parse::<i64>().ok(),
+            "user" => user = ObjectId::parse_str(&v).ok(),
+            "qty" => qty = v.parse::<i64>().ok(),
+            "price" => price = v.parse::<i64>().ok(),
+            "ts" => ts = v.parse::<i64>().ok(),
+            "ip" => ip = v,
+            _ => {}
+        }
+    }
+    let seq = seq?;
+    Some(Order {
+        id: order_id(sale, seq),
+        flash_sale_id: sale.oid(),
+        user_id: user?,
+        quantity: qty.filter(|q| *q > 0)?,
+        unit_price_cents: price?,
+        purchased_at: DateTime::from_millis(ts?),
+        seq,
+        ip,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: &str) -> Value {
+        Value::String(x.into())
+    }
+
+    #[test]
+    fn order_entries_decode_into_orders() {
+        let sale = SaleId::new();
+        let user = ObjectId::new();
+        let fields = [
+            ("seq", "3"),
+            ("user", user.to_hex().as_str()),
+            ("qty", "2"),
+            ("price", "1599"),
+            ("ts", "1700000000000"),
+            ("ip", "127.0.0.1"),
+        ]
+        .iter()
+        .flat_map(|(k, v)| [s(k), s(v)])
+        .collect::<Vec<_>>();
+        let o = decode_order(&fields, sale).unwrap();
+        assert_eq!(o.id, format!("{}-3", sale.hex()));
+        assert_eq!((o.quantity, o.unit_price_cents, o.user_id), (2, 1599, user));
+        assert_eq!(o.ip, "127.0.0.1");
+    }
+
+    #[test]
+    fn order_entries_missing_fields_are_malformed() {
+        let sale = SaleId::new();
+        assert!(decode_order(&[s("seq"), s("x")], sale).is_none());
+        assert!(decode_order(&[s("seq")], sale).is_none());
+    }
+}
