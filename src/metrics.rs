@@ -137,7 +137,7 @@ fn describe() {
     describe_counter!(REDIS_ERRORS_TOTAL, "Redis commands that failed");
     describe_counter!(
         REDIS_UNCONFIRMED_TOTAL,
-        "Purchases answered 503 because too few replicas confirmed them in time (REDIS_ACK_REPLICAS)"
+        "Writes too few replicas confirmed in time (REDIS_ACK_REPLICAS): purchases answered 503, write-behind passes retried"
     );
     describe_counter!(MONGODB_ERRORS_TOTAL, "MongoDB operations that failed");
     describe_gauge!(

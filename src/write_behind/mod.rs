@@ -34,6 +34,10 @@ pub enum WriteBehindError {
     Redis(#[from] fred::error::Error),
     #[error("mongodb: {0}")]
     Store(#[from] StoreError),
+    /// Too few replicas hold the entries read (`REDIS_ACK_REPLICAS`): they
+    /// stay pending and are written on a later pass.
+    #[error("redis replication: {acked} of {wanted} replicas hold the entries")]
+    Unreplicated { acked: i64, wanted: u32 },
 }
 
 /// What one step did, over every stream.
@@ -76,6 +80,10 @@ pub struct WriteBehind {
     /// one claims it.
     claim_idle: Duration,
     interval: Duration,
+    /// Replicas that must hold entries before they go to MongoDB, and the
+    /// WAIT timeout (`REDIS_ACK_REPLICAS`; 0: none).
+    replicas: u32,
+    ack_timeout: Duration,
     /// Drained in order, each pass.
     sinks: Vec<Arc<dyn Lane>>,
 }
@@ -99,8 +107,19 @@ impl WriteBehind {
             batch: batch.max(1),
             claim_idle,
             interval,
+            replicas: 0,
+            ack_timeout: Duration::ZERO,
             sinks: Vec::new(),
         }
+    }
+
+    /// Writes to MongoDB only entries that `replicas` replicas hold. An
+    /// entry a failover could still discard never reaches the system of
+    /// record, so MongoDB and the new primary cannot disagree about it.
+    pub fn with_replica_ack(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replicas = replicas;
+        self.ack_timeout = timeout;
+        self
     }
 
     pub fn with_sink(mut self, sink: impl Sink) -> Self {
@@ -196,6 +215,9 @@ impl WriteBehind {
                             metrics::counter!(crate::metrics::REDIS_ERRORS_TOTAL).increment(1)
                         }
                         WriteBehindError::Store(s) => crate::metrics::store_error(s),
+                        WriteBehindError::Unreplicated { .. } => {
+                            metrics::counter!(crate::metrics::REDIS_UNCONFIRMED_TOTAL).increment(1)
+                        }
                     }
                     tracing::warn!(error = %ErrorChain(&e), "write-behind flush failed; entries wait in Redis");
                     delay = (delay * 2).clamp(Duration::from_millis(100), max_backoff);
@@ -247,6 +269,7 @@ impl WriteBehind {
         if entries.is_empty() {
             return Ok(report);
         }
+        self.replicated(client, key).await?;
         let mut items = Vec::with_capacity(entries.len());
         let mut bad = Vec::new();
         let mut ids = Vec::with_capacity(entries.len());
@@ -278,6 +301,44 @@ impl WriteBehind {
         }
         report.acked = self.finish(client, key, &ids).await?;
         Ok(report)
+    }
+
+    /// With `REDIS_ACK_REPLICAS`, waits until enough replicas hold every
+    /// write made before this point. WAIT measures from the connection's
+    /// last write, and reading pending entries writes nothing, so a fence
+    /// write in the stream's slot comes first.
+    async fn replicated(&self, client: &Client, key: &str) -> Result<(), WriteBehindError> {
+        if self.replicas == 0 {
+            return Ok(());
+        }
+        let _: () = client
+            .set(
+                format!("{key}:fence"),
+                crate::clock::now_ms(),
+                Some(Expiration::PX(60_000)),
+                None,
+                false,
+            )
+            .await?;
+        let wait = CustomCommand::new_static(
+            "WAIT",
+            ClusterHash::Custom(fred::util::redis_keyslot(key.as_bytes())),
+            false,
+        );
+        let ms = i64::try_from(self.ack_timeout.as_millis()).unwrap_or(i64::MAX);
+        let acked: i64 = client
+            .custom(
+                wait,
+                vec![Value::Integer(i64::from(self.replicas)), Value::Integer(ms)],
+            )
+            .await?;
+        if acked < i64::from(self.replicas) {
+            return Err(WriteBehindError::Unreplicated {
+                acked,
+                wanted: self.replicas,
+            });
+        }
+        Ok(())
     }
 
     /// Own pending entries, then entries claimed from dead consumers, then

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{assert_error, eventually, spawn_app_on, unique_db};
+use flashsale::write_behind::WriteBehindError;
+
+use crate::helpers::{assert_error, eventually, spawn_app_on, stored_order_ids, unique_db};
 use crate::support::mongo;
 use crate::support::redis::RedisServer;
 use crate::support::sentinel::{SERVICE, SentinelSetup};
@@ -63,6 +65,23 @@ async fn an_order_is_answered_only_after_a_replica_holds_it_and_503_when_none_co
         Some("1".to_owned())
     );
     assert_error(r, 503, "UNAVAILABLE").await;
+    // The write-behind does not record what no replica holds.
+    let flushed = app.state.write_behind.flush_once().await;
+    assert!(
+        matches!(
+            flushed,
+            Err(WriteBehindError::Unreplicated {
+                acked: 0,
+                wanted: 1
+            })
+        ),
+        "{flushed:?}"
+    );
+    assert!(
+        stored_order_ids(&app.mongo_url, &app.db_name)
+            .await
+            .is_empty()
+    );
 
     // Replication resumes: the retry with the same key gets the one order
     // the primary kept, and nothing more is sold.
@@ -86,6 +105,11 @@ async fn an_order_is_answered_only_after_a_replica_holds_it_and_503_when_none_co
     assert_eq!(order["remainingUnits"], 7);
     assert_eq!(xlen(&replica, &sale), 2);
     assert_eq!(app.get_sale(&sale).await["availableUnits"], 7);
+    let flushed = app.state.write_behind.flush_once().await.unwrap();
+    assert_eq!(flushed.written, 2);
+    let mut ids = stored_order_ids(&app.mongo_url, &app.db_name).await;
+    ids.sort();
+    assert_eq!(ids, [format!("{sale}-1"), format!("{sale}-2")]);
 }
 
 #[tokio::test]
