@@ -1,3 +1,5 @@
+//! The two roles, `customer` and `admin`, as tokens and MongoDB store them.
+
 use serde::{Deserialize, Serialize};
 
 /// What a user may do: customers buy, admins run sales.

@@ -1,3 +1,6 @@
+//! A product: its MongoDB document, its JSON view, and the price parser
+//! (integer cents, so a sale price rounds exactly once).
+
 use mongodb::bson::{DateTime, oid::ObjectId};
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,7 @@
 //! Rendering responses: JSON bodies, the error body and its headers.
 //!
-//! This is the one place an [`ApiError`] becomes an HTTP response.
+//! This is the one place an [`ApiError`] (built in `http::error`) becomes an
+//! HTTP response.
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};

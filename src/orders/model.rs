@@ -1,3 +1,6 @@
+//! An order: its MongoDB document (`_id` is the order id, `<sale>-<seq>`, so
+//! writing it twice is harmless) and its JSON view.
+
 use mongodb::bson::{DateTime, oid::ObjectId};
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,6 @@
-//! Flash sales: validation, storage in MongoDB, hot state in Redis, and the
-//! lifecycle operations (create, rerun, cancel, re-seed after Redis lost data).
+//! Flash sales: validation, storage in MongoDB, and the lifecycle operations
+//! (create, rerun, cancel, re-seed after Redis lost data); their hot state in
+//! Redis is `crate::hot`.
 
 mod model;
 mod service;

@@ -1,3 +1,6 @@
+//! A flash sale: the validated input (`NewFlashSale::parse`), its MongoDB
+//! document, its status at a given time, and its JSON view.
+
 use mongodb::bson::{DateTime, oid::ObjectId};
 use serde::{Deserialize, Serialize};
 
