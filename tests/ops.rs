@@ -21,7 +21,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, SECRET, eventually, spawn_app};
+use helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, SECRET, spawn_app};
+use support::eventually;
 use support::redis::RedisServer;
 
 /// The value of the series whose name and labels are exactly these.

@@ -3,6 +3,7 @@
 //! `appendfsync always`. After each, every order acknowledged to a client is
 //! in MongoDB exactly once and Redis never sold more than the stock.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,10 +12,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{SECRET, TestApp, base_settings, eventually, spawn_app_on, unique_db};
+use crate::helpers::{SECRET, TestApp, base_settings, spawn_app_on, unique_db};
 use crate::support::mongo::MongoServer;
 use crate::support::redis::RedisServer;
-use crate::support::{free_port, mongo};
+use crate::support::{eventually, free_port, mongo};
 
 /// How long MongoDB stays down (the issue asks for 30 s; FAULT_MONGO_OUTAGE_SECS shortens it locally).
 fn mongo_outage() -> Duration {
@@ -185,25 +186,19 @@ async fn assert_all_written(
     accepted: &[String],
 ) {
     let id = flashsale::ids::SaleId::parse(sale).unwrap();
-    // Poll with a deadline until everything is written.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    let mut last = None;
-    loop {
-        let r = state.reconciler.sale(id).await.ok();
-        let done = r
-            .as_ref()
-            .is_some_and(|r| r.pending_write_behind == 0 && r.consistent);
-        last = r.or(last);
-        if done {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "reconcile never settled: {last:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let report = last.unwrap();
+    let last = RefCell::new(None);
+    let settled = eventually(Duration::from_secs(90), || async {
+        let Ok(r) = state.reconciler.sale(id).await else {
+            return false; // a store is still coming back
+        };
+        let done = r.pending_write_behind == 0 && r.consistent;
+        last.replace(Some(r));
+        done
+    })
+    .await;
+    let report = last.into_inner();
+    assert!(settled, "reconcile never settled: {report:?}");
+    let report = report.unwrap();
     assert!(
         report.redis_sold <= report.total_units,
         "never oversold: {report:?}"

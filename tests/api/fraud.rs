@@ -3,7 +3,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error, eventually, iso_in, spawn_app_on, spawn_app_with};
+use crate::helpers::{TestApp, assert_error, iso_in, spawn_app_on, spawn_app_with};
+use crate::support::eventually;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 

@@ -361,24 +361,6 @@ pub async fn assert_error(r: Response, status: u16, code: &str) -> Value {
     v
 }
 
-/// Polls an async condition until it holds or `patience` passes.
-pub async fn eventually<F, Fut>(patience: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + patience;
-    loop {
-        if f().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A test WebSocket client.
 #[derive(Debug)]
 pub struct Ws {

@@ -428,7 +428,7 @@ async fn after_sell_out_purchases_are_answered_from_memory() {
         s.insert("SCHEDULER_LEASE_MS", "7200000".to_owned());
     })
     .await;
-    let leads = crate::helpers::eventually(std::time::Duration::from_secs(10), || async {
+    let leads = crate::support::eventually(std::time::Duration::from_secs(10), || async {
         !app.redis()
             .cli(&["GET", "{flashsale:scheduler:lease}"])
             .is_empty()

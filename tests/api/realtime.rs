@@ -2,7 +2,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{eventually, iso_in, spawn_app, spawn_app_on, spawn_app_with};
+use crate::helpers::{iso_in, spawn_app, spawn_app_on, spawn_app_with};
+use crate::support::eventually;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 

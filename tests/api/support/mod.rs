@@ -1,11 +1,18 @@
-//! Real stores for tests: `redis-server` and `secantusd-py` on free ports.
+//! Real stores for tests: `redis-server` and `secantusd-py` on free ports;
+//! [`ChildGuard`], the one owner of every child process a test starts; and
+//! the polls with a deadline ([`eventually`], and [`wait_until`] for
+//! synchronous start-up code).
 
 pub mod cluster;
 pub mod mongo;
 pub mod redis;
 
 use std::net::TcpListener;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+
+/// How long a poll waits before probing again.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -15,7 +22,26 @@ pub fn free_port() -> u16 {
         .expect("no free port")
 }
 
-/// Polls `probe` until it returns true or `patience` passes.
+/// Polls an async condition until it holds or `patience` passes; true when
+/// it held. The one poll tests use to wait for something asynchronous.
+pub async fn eventually<F, Fut>(patience: Duration, mut probe: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if probe().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// [`eventually`] for synchronous code (starting a store, outside any await).
 pub fn wait_until(patience: Duration, mut probe: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + patience;
     loop {
@@ -25,7 +51,7 @@ pub fn wait_until(patience: Duration, mut probe: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(POLL_INTERVAL);
     }
 }
 
@@ -36,4 +62,34 @@ pub fn port_open(port: u16) -> bool {
         Duration::from_millis(200),
     )
     .is_ok()
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, so a
+/// failing assert never leaves it running.
+#[derive(Debug)]
+pub struct ChildGuard {
+    /// `None` once the child has been killed or has exited and been reaped.
+    child: Option<Child>,
+}
+
+impl ChildGuard {
+    pub fn spawn(command: &mut Command) -> std::io::Result<Self> {
+        Ok(Self {
+            child: Some(command.spawn()?),
+        })
+    }
+
+    /// Kills the child (SIGKILL: a crash, not a clean stop) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
