@@ -8,7 +8,7 @@ pub mod mongo;
 pub mod redis;
 
 use std::net::TcpListener;
-use std::process::{Child, Command};
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 /// How long a poll waits before probing again.
@@ -79,12 +79,45 @@ impl ChildGuard {
         })
     }
 
+    #[allow(dead_code)] // the ops binary stops the binary with SIGTERM
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().expect("the child is running").id()
+    }
+
+    /// Sends SIGTERM, the signal a supervisor stops a service with.
+    #[allow(dead_code)] // used by the ops binary
+    pub fn terminate(&self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM to {}", self.id());
+    }
+
     /// Kills the child (SIGKILL: a crash, not a clean stop) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// How the child exited, once it has (None if it still runs after `patience`).
+    #[allow(dead_code)] // used by the ops binary
+    pub async fn exit_status(&mut self, patience: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        let child = self.child.as_mut().expect("the child was not killed");
+        eventually(patience, || {
+            if status.is_none() {
+                status = child.try_wait().expect("try_wait");
+            }
+            std::future::ready(status.is_some())
+        })
+        .await;
+        if status.is_some() {
+            self.child = None; // reaped by try_wait
+        }
+        status
     }
 }
 
