@@ -1,12 +1,14 @@
 //! `spawn_app()`: the application on port 0 against its own Redis and a fresh
 //! MongoDB database; `Api`, a client with one method per endpoint, which
 //! `TestApp` derefs to; `start_binary()`, the real binary as a child process;
-//! token minting and forging; and readers of what Redis and MongoDB hold.
+//! schedulers a test steps with `tick_once`; token minting and forging; and
+//! readers of what Redis and MongoDB hold.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flashsale::scheduler::{Scheduler, TickOutcome};
 use flashsale::{App, AppState, Config};
 use mongodb::bson::{Document, doc};
 use reqwest::{Response, StatusCode};
@@ -86,6 +88,24 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     spawn_app_owning(RedisServer::start(), tweak).await
 }
 
+/// The lease key of the app's own scheduler in [`spawn_app_with_idle_scheduler`].
+const PARKED_LEASE_KEY: &str = "{test:parked-scheduler}";
+/// The lease key of the schedulers tests build with [`TestApp::scheduler`].
+const TEST_LEASE_KEY: &str = "{test:scheduler}";
+
+/// An app whose own scheduler never leads: its lease is held, with no expiry,
+/// by an owner that never ticks. Only schedulers the test steps with
+/// `tick_once` (see [`TestApp::scheduler`]) move sales, so the test decides
+/// when each tick happens.
+pub async fn spawn_app_with_idle_scheduler() -> TestApp {
+    let redis = RedisServer::start();
+    assert_eq!(redis.cli(&["SET", PARKED_LEASE_KEY, "parked:0"]), "OK");
+    spawn_app_owning(redis, |s| {
+        s.insert("REDIS_LOCK_KEY", PARKED_LEASE_KEY.to_owned());
+    })
+    .await
+}
+
 async fn spawn_app_owning(redis: RedisServer, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let mut app = spawn_app_on(&redis.url(), &mongo::shared_url(), &unique_db(), tweak).await;
     app.redis = Some(redis);
@@ -139,13 +159,6 @@ impl TestApp {
         }
     }
 
-    /// Stops the instance abruptly, as a crash would: no lease release, no drain.
-    pub fn kill(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-
     pub fn redis(&self) -> &RedisServer {
         self.redis.as_ref().expect("this app owns its redis")
     }
@@ -169,6 +182,21 @@ impl TestApp {
     /// Every order MongoDB holds that matches `filter`.
     pub async fn stored_orders(&self, filter: Document) -> Vec<Document> {
         stored_orders(&self.mongo_url, &self.db_name, filter).await
+    }
+
+    /// A scheduler on this app's stores, stepped by the test with
+    /// `tick_once`. All of them share one lease, so of several at most one
+    /// leads; pair with [`spawn_app_with_idle_scheduler`] so the app's own
+    /// scheduler stays out of the way.
+    pub fn scheduler(&self, instance: &str, lease: Duration) -> Scheduler {
+        Scheduler::new(
+            self.state.engine.clone(),
+            self.state.sales.store.clone(),
+            TEST_LEASE_KEY,
+            instance.to_owned(),
+            lease,
+            lease / 4, // the tick period; unused by tick_once
+        )
     }
 }
 
@@ -531,6 +559,38 @@ pub async fn start_binary(
     .await;
     assert!(ready, "{base} became ready");
     Binary { base, process }
+}
+
+// === schedulers stepped by the test ===
+
+/// How many sales a tick moved (0 for a follower).
+pub fn transitions(outcome: &TickOutcome) -> usize {
+    match outcome {
+        TickOutcome::Leader { transitions, .. } => *transitions,
+        TickOutcome::Follower => 0,
+    }
+}
+
+/// Ticks `scheduler` until `done` holds for a tick's outcome or `patience`
+/// passes, and returns every outcome in order (Redis's clock decides when a
+/// sale is due, so a sale due a moment from now takes a few ticks).
+pub async fn tick_until(
+    scheduler: &mut Scheduler,
+    patience: Duration,
+    done: impl FnMut(&TickOutcome) -> bool,
+) -> Vec<TickOutcome> {
+    let scheduler = tokio::sync::Mutex::new(scheduler);
+    let done = std::cell::RefCell::new(done);
+    let outcomes = std::cell::RefCell::new(Vec::new());
+    let reached = eventually(patience, || async {
+        let outcome = scheduler.lock().await.tick_once().await.expect("tick");
+        outcomes.borrow_mut().push(outcome);
+        (done.borrow_mut())(&outcome)
+    })
+    .await;
+    let outcomes = outcomes.into_inner();
+    assert!(reached, "no tick did what was awaited: {outcomes:?}");
+    outcomes
 }
 
 // === tokens ===
