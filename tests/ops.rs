@@ -9,19 +9,19 @@
 
 #[path = "api/helpers.rs"]
 mod helpers;
+#[path = "api/storm.rs"]
+mod storm;
 #[path = "api/support/mod.rs"]
 mod support;
 
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::process::Command;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, SECRET, eventually, spawn_app};
+use helpers::{Api, spawn_app, start_binary};
+use storm::{Storm, big_sale};
 use support::redis::RedisServer;
 
 /// The value of the series whose name and labels are exactly these.
@@ -99,21 +99,13 @@ async fn metrics_show_purchases_http_and_write_behind_after_a_purchase_run() {
 
     // promtool, when installed, accepts the exposition.
     if Command::new("promtool").arg("--version").output().is_ok() {
-        let mut child = Command::new("promtool")
+        let exposition = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(exposition.path(), &text).unwrap();
+        let out = Command::new("promtool")
             .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
+            .stdin(std::fs::File::open(exposition.path()).unwrap())
+            .output()
             .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
             "promtool check metrics: {}{}",
@@ -125,178 +117,47 @@ async fn metrics_show_purchases_http_and_write_behind_after_a_purchase_run() {
     }
 }
 
-/// A customer token for a user that needs no account (purchases are stateless).
-fn mint(keys: &flashsale::auth::Keys) -> String {
-    keys.issue(
-        &mongodb::bson::oid::ObjectId::new().to_hex(),
-        flashsale::auth::Role::Customer,
-    )
-    .unwrap()
-}
-
 #[tokio::test]
 async fn sigterm_during_a_purchase_storm_finishes_requests_flushes_orders_and_exits_zero() {
     let redis = RedisServer::start();
     let mongo = support::mongo::shared_url();
     let db = helpers::unique_db();
-    let port = support::free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flashsale"))
-        .envs(helpers::base_settings(&redis.url(), &mongo, &db))
-        .env("PORT", port.to_string())
-        .env("WRITE_BEHIND_INTERVAL_MS", "50")
-        .env("SHUTDOWN_GRACE_MS", "5000")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("flashsale binary starts");
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let ready = eventually(Duration::from_secs(60), || async {
-        client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
+    let mut binary = start_binary(&redis.url(), &mongo, &db, support::free_port(), |s| {
+        s.insert("WRITE_BEHIND_INTERVAL_MS", "50".to_owned());
+        s.insert("SHUTDOWN_GRACE_MS", "5000".to_owned());
     })
     .await;
-    assert!(ready, "the binary became ready");
 
     // Arrange: a sale, a watcher, and buyers.
-    let signin: Value = client
-        .post(format!("{base}/api/signin"))
-        .json(&json!({ "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let admin = signin["accessToken"].as_str().unwrap().to_owned();
-    let product: Value = client
-        .post(format!("{base}/api/products"))
-        .bearer_auth(&admin)
-        .json(&json!({ "name": "P", "price": 10 }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sale: Value = client
-        .post(format!("{base}/api/flash-sales"))
-        .bearer_auth(&admin)
-        .json(&json!({
-            "productId": product["id"], "startTime": helpers::iso_in(-60), "endTime": helpers::iso_in(3600),
-            "discount": 0, "totalUnits": 1_000_000, "maxPerUser": 10, "maxPerTransaction": 1,
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sale_id = sale["id"].as_str().unwrap().to_owned();
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws?token={admin}"))
-            .await
-            .unwrap();
-    {
-        use futures_util::SinkExt;
-        ws.send(tokio_tungstenite::tungstenite::Message::text(
-            json!({ "event": "joinFlashSale", "data": { "flashSaleId": sale_id } }).to_string(),
-        ))
-        .await
-        .unwrap();
-    }
-    let keys =
-        flashsale::auth::Keys::new(SECRET.as_bytes(), "flashsale", Duration::from_secs(3600));
+    let api = Api::connect(binary.base.clone()).await;
+    let sale = big_sale(&api).await;
+    let mut ws = api.ws(&api.admin_token).await;
+    ws.join(&sale).await;
 
     // Act: 32 buyers hammer the endpoint; SIGTERM lands in the middle.
-    let accepted = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let completed = Arc::new(AtomicUsize::new(0));
-    let malformed = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for _ in 0..32 {
-        let (client, base, sale_id) = (reqwest::Client::new(), base.clone(), sale_id.clone());
-        let token = mint(&keys);
-        let (accepted, completed, malformed, stop) = (
-            accepted.clone(),
-            completed.clone(),
-            malformed.clone(),
-            stop.clone(),
-        );
-        workers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let r = client
-                    .post(format!("{base}/api/purchase-product"))
-                    .bearer_auth(&token)
-                    .json(&json!({ "flashSaleId": sale_id, "quantity": 1 }))
-                    .send()
-                    .await;
-                let Ok(r) = r else { break }; // refused: the server stopped accepting
-                let status = r.status().as_u16();
-                match r.json::<Value>().await {
-                    Ok(v) if status == 201 => accepted
-                        .lock()
-                        .unwrap()
-                        .push(v["id"].as_str().unwrap().to_owned()),
-                    Ok(v) if v["error"]["code"].is_string() => {}
-                    _ => {
-                        malformed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                completed.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    let busy = eventually(Duration::from_secs(30), || async {
-        accepted.lock().unwrap().len() >= 200
-    })
-    .await;
-    assert!(busy, "the storm got going");
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let close = tokio::time::timeout(Duration::from_secs(15), async {
-        while let Some(m) = ws.next().await {
-            if let Ok(tokio_tungstenite::tungstenite::Message::Close(f)) = m {
-                return f.map(|f| u16::from(f.code));
-            }
-        }
-        None
-    })
-    .await
-    .expect("the socket closed in time");
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
+    let storm = Storm::start(std::slice::from_ref(&binary.base), &sale, 32);
+    assert!(storm.reaches(200).await, "the storm got going");
+    binary.process.terminate();
+    let close = ws.close_code(Duration::from_secs(15)).await;
+    let status = binary.process.exit_status(Duration::from_secs(15)).await;
+    let result = storm.stop().await;
 
     // Assert: clean exit, 1001 for the watcher, no broken responses, and every
     // accepted order in MongoDB exactly once.
-    assert_eq!(status.code(), Some(0), "exit status");
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "exit status");
     assert_eq!(close, Some(1001));
     assert_eq!(
-        malformed.load(Ordering::Relaxed),
-        0,
+        result.malformed, 0,
         "every answered request got a whole response"
     );
-    let accepted: HashSet<String> = accepted.lock().unwrap().iter().cloned().collect();
+    let accepted: HashSet<String> = result.accepted.iter().cloned().collect();
     let stored = helpers::stored_order_ids(&mongo, &db).await;
     let stored_set: HashSet<String> = stored.iter().cloned().collect();
     assert_eq!(stored.len(), stored_set.len(), "no order twice");
     assert_eq!(stored_set, accepted, "every accepted order is in MongoDB");
     eprintln!(
-        "SIGTERM after {} completed requests; {} orders accepted and stored",
-        completed.load(Ordering::Relaxed),
+        "SIGTERM after {} answered requests; {} orders accepted and stored",
+        result.answered(),
         accepted.len()
     );
 }

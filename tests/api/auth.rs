@@ -1,9 +1,9 @@
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mongodb::bson::doc;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_EMAIL, SECRET, assert_error, spawn_app};
+use crate::helpers::{
+    ADMIN_EMAIL, SECRET, assert_error, claims, forge, spawn_app, tampered, unsigned,
+};
 
 async fn user_count(app: &crate::helpers::TestApp) -> u64 {
     app.mongo()
@@ -132,54 +132,23 @@ async fn wrong_password_and_unknown_email_get_the_same_answer() {
     assert_eq!(a["error"]["code"], "INVALID_CREDENTIALS");
 }
 
-fn forge(header: &str, claims: &Value, key: &[u8]) -> String {
-    use ring::hmac;
-    let h = URL_SAFE_NO_PAD.encode(header);
-    let p = URL_SAFE_NO_PAD.encode(claims.to_string());
-    let k = hmac::Key::new(hmac::HMAC_SHA256, key);
-    let sig = hmac::sign(&k, format!("{h}.{p}").as_bytes());
-    format!("{h}.{p}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
-}
-
 #[tokio::test]
 async fn tampered_expired_and_alg_none_tokens_are_401() {
     let app = spawn_app().await;
     let (id, token) = app.customer("t@x.io").await;
     let far = 99_999_999_999u64;
-    let hs = r#"{"alg":"HS256","typ":"JWT"}"#;
-    let good = json!({ "sub": id, "role": "customer", "iss": "flashsale", "iat": 1, "exp": far });
+    let key = SECRET.as_bytes();
     // Sanity: a correctly forged token with the real secret works.
-    let ok = forge(hs, &good, SECRET.as_bytes());
+    let ok = forge("HS256", &claims(&id, "customer", "flashsale", far), key);
     assert_eq!(app.get("/api/products", Some(&ok)).await.status(), 200);
 
-    let mut tampered_parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-    let payload = json!({ "sub": id, "role": "admin", "iss": "flashsale", "iat": 1, "exp": far });
-    tampered_parts[1] = URL_SAFE_NO_PAD.encode(payload.to_string());
-    let tampered = tampered_parts.join(".");
-    let expired = forge(
-        hs,
-        &json!({ "sub": id, "role": "customer", "iss": "flashsale", "iat": 1, "exp": 1000 }),
-        SECRET.as_bytes(),
-    );
-    let none = format!(
-        "{}.{}.",
-        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
-        URL_SAFE_NO_PAD.encode(payload.to_string())
-    );
-    let wrong_key = forge(hs, &payload, b"another-secret-key-of-enough-length!!");
-    let hs512 = {
-        use ring::hmac;
-        let h = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS512","typ":"JWT"}"#);
-        let p = URL_SAFE_NO_PAD.encode(payload.to_string());
-        let k = hmac::Key::new(hmac::HMAC_SHA512, SECRET.as_bytes());
-        let sig = hmac::sign(&k, format!("{h}.{p}").as_bytes());
-        format!("{h}.{p}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
-    };
-    let wrong_issuer = forge(
-        hs,
-        &json!({ "sub": id, "role": "admin", "iss": "evil", "iat": 1, "exp": far }),
-        SECRET.as_bytes(),
-    );
+    let admin = claims(&id, "admin", "flashsale", far);
+    let tampered = tampered(&token, &admin);
+    let expired = forge("HS256", &claims(&id, "customer", "flashsale", 1000), key);
+    let none = unsigned(&admin);
+    let wrong_key = forge("HS256", &admin, b"another-secret-key-of-enough-length!!");
+    let hs512 = forge("HS512", &admin, key);
+    let wrong_issuer = forge("HS256", &claims(&id, "admin", "evil", far), key);
     for (name, t) in [
         ("tampered", tampered),
         ("expired", expired),

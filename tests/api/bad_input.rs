@@ -4,7 +4,7 @@
 use mongodb::bson::{Document, doc};
 use serde_json::Value;
 
-use crate::helpers::{SECRET, TestApp, spawn_app};
+use crate::helpers::{SECRET, TestApp, claims, forge, spawn_app, tampered, unsigned, xlen};
 
 /// Documents per collection plus the sale's stock and order stream length.
 async fn snapshot(app: &TestApp, sale: &str) -> Vec<i64> {
@@ -24,12 +24,7 @@ async fn snapshot(app: &TestApp, sale: &str) -> Vec<i64> {
             .parse()
             .unwrap(),
     );
-    out.push(
-        app.redis()
-            .cli(&["XLEN", &format!("{{sale:{sale}}}:orders")])
-            .parse()
-            .unwrap(),
-    );
+    out.push(xlen(app.redis(), sale));
     out.push(
         app.redis()
             .cli(&["HLEN", "flashsale:blocklist"])
@@ -57,17 +52,6 @@ fn case(name: &str, method: &'static str, path: &str, token: Option<&str>, body:
         headers: Vec::new(),
         body: Some(body.to_vec()),
     }
-}
-
-fn forged(alg: &str, claims: &str, key: &[u8]) -> String {
-    use base64::Engine;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B;
-    use ring::hmac;
-    let h = B.encode(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#));
-    let p = B.encode(claims);
-    let k = hmac::Key::new(hmac::HMAC_SHA256, key);
-    let sig = hmac::sign(&k, format!("{h}.{p}").as_bytes());
-    format!("{h}.{p}.{}", B.encode(sig.as_ref()))
 }
 
 #[tokio::test]
@@ -271,40 +255,28 @@ async fn every_endpoint_answers_hostile_input_with_a_4xx_and_changes_nothing() {
     cases.push(k);
     // Tokens: tampered, expired, alg none, wrong key, wrong role claim.
     let far = 99_999_999_999u64;
-    let claims = |role: &str, exp: u64| {
-        format!(r#"{{"sub":"{uid}","role":"{role}","iss":"flashsale","iat":1,"exp":{exp}}}"#)
-    };
-    let mut tampered: Vec<String> = customer.split('.').map(str::to_owned).collect();
-    {
-        use base64::Engine;
-        tampered[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims("admin", far));
-    }
+    let claims_of = |role: &str, exp: u64| claims(&uid, role, "flashsale", exp);
     for (what, token) in [
-        ("tampered token", tampered.join(".")),
+        (
+            "tampered token",
+            tampered(&customer, &claims_of("admin", far)),
+        ),
         (
             "expired token",
-            forged("HS256", &claims("customer", 1_000), SECRET.as_bytes()),
+            forge("HS256", &claims_of("customer", 1_000), SECRET.as_bytes()),
         ),
-        ("alg none", {
-            use base64::Engine;
-            let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-            format!(
-                "{}.{}.",
-                b.encode(r#"{"alg":"none"}"#),
-                b.encode(claims("admin", far))
-            )
-        }),
+        ("alg none", unsigned(&claims_of("admin", far))),
         (
             "wrong key",
-            forged(
+            forge(
                 "HS256",
-                &claims("admin", far),
+                &claims_of("admin", far),
                 b"some-other-key-that-is-32-bytes-long!",
             ),
         ),
         (
             "alg confusion",
-            forged("RS256", &claims("admin", far), SECRET.as_bytes()),
+            forge("RS256", &claims_of("admin", far), SECRET.as_bytes()),
         ),
     ] {
         cases.push(case(

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::doc;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::helpers::{TestApp, spawn_app_on, unique_db};
+use crate::helpers::{TestApp, spawn_app_on, unique_db, units};
 use crate::support::cluster::RedisCluster;
 use crate::support::mongo;
 
@@ -102,19 +102,10 @@ async fn sales_on_every_primary_sell_exactly_their_stock_through_two_instances()
 
     // Every order reaches MongoDB.
     a.flush().await;
-    let orders = a.mongo().await.collection::<Document>("orders");
     for s in &sales {
         let oid = mongodb::bson::oid::ObjectId::parse_str(s).unwrap();
-        let units: i64 = orders
-            .find(doc! { "flashSaleId": oid })
-            .await
-            .unwrap()
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .map(|d| d.unwrap().get_i64("quantity").unwrap())
-            .sum();
-        assert_eq!(units, 20, "orders of sale {s} in MongoDB");
+        let orders = a.stored_orders(doc! { "flashSaleId": oid }).await;
+        assert_eq!(units(&orders), 20, "orders of sale {s} in MongoDB");
         let rec = a
             .state
             .reconciler

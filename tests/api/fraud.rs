@@ -1,22 +1,13 @@
-use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error, eventually, iso_in, spawn_app_on, spawn_app_with};
+use crate::helpers::{Settings, TestApp, assert_error, iso_in, spawn_app_on, spawn_app_with, xlen};
+use crate::support::eventually;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
-fn xlen(app: &TestApp, sale: &str) -> i64 {
-    app.redis()
-        .cli(&["XLEN", &format!("{{sale:{sale}}}:orders")])
-        .parse()
-        .unwrap()
-}
-
-type Settings = HashMap<&'static str, String>;
-
-fn set(pairs: &'static [(&'static str, &'static str)]) -> impl FnOnce(&mut Settings) {
+fn set(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&mut Settings) + Copy {
     move |s| {
         for (k, v) in pairs {
             s.insert(k, (*v).to_owned());
@@ -24,6 +15,7 @@ fn set(pairs: &'static [(&'static str, &'static str)]) -> impl FnOnce(&mut Setti
     }
 }
 
+/// A purchase that says it was forwarded for `xff`.
 async fn purchase_from(
     app: &TestApp,
     token: &str,
@@ -31,14 +23,8 @@ async fn purchase_from(
     qty: i64,
     xff: &str,
 ) -> reqwest::Response {
-    app.client
-        .post(app.url("/api/purchase-product"))
-        .bearer_auth(token)
-        .header("x-forwarded-for", xff)
-        .json(&json!({ "flashSaleId": sale, "quantity": qty }))
-        .send()
+    app.purchase_with(token, sale, qty, ("x-forwarded-for", xff))
         .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -72,7 +58,7 @@ async fn a_denied_network_is_refused_before_any_work_on_every_route() {
         .unwrap();
     assert_eq!(probe.status(), 200, "probes still answer");
     assert_eq!(app.get_sale(id).await["availableUnits"], 10);
-    assert_eq!(xlen(&app, id), 0);
+    assert_eq!(xlen(app.redis(), id), 0);
     // Other addresses are served.
     assert_eq!(
         purchase_from(&app, &buyer, id, 1, "192.0.2.7")
@@ -240,7 +226,7 @@ async fn per_user_rate_limit_answers_429_with_retry_after_and_moves_nothing() {
         100 - accepted,
         "only accepted purchases moved stock"
     );
-    assert_eq!(xlen(&app, id), accepted);
+    assert_eq!(xlen(app.redis(), id), accepted);
 }
 
 #[tokio::test]
@@ -329,7 +315,7 @@ async fn the_per_ip_account_cap_holds_across_instances_and_moves_nothing() {
     // Accounts already counted may still buy.
     assert_eq!(a.purchase(&u1, id, json!(1)).await.status(), 201);
     assert_eq!(a.get_sale(id).await["availableUnits"], 17);
-    assert_eq!(xlen(&a, id), 3);
+    assert_eq!(xlen(a.redis(), id), 3);
 
     // The block is in the fraud log, through the write-behind.
     let logged = eventually(PATIENCE, || async {
@@ -387,16 +373,7 @@ async fn purchase_attempts_per_buyer_are_counted_in_redis_across_instances() {
         ("PURCHASE_ATTEMPTS_WINDOW_MS", "600000"),
     ]);
     let a = spawn_app_with(limits).await;
-    let mut b = spawn_app_on(
-        &a.redis_url,
-        &a.mongo_url,
-        &a.db_name,
-        set(&[
-            ("PURCHASE_ATTEMPTS_PER_WINDOW", "3"),
-            ("PURCHASE_ATTEMPTS_WINDOW_MS", "600000"),
-        ]),
-    )
-    .await;
+    let mut b = spawn_app_on(&a.redis_url, &a.mongo_url, &a.db_name, limits).await;
     b.redis = None;
     let sale = a.open_sale(100, 2, 2).await;
     let id = sale["id"].as_str().unwrap();

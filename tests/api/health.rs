@@ -2,7 +2,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{assert_error, eventually, spawn_app};
+use crate::helpers::{assert_error, spawn_app};
+use crate::support::eventually;
 
 #[tokio::test]
 async fn healthz_and_readyz_answer_200_when_stores_are_up() {

@@ -1,24 +1,33 @@
 //! `spawn_app()`: the application on port 0 against its own Redis and a fresh
-//! MongoDB database, and a `TestApp` with one method per endpoint.
+//! MongoDB database; `Api`, a client with one method per endpoint, which
+//! `TestApp` derefs to; `start_binary()`, the real binary as a child process;
+//! schedulers a test steps with `tick_once`; token minting and forging; and
+//! readers of what Redis and MongoDB hold.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flashsale::scheduler::{Scheduler, TickOutcome};
 use flashsale::{App, AppState, Config};
+use mongodb::bson::{Document, doc};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::mongo;
+pub use crate::support::eventually;
 use crate::support::redis::RedisServer;
+use crate::support::{ChildGuard, mongo};
 
 pub const ADMIN_EMAIL: &str = "admin@test.local";
 pub const ADMIN_PASSWORD: &str = "admin-password-123";
 pub const SECRET: &str = "test-secret-key-that-is-long-enough-0123456789";
 
+/// Settings by name, as `Config::from_source` reads them.
+pub type Settings = HashMap<&'static str, String>;
+
 /// Settings every test app gets; tests override with `spawn_app_with`.
-pub fn base_settings(redis_url: &str, mongo_url: &str, db: &str) -> HashMap<&'static str, String> {
+pub fn base_settings(redis_url: &str, mongo_url: &str, db: &str) -> Settings {
     HashMap::from([
         ("PORT", "0".to_owned()),
         ("BIND_ADDR", "127.0.0.1".to_owned()),
@@ -56,16 +65,16 @@ pub fn unique_db() -> String {
     format!("test_{}", mongodb::bson::oid::ObjectId::new().to_hex())
 }
 
+/// An instance in this process: its state, its stores, and (through `Deref`)
+/// the [`Api`] client for it.
 #[derive(Debug)]
 pub struct TestApp {
-    pub base: String,
-    pub client: reqwest::Client,
+    pub api: Api,
     pub state: Arc<AppState>,
     pub redis: Option<RedisServer>,
     pub redis_url: String,
     pub mongo_url: String,
     pub db_name: String,
-    pub admin_token: String,
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -76,10 +85,30 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts an app with its own Redis and the shared MongoDB, after `tweak`
 /// adjusts the settings.
-pub async fn spawn_app_with(tweak: impl FnOnce(&mut HashMap<&'static str, String>)) -> TestApp {
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_owning(RedisServer::start(), tweak).await
+}
+
+/// The lease key of the app's own scheduler in [`spawn_app_with_idle_scheduler`].
+const PARKED_LEASE_KEY: &str = "{test:parked-scheduler}";
+/// The lease key of the schedulers tests build with [`TestApp::scheduler`].
+const TEST_LEASE_KEY: &str = "{test:scheduler}";
+
+/// An app whose own scheduler never leads: its lease is held, with no expiry,
+/// by an owner that never ticks. Only schedulers the test steps with
+/// `tick_once` (see [`TestApp::scheduler`]) move sales, so the test decides
+/// when each tick happens.
+pub async fn spawn_app_with_idle_scheduler() -> TestApp {
     let redis = RedisServer::start();
-    let url = redis.url();
-    let mut app = spawn_app_on(&url, &mongo::shared_url(), &unique_db(), tweak).await;
+    assert_eq!(redis.cli(&["SET", PARKED_LEASE_KEY, "parked:0"]), "OK");
+    spawn_app_owning(redis, |s| {
+        s.insert("REDIS_LOCK_KEY", PARKED_LEASE_KEY.to_owned());
+    })
+    .await
+}
+
+async fn spawn_app_owning(redis: RedisServer, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut app = spawn_app_on(&redis.url(), &mongo::shared_url(), &unique_db(), tweak).await;
     app.redis = Some(redis);
     app
 }
@@ -89,7 +118,7 @@ pub async fn spawn_app_on(
     redis_url: &str,
     mongo_url: &str,
     db: &str,
-    tweak: impl FnOnce(&mut HashMap<&'static str, String>),
+    tweak: impl FnOnce(&mut Settings),
 ) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         flashsale::telemetry::init(false);
@@ -102,32 +131,27 @@ pub async fn spawn_app_on(
     let state = app.state();
     let stop = CancellationToken::new();
     let task = tokio::spawn(app.run_until_stopped(stop.clone()));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(128)
-        .build()
-        .unwrap();
-    let mut t = TestApp {
-        base: format!("http://{addr}"),
-        client,
+    TestApp {
+        api: Api::connect(format!("http://{addr}")).await,
         state,
         redis: None,
         redis_url: redis_url.to_owned(),
         mongo_url: mongo_url.to_owned(),
         db_name: db.to_owned(),
-        admin_token: String::new(),
         stop,
         task: Some(task),
-    };
-    t.admin_token = t.token_for(ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    t
+    }
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl TestApp {
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
     /// Stops the server and waits for it (in-flight requests, write-behind drain).
     pub async fn shutdown(&mut self) {
         self.stop.cancel();
@@ -136,11 +160,82 @@ impl TestApp {
         }
     }
 
-    /// Stops the instance abruptly, as a crash would: no lease release, no drain.
-    pub fn kill(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
+    pub fn redis(&self) -> &RedisServer {
+        self.redis.as_ref().expect("this app owns its redis")
+    }
+
+    /// Drains every stream (orders, fraud events) into MongoDB.
+    pub async fn flush(&self) -> flashsale::write_behind::FlushReport {
+        self.state
+            .write_behind
+            .drain(Duration::from_secs(30))
+            .await
+            .expect("flush")
+    }
+
+    pub async fn mongo(&self) -> mongodb::Database {
+        mongodb::Client::with_uri_str(&self.mongo_url)
+            .await
+            .unwrap()
+            .database(&self.db_name)
+    }
+
+    /// Every order MongoDB holds that matches `filter`.
+    pub async fn stored_orders(&self, filter: Document) -> Vec<Document> {
+        stored_orders(&self.mongo_url, &self.db_name, filter).await
+    }
+
+    /// A scheduler on this app's stores, stepped by the test with
+    /// `tick_once`. All of them share one lease, so of several at most one
+    /// leads; pair with [`spawn_app_with_idle_scheduler`] so the app's own
+    /// scheduler stays out of the way.
+    pub fn scheduler(&self, instance: &str, lease: Duration) -> Scheduler {
+        Scheduler::new(
+            self.state.redis.clone(),
+            self.state.hot.clone(),
+            self.state.sales.store.clone(),
+            TEST_LEASE_KEY,
+            instance.to_owned(),
+            lease,
+            lease / 4, // the tick period; unused by tick_once
+        )
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A client for one running instance, in this process or a child process:
+/// its base URL, an HTTP client, an admin token, and one method per endpoint.
+#[derive(Debug)]
+pub struct Api {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub admin_token: String,
+}
+
+impl Api {
+    /// A client for the instance at `base`, signed in as the admin.
+    pub async fn connect(base: String) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(128)
+            .build()
+            .unwrap();
+        let mut api = Self {
+            base,
+            client,
+            admin_token: String::new(),
+        };
+        api.admin_token = api.token_for(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        api
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
     }
 
     /// A WebSocket connected with `?token=`.
@@ -153,10 +248,6 @@ impl TestApp {
             .await
             .expect("websocket connects");
         Ws { inner: ws }
-    }
-
-    pub fn redis(&self) -> &RedisServer {
-        self.redis.as_ref().expect("this app owns its redis")
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
@@ -297,10 +388,22 @@ impl TestApp {
         quantity: i64,
         key: &str,
     ) -> Response {
+        self.purchase_with(token, sale, quantity, ("Idempotency-Key", key))
+            .await
+    }
+
+    /// A purchase with one extra request header.
+    pub async fn purchase_with(
+        &self,
+        token: &str,
+        sale: &str,
+        quantity: i64,
+        (name, value): (&str, &str),
+    ) -> Response {
         self.client
             .post(self.url("/api/purchase-product"))
             .bearer_auth(token)
-            .header("Idempotency-Key", key)
+            .header(name, value)
             .json(&json!({ "flashSaleId": sale, "quantity": quantity }))
             .send()
             .await
@@ -317,28 +420,6 @@ impl TestApp {
             Some(&self.admin_token),
         )
         .await
-    }
-
-    /// Drains every order stream into MongoDB.
-    pub async fn flush(&self) -> flashsale::write_behind::FlushReport {
-        self.state
-            .write_behind
-            .drain(Duration::from_secs(30))
-            .await
-            .expect("flush")
-    }
-
-    pub async fn mongo(&self) -> mongodb::Database {
-        mongodb::Client::with_uri_str(&self.mongo_url)
-            .await
-            .unwrap()
-            .database(&self.db_name)
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 
@@ -359,24 +440,6 @@ pub async fn assert_error(r: Response, status: u16, code: &str) -> Value {
     assert!(v["error"]["message"].is_string(), "body: {v}");
     assert!(v["error"].get("details").is_some(), "body: {v}");
     v
-}
-
-/// Polls an async condition until it holds or `patience` passes.
-pub async fn eventually<F, Fut>(patience: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + patience;
-    loop {
-        if f().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A test WebSocket client.
@@ -457,20 +520,178 @@ impl Ws {
     }
 }
 
-/// The `_id` of every order MongoDB holds in database `db`.
-pub async fn stored_order_ids(mongo_url: &str, db: &str) -> Vec<String> {
+// === the binary as a child process ===
+
+/// The `flashsale` binary running as a child process (killed on drop).
+#[derive(Debug)]
+pub struct Binary {
+    pub base: String,
+    pub process: ChildGuard,
+}
+
+/// Starts the binary on `port` with [`base_settings`] as its environment
+/// (after `tweak`), and waits until its `/readyz` answers 200.
+pub async fn start_binary(
+    redis_url: &str,
+    mongo_url: &str,
+    db: &str,
+    port: u16,
+    tweak: impl FnOnce(&mut Settings),
+) -> Binary {
+    let mut settings = base_settings(redis_url, mongo_url, db);
+    settings.insert("PORT", port.to_string());
+    settings.insert("RUST_LOG", "warn".to_owned());
+    tweak(&mut settings);
+    let process = ChildGuard::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_flashsale"))
+            .envs(settings)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    )
+    .expect("flashsale binary starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let ready = eventually(Duration::from_secs(60), || async {
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(ready, "{base} became ready");
+    Binary { base, process }
+}
+
+// === schedulers stepped by the test ===
+
+/// How many sales a tick moved (0 for a follower).
+pub fn transitions(outcome: &TickOutcome) -> usize {
+    match outcome {
+        TickOutcome::Leader { transitions, .. } => *transitions,
+        TickOutcome::Follower => 0,
+    }
+}
+
+/// Ticks `scheduler` until `done` holds for a tick's outcome or `patience`
+/// passes, and returns every outcome in order (Redis's clock decides when a
+/// sale is due, so a sale due a moment from now takes a few ticks).
+pub async fn tick_until(
+    scheduler: &mut Scheduler,
+    patience: Duration,
+    done: impl FnMut(&TickOutcome) -> bool,
+) -> Vec<TickOutcome> {
+    let scheduler = tokio::sync::Mutex::new(scheduler);
+    let done = std::cell::RefCell::new(done);
+    let outcomes = std::cell::RefCell::new(Vec::new());
+    let reached = eventually(patience, || async {
+        let outcome = scheduler.lock().await.tick_once().await.expect("tick");
+        outcomes.borrow_mut().push(outcome);
+        (done.borrow_mut())(&outcome)
+    })
+    .await;
+    let outcomes = outcomes.into_inner();
+    assert!(reached, "no tick did what was awaited: {outcomes:?}");
+    outcomes
+}
+
+// === tokens ===
+
+/// A valid customer token for a user with no account (purchases need none).
+pub fn customer_token() -> String {
+    flashsale::auth::Keys::new(SECRET.as_bytes(), "flashsale", Duration::from_secs(3600))
+        .issue(
+            &mongodb::bson::oid::ObjectId::new().to_hex(),
+            flashsale::auth::Role::Customer,
+        )
+        .unwrap()
+}
+
+/// Claims like the service's own, for forged tokens.
+pub fn claims(sub: &str, role: &str, issuer: &str, exp: u64) -> Value {
+    json!({ "sub": sub, "role": role, "iss": issuer, "iat": 1, "exp": exp })
+}
+
+fn b64(bytes: impl AsRef<[u8]>) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A JWT with header `{"alg": alg}` and `claims`, signed with `key`:
+/// HMAC-SHA512 for HS512, HMAC-SHA256 for any other `alg` (so "RS256" makes
+/// an algorithm-confusion token).
+pub fn forge(alg: &str, claims: &Value, key: &[u8]) -> String {
+    use ring::hmac;
+    let h = b64(json!({ "alg": alg, "typ": "JWT" }).to_string());
+    let p = b64(claims.to_string());
+    let hmac = if alg == "HS512" {
+        hmac::HMAC_SHA512
+    } else {
+        hmac::HMAC_SHA256
+    };
+    let sig = hmac::sign(&hmac::Key::new(hmac, key), format!("{h}.{p}").as_bytes());
+    format!("{h}.{p}.{}", b64(sig.as_ref()))
+}
+
+/// An unsigned token (`"alg": "none"`) with `claims`.
+pub fn unsigned(claims: &Value) -> String {
+    format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none","typ":"JWT"}"#),
+        b64(claims.to_string())
+    )
+}
+
+/// `token` with its claims replaced and its signature kept.
+pub fn tampered(token: &str, claims: &Value) -> String {
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    parts[1] = b64(claims.to_string());
+    parts.join(".")
+}
+
+// === what the stores hold ===
+
+/// Entries in the sale's order stream.
+pub fn xlen(redis: &RedisServer, sale: &str) -> i64 {
+    redis
+        .cli(&["XLEN", &format!("{{sale:{sale}}}:orders")])
+        .parse()
+        .unwrap()
+}
+
+/// Redis's clock (TIME), in milliseconds.
+pub fn redis_time_ms(redis: &RedisServer) -> i64 {
+    let out = redis.cli(&["TIME"]);
+    let secs: i64 = out.lines().next().unwrap().parse().unwrap();
+    secs * 1000
+}
+
+/// Every order MongoDB holds in database `db` that matches `filter`.
+pub async fn stored_orders(mongo_url: &str, db: &str, filter: Document) -> Vec<Document> {
     use futures_util::StreamExt;
     mongodb::Client::with_uri_str(mongo_url)
         .await
         .unwrap()
         .database(db)
-        .collection::<mongodb::bson::Document>("orders")
-        .find(mongodb::bson::doc! {})
+        .collection::<Document>("orders")
+        .find(filter)
         .await
         .unwrap()
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .map(|d| d.unwrap().get_str("_id").unwrap().to_owned())
+        .map(Result::unwrap)
         .collect()
+        .await
+}
+
+/// The `_id` of every order MongoDB holds in database `db`.
+pub async fn stored_order_ids(mongo_url: &str, db: &str) -> Vec<String> {
+    stored_orders(mongo_url, db, doc! {})
+        .await
+        .iter()
+        .map(|d| d.get_str("_id").unwrap().to_owned())
+        .collect()
+}
+
+/// The units of `orders`, summed.
+pub fn units(orders: &[Document]) -> i64 {
+    orders.iter().map(|d| d.get_i64("quantity").unwrap()).sum()
 }

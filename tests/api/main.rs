@@ -2,6 +2,7 @@
 #![allow(unreachable_pub)] // a test binary exports nothing
 
 mod helpers;
+mod storm;
 mod support;
 
 mod auth;

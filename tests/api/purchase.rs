@@ -5,21 +5,14 @@ use std::sync::Arc;
 use flashsale::engine::{PurchaseOutcome, PurchaseRequest, Refusal};
 use flashsale::ids::{SaleId, UserId};
 use futures_util::StreamExt;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::doc;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::helpers::{TestApp, assert_error, spawn_app};
+use crate::helpers::{TestApp, assert_error, redis_time_ms, spawn_app, units, xlen};
 
 fn sid(v: &Value) -> SaleId {
     SaleId::parse(v["id"].as_str().unwrap()).unwrap()
-}
-
-fn xlen(app: &TestApp, sale: &str) -> i64 {
-    app.redis()
-        .cli(&["XLEN", &format!("{{sale:{sale}}}:orders")])
-        .parse()
-        .unwrap()
 }
 
 fn evalsha_calls(app: &TestApp) -> u64 {
@@ -118,24 +111,16 @@ async fn concurrent_buyers_sell_exactly_the_stock_and_nothing_is_lost() {
 
     // Every accepted order reaches MongoDB exactly once.
     app.flush().await;
-    let orders = app.mongo().await.collection::<Document>("orders");
-    let docs: Vec<Document> = orders
-        .find(doc! { "flashSaleId": mongodb::bson::oid::ObjectId::parse_str(&sale_id).unwrap() })
-        .await
-        .unwrap()
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let docs = app
+        .stored_orders(doc! { "flashSaleId": sid(&sale).oid() })
+        .await;
     let mongo_ids: HashSet<String> = docs
         .iter()
         .map(|d| d.get_str("_id").unwrap().to_owned())
         .collect();
     assert_eq!(docs.len(), order_ids.len());
     assert_eq!(mongo_ids, order_ids);
-    let mongo_units: i64 = docs.iter().map(|d| d.get_i64("quantity").unwrap()).sum();
-    assert_eq!(mongo_units, 200);
+    assert_eq!(units(&docs), 200);
 
     // The leaderboard lists exactly the buyers, in first-purchase order.
     let lb: Value = app
@@ -196,15 +181,7 @@ async fn the_purchase_script_reply_has_every_documented_position() {
     let s = sid(&sale);
     let (alice, bob) = (UserId::new(), UserId::new());
 
-    let redis_now: i64 = app
-        .redis()
-        .cli(&["TIME"])
-        .lines()
-        .next()
-        .unwrap()
-        .parse::<i64>()
-        .unwrap()
-        * 1000;
+    let redis_now = redis_time_ms(app.redis());
     let PurchaseOutcome::Accepted { order, user_total } =
         e.purchase(&req(s, alice, 2, None)).await.unwrap()
     else {
@@ -266,7 +243,7 @@ async fn the_purchase_script_reply_has_every_documented_position() {
         PurchaseOutcome::Refused(Refusal::NotFound)
     );
     // Refusals wrote nothing: three orders in the stream, stock 0.
-    assert_eq!(xlen(&app, &s.hex()), 3);
+    assert_eq!(xlen(app.redis(), &s.hex()), 3);
     assert_eq!(app.state.hot.available(s).await.unwrap(), Some(0));
 
     // Cancelled: ENDED with the cancelled flag.
@@ -299,15 +276,7 @@ async fn the_sale_window_is_decided_by_redis_time() {
 
     // Move the window in Redis only: MongoDB still says the sale starts in an
     // hour, but Redis's clock and hot state decide.
-    let redis_ms: i64 = app
-        .redis()
-        .cli(&["TIME"])
-        .lines()
-        .next()
-        .unwrap()
-        .parse::<i64>()
-        .unwrap()
-        * 1000;
+    let redis_ms = redis_time_ms(app.redis());
     let meta = format!("{{sale:{id}}}:meta");
     app.redis()
         .cli(&["HSET", &meta, "start", &(redis_ms - 10_000).to_string()]);
@@ -338,7 +307,7 @@ async fn an_idempotent_replay_returns_the_first_order_and_sells_nothing_more() {
     let again: Value = again.json().await.unwrap();
     assert_eq!(first, again);
     assert_eq!(app.get_sale(id).await["availableUnits"], 8);
-    assert_eq!(xlen(&app, id), 1);
+    assert_eq!(xlen(app.redis(), id), 1);
     // Same key, other quantity: 422 and nothing sold.
     assert_error(
         app.purchase_keyed(&token, id, 1, "order-abc-1").await,
@@ -392,7 +361,7 @@ async fn invalid_quantities_change_nothing() {
         assert_error(r, 400, "VALIDATION_FAILED").await;
     }
     assert_eq!(app.get_sale(id).await["availableUnits"], 10);
-    assert_eq!(xlen(&app, id), 0);
+    assert_eq!(xlen(app.redis(), id), 0);
     assert_error(
         app.purchase(&token, "0123456789abcdef01234567", json!(1))
             .await,
@@ -428,7 +397,7 @@ async fn after_sell_out_purchases_are_answered_from_memory() {
         s.insert("SCHEDULER_LEASE_MS", "7200000".to_owned());
     })
     .await;
-    let leads = crate::helpers::eventually(std::time::Duration::from_secs(10), || async {
+    let leads = crate::support::eventually(std::time::Duration::from_secs(10), || async {
         !app.redis()
             .cli(&["GET", "{flashsale:scheduler:lease}"])
             .is_empty()

@@ -1,14 +1,44 @@
 use std::time::Duration;
 
+use flashsale::ids::SaleId;
+use flashsale::sales::{EndReason, SaleStatus};
+use flashsale::scheduler::TickOutcome;
 use serde_json::{Value, json};
 
-use crate::helpers::{eventually, iso_in, spawn_app, spawn_app_on, spawn_app_with};
+use crate::helpers::{
+    TestApp, iso_in, spawn_app, spawn_app_on, spawn_app_with, spawn_app_with_idle_scheduler,
+    tick_until, transitions,
+};
+use crate::support::eventually;
 
 const PATIENCE: Duration = Duration::from_secs(10);
+/// The lease of the schedulers these tests step.
+const LEASE: Duration = Duration::from_secs(1);
+
+/// The sale as MongoDB holds it: status, end reason, and the epoch of the
+/// leader that last moved it.
+async fn stored(app: &TestApp, id: &str) -> (SaleStatus, Option<EndReason>, i64) {
+    let sid = SaleId::parse(id).unwrap();
+    let sale = app.state.sales.store.get(sid).await.unwrap().unwrap();
+    let raw = app
+        .mongo()
+        .await
+        .collection::<mongodb::bson::Document>("flash_sales")
+        .find_one(mongodb::bson::doc! { "_id": sid.oid() })
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        sale.status,
+        sale.end_reason,
+        raw.get_i64("epoch").unwrap_or(0),
+    )
+}
 
 #[tokio::test]
 async fn watchers_get_a_snapshot_then_falling_stock_then_sold_out() {
-    let app = spawn_app().await;
+    let app = spawn_app_with_idle_scheduler().await;
+    let mut scheduler = app.scheduler("leader", LEASE);
     let sale = app.open_sale(5, 5, 5).await;
     let id = sale["id"].as_str().unwrap();
     let (_, buyer) = app.customer("b@x.io").await;
@@ -35,6 +65,9 @@ async fn watchers_get_a_snapshot_then_falling_stock_then_sold_out() {
         }
     }
     assert_eq!(app.purchase(&buyer, id, json!(3)).await.status(), 201);
+    // One tick starts the sale (it opened a minute ago) and ends it, sold out.
+    let tick = scheduler.tick_once().await.unwrap();
+    assert_eq!(transitions(&tick), 2, "{tick:?}");
     let (ended, before) = ws.wait_for("flashSaleEnded", PATIENCE).await;
     assert_eq!(ended["data"]["reason"], "sold-out");
     let last_stock = before
@@ -45,20 +78,55 @@ async fn watchers_get_a_snapshot_then_falling_stock_then_sold_out() {
     assert_eq!(last_stock["data"]["availableUnits"], 0);
     assert_eq!(app.get_sale(id).await["status"], "ended");
     assert_eq!(app.get_sale(id).await["endReason"], "sold-out");
+    let again = scheduler.tick_once().await.unwrap();
+    assert_eq!(transitions(&again), 0, "a sale is ended once");
 }
 
 #[tokio::test]
-async fn sales_announce_their_start_and_their_time_end() {
-    let app = spawn_app().await;
+async fn sales_announce_their_start_and_their_time_end_exactly_once() {
+    let app = spawn_app_with_idle_scheduler().await;
+    let mut scheduler = app.scheduler("leader", LEASE);
     let product = app.create_product(10.0).await;
-    let sale = app.sale_for(&product, 2, 4, 10, 1, 1).await;
+    // Opened a minute ago; ends a second after it is created.
+    let sale = app.sale_for(&product, -60, 1, 10, 1, 1).await;
     let id = sale["id"].as_str().unwrap();
+    assert_eq!(stored(&app, id).await.0, SaleStatus::Pending);
     let mut ws = app.ws(&app.admin_token).await;
-    assert_eq!(ws.join(id).await["data"]["status"], "pending");
+    ws.join(id).await;
+
+    // The first tick starts it (and ends it too, on a machine slow enough
+    // that Redis's clock has already passed the end).
+    let first = scheduler.tick_once().await.unwrap();
+    let TickOutcome::Leader { epoch, .. } = first else {
+        panic!("a lone scheduler leads: {first:?}")
+    };
+    assert!(transitions(&first) >= 1, "the due start: {first:?}");
     let (started, _) = ws.wait_for("flashSaleStarted", PATIENCE).await;
     assert_eq!(started["data"]["flashSaleId"], id);
-    let (ended, _) = ws.wait_for("flashSaleEnded", PATIENCE).await;
+    // Then ticks until Redis's clock passes the end: two transitions in all.
+    if transitions(&first) == 1 {
+        let ticks = tick_until(&mut scheduler, PATIENCE, |t| transitions(t) > 0).await;
+        assert_eq!(transitions(ticks.last().unwrap()), 1, "{ticks:?}");
+    }
+    let (ended, between) = ws.wait_for("flashSaleEnded", PATIENCE).await;
     assert_eq!(ended["data"]["reason"], "time-ended");
+    assert!(
+        between.iter().all(|e| e["event"] != "flashSaleStarted"),
+        "started once: {between:?}"
+    );
+    let after = scheduler.tick_once().await.unwrap();
+    assert_eq!(
+        after,
+        TickOutcome::Leader {
+            epoch,
+            transitions: 0
+        },
+        "nothing happens twice"
+    );
+    assert_eq!(
+        stored(&app, id).await,
+        (SaleStatus::Ended, Some(EndReason::TimeEnded), epoch)
+    );
     let v = app.get_sale(id).await;
     assert_eq!(
         (v["status"].as_str(), v["endReason"].as_str()),
@@ -201,77 +269,82 @@ async fn a_client_on_one_instance_sees_purchases_made_on_another() {
     assert_eq!(update["data"]["availableUnits"], 16);
 }
 
-fn leader(app: &crate::helpers::TestApp) -> String {
-    app.redis().cli(&["GET", "{flashsale:scheduler:lease}"])
-}
-
 #[tokio::test]
 async fn one_scheduler_leads_and_a_dead_leader_is_replaced_within_the_lease() {
-    let fast = |s: &mut std::collections::HashMap<&'static str, String>| {
-        s.insert("SCHEDULER_LEASE_MS", "1000".to_owned());
-        s.insert("SCHEDULER_TICK_MS", "100".to_owned());
+    let app = spawn_app_with_idle_scheduler().await;
+    let (mut a, mut b) = (app.scheduler("a", LEASE), app.scheduler("b", LEASE));
+    let TickOutcome::Leader { epoch, .. } = a.tick_once().await.unwrap() else {
+        panic!("the first to tick leads")
     };
-    let mut a = spawn_app_with(fast).await;
-    let mut b = spawn_app_on(&a.redis_url, &a.mongo_url, &a.db_name, fast).await;
-    b.redis = None;
-    assert!(
-        eventually(PATIENCE, || async { !leader(&a).is_empty() }).await,
-        "someone leads"
+    assert_eq!(b.tick_once().await.unwrap(), TickOutcome::Follower);
+    let renewed = a.tick_once().await.unwrap();
+    assert_eq!(
+        renewed,
+        TickOutcome::Leader {
+            epoch,
+            transitions: 0
+        },
+        "the leader keeps its lease and epoch"
     );
-    let holder = leader(&a);
-    let a_leads = holder.starts_with(&format!("{}:", a.state.instance));
-    let b_leads = holder.starts_with(&format!("{}:", b.state.instance));
-    assert!(a_leads ^ b_leads, "exactly one leader: {holder}");
 
-    // A sale that starts after the leader dies must still start, exactly once.
-    let product = a.create_product(10.0).await;
-    let sale = a.sale_for(&product, 3, 600, 10, 1, 1).await;
+    // A sale due now, after the leader's last tick: it stops ticking (dead
+    // or stalled), so the sale must be started by the survivor, once.
+    let product = app.create_product(10.0).await;
+    let sale = app.sale_for(&product, -60, 600, 10, 1, 1).await;
     let id = sale["id"].as_str().unwrap();
-    let (survivor, dead) = if a_leads {
-        (&mut b, &mut a)
-    } else {
-        (&mut a, &mut b)
-    };
-    let survivor_instance = survivor.state.instance.clone();
-    let mut ws = survivor.ws(&survivor.admin_token).await;
+    let mut ws = app.ws(&app.admin_token).await;
     ws.join(id).await;
-    dead.kill();
-    let killed_at = tokio::time::Instant::now();
-    let took_over = eventually(PATIENCE, || async {
-        let h = survivor.redis_url.clone();
-        let port = h.rsplit(':').next().unwrap().to_owned();
-        let out = std::process::Command::new("redis-cli")
-            .args(["-p", &port, "GET", "{flashsale:scheduler:lease}"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).starts_with(&format!("{survivor_instance}:"))
-    })
-    .await;
-    assert!(took_over, "the survivor took the lease");
-    // Reported, not asserted (tests never assert wall-clock times): with a
-    // 1 s lease and a 100 ms tick the handover is bounded by lease + tick.
+    let dead_at = tokio::time::Instant::now();
+    let ticks = tick_until(&mut b, PATIENCE, |t| *t != TickOutcome::Follower).await;
+    // Reported, not asserted (tests never assert wall-clock times): the
+    // handover waits for the dead leader's lease to expire in Redis.
     eprintln!(
-        "scheduler handover took {:?} (lease 1 s)",
-        killed_at.elapsed()
+        "scheduler handover took {:?} (lease {LEASE:?})",
+        dead_at.elapsed()
     );
-
+    let (took_over, waited) = ticks.split_last().unwrap();
+    assert!(waited.iter().all(|t| *t == TickOutcome::Follower));
+    assert_eq!(
+        *took_over,
+        TickOutcome::Leader {
+            epoch: epoch + 1,
+            transitions: 1
+        },
+        "the survivor leads with a new epoch and starts the sale"
+    );
     let (started, _) = ws.wait_for("flashSaleStarted", PATIENCE).await;
     assert_eq!(started["data"]["flashSaleId"], id);
-    assert_eq!(survivor.get_sale(id).await["status"], "active");
+    assert_eq!(
+        stored(&app, id).await,
+        (SaleStatus::Active, None, epoch + 1)
+    );
+    // The old leader, back, follows and moves nothing; the new one has
+    // nothing left to do.
+    assert_eq!(a.tick_once().await.unwrap(), TickOutcome::Follower);
+    assert_eq!(transitions(&b.tick_once().await.unwrap()), 0);
+
     // Exactly once: cancelling produces the next lifecycle event, and no
     // second start came before it.
-    let token = survivor.admin_token.clone();
-    survivor
-        .post(
-            &format!("/api/flash-sales/{id}/cancel"),
-            Some(&token),
-            &json!({}),
-        )
-        .await;
+    app.post(
+        &format!("/api/flash-sales/{id}/cancel"),
+        Some(&app.admin_token),
+        &json!({}),
+    )
+    .await;
     let (_, between) = ws.wait_for("flashSaleEnded", PATIENCE).await;
     assert!(
         between.iter().all(|e| e["event"] != "flashSaleStarted"),
         "{between:?}"
+    );
+
+    // A leader that gives its lease up is replaced at once.
+    b.release().await;
+    assert_eq!(
+        a.tick_once().await.unwrap(),
+        TickOutcome::Leader {
+            epoch: epoch + 2,
+            transitions: 0
+        }
     );
 }
 

@@ -1,15 +1,14 @@
 use std::collections::HashSet;
 
-use futures_util::StreamExt;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::doc;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_on, unique_db};
+use crate::helpers::{TestApp, spawn_app, spawn_app_on, stored_order_ids, unique_db, units, xlen};
 use crate::support::mongo::MongoServer;
 use crate::support::redis::RedisServer;
 
 async fn order_ids(app: &TestApp) -> Vec<String> {
-    crate::helpers::stored_order_ids(&app.mongo_url, &app.db_name).await
+    stored_order_ids(&app.mongo_url, &app.db_name).await
 }
 
 #[tokio::test]
@@ -54,10 +53,7 @@ async fn orders_accepted_while_mongodb_is_down_are_written_exactly_once_after_it
     // A further flush writes nothing new and the stream is trimmed.
     let again = app.state.write_behind.flush_once().await.unwrap();
     assert_eq!((again.read, again.written), (0, 0));
-    let len: i64 = redis
-        .cli(&["XLEN", &format!("{{sale:{id}}}:orders")])
-        .parse()
-        .unwrap();
+    let len = xlen(&redis, id);
     assert!(len <= 1, "acknowledged entries are trimmed, {len} left");
 }
 
@@ -105,19 +101,7 @@ async fn orders_read_by_an_instance_that_died_are_written_by_another() {
         ids,
         vec![format!("{id}-1"), format!("{id}-2"), format!("{id}-3")]
     );
-    let units: i64 = app
-        .mongo()
-        .await
-        .collection::<Document>("orders")
-        .find(doc! {})
-        .await
-        .unwrap()
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .map(|d| d.unwrap().get_i64("quantity").unwrap())
-        .sum();
-    assert_eq!(units, 6);
+    assert_eq!(units(&app.stored_orders(doc! {}).await), 6);
     let pending = app.redis().cli(&["XPENDING", &stream, "write-behind"]);
     assert!(pending.starts_with('0'), "nothing left pending: {pending}");
 }

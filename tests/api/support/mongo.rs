@@ -4,14 +4,14 @@
 //! database). Rust never drops statics, so the shared server runs under a
 //! small shell watchdog that stops it and removes its data once the test
 //! process is gone. Tests that stop and restart MongoDB start their own
-//! [`MongoServer`], killed on drop.
+//! [`MongoServer`], killed on drop (its child sits in a [`ChildGuard`]).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::{free_port, port_open, wait_until};
+use super::{ChildGuard, free_port, port_open, wait_until};
 
 fn binary() -> PathBuf {
     if let Ok(p) = std::env::var("SECANTUSD") {
@@ -79,7 +79,7 @@ kill $child 2>/dev/null; wait $child 2>/dev/null; rm -rf "$dir""#,
 #[derive(Debug)]
 pub struct MongoServer {
     pub port: u16,
-    child: Option<Child>,
+    child: Option<ChildGuard>,
     dir: tempfile::TempDir,
 }
 
@@ -95,18 +95,19 @@ impl MongoServer {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(binary())
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
-            .arg("--storage-path")
-            .arg(self.dir.path().join("data"))
-            .args(["--log-level", "ERROR", "--cache-size", "128M"])
-            // Fault tests kill this server: acknowledged writes must be on disk.
-            .arg("--sync-on-commit")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| missing(&e));
+        let child = ChildGuard::spawn(
+            Command::new(binary())
+                .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+                .arg("--storage-path")
+                .arg(self.dir.path().join("data"))
+                .args(["--log-level", "ERROR", "--cache-size", "128M"])
+                // Fault tests kill this server: acknowledged writes must be on disk.
+                .arg("--sync-on-commit")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .unwrap_or_else(|e| missing(&e));
         self.child = Some(child);
         wait_ready(self.port);
     }
@@ -115,11 +116,9 @@ impl MongoServer {
         url_for(self.port)
     }
 
+    /// Kills the server (SIGKILL) and waits until its port is closed.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.child = None; // the guard kills and reaps it
         let port = self.port;
         assert!(
             wait_until(Duration::from_secs(10), || !port_open(port)),
@@ -130,14 +129,5 @@ impl MongoServer {
     /// Starts it again on the same port and data directory.
     pub fn start_again(&mut self) {
         self.spawn();
-    }
-}
-
-impl Drop for MongoServer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }

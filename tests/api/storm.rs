@@ -1,0 +1,204 @@
+//! `Storm`: concurrent buyers hammering one sale through one or more
+//! instances, recording every answer; for the fault tests and the SIGTERM
+//! test. Each buyer is a fresh user with a minted token.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Api, customer_token};
+use crate::support::eventually;
+
+/// A sale no storm sells out or runs past: a million units, a million per
+/// buyer, one per purchase, open for an hour. Returns its id.
+pub async fn big_sale(api: &Api) -> String {
+    let product = api.create_product(5.0).await;
+    let sale = api
+        .sale_for(&product, -60, 3600, 1_000_000, 1_000_000, 1)
+        .await;
+    sale["id"].as_str().unwrap().to_owned()
+}
+
+/// What the buyers saw, shared by the workers.
+#[derive(Debug, Default)]
+struct Tally {
+    accepted: Mutex<Vec<String>>,
+    statuses: Mutex<HashMap<u16, usize>>,
+    unavailable_without_retry_after: AtomicUsize,
+    /// Answers that are neither an order (201) nor an error body.
+    malformed: AtomicUsize,
+    /// Requests that got no answer (refused, reset) other than by timing out.
+    transport_errors: AtomicUsize,
+    timeouts: AtomicUsize,
+}
+
+#[derive(Debug)]
+pub struct Storm {
+    tally: Arc<Tally>,
+    stop: Arc<AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Storm {
+    /// Starts `workers` buyers, each sending to `bases` in turn.
+    pub fn start(bases: &[String], sale: &str, workers: usize) -> Self {
+        let tally = Arc::new(Tally::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = (0..workers)
+            .map(|w| {
+                let (tally, stop) = (tally.clone(), stop.clone());
+                let (bases, sale) = (bases.to_vec(), sale.to_owned());
+                tokio::spawn(
+                    async move { buy_until_stopped(w, &bases, &sale, &tally, &stop).await },
+                )
+            })
+            .collect();
+        Self {
+            tally,
+            stop,
+            workers,
+        }
+    }
+
+    /// Orders accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.tally.accepted.lock().unwrap().len()
+    }
+
+    /// Waits (up to 30 s) until `n` orders in all have been accepted.
+    pub async fn reaches(&self, n: usize) -> bool {
+        eventually(Duration::from_secs(30), || async { self.accepted() >= n }).await
+    }
+
+    /// Answers with `status` so far.
+    pub fn count(&self, status: u16) -> usize {
+        let statuses = self.tally.statuses.lock().unwrap();
+        statuses.get(&status).copied().unwrap_or(0)
+    }
+
+    /// Stops every buyer (each finishes its request) and returns the tally.
+    pub async fn stop(self) -> StormResult {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            w.await.unwrap();
+        }
+        let t = &self.tally;
+        StormResult {
+            accepted: t.accepted.lock().unwrap().clone(),
+            statuses: t.statuses.lock().unwrap().clone(),
+            unavailable_without_retry_after: t
+                .unavailable_without_retry_after
+                .load(Ordering::Relaxed),
+            malformed: t.malformed.load(Ordering::Relaxed),
+            transport_errors: t.transport_errors.load(Ordering::Relaxed),
+            timeouts: t.timeouts.load(Ordering::Relaxed),
+        }
+    }
+}
+
+async fn buy_until_stopped(
+    w: usize,
+    bases: &[String],
+    sale: &str,
+    tally: &Tally,
+    stop: &AtomicBool,
+) {
+    let token = customer_token();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut i = w;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let base = &bases[i % bases.len()];
+        let sent = client
+            .post(format!("{base}/api/purchase-product"))
+            .bearer_auth(&token)
+            .json(&json!({ "flashSaleId": sale, "quantity": 1 }))
+            .send()
+            .await;
+        let r = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let counter = if e.is_timeout() {
+                    &tally.timeouts
+                } else {
+                    &tally.transport_errors
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                // Pacing, not synchronisation: an instance that is down
+                // refuses at once, so back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let status = r.status().as_u16();
+        if status == 503 && !r.headers().contains_key("retry-after") {
+            tally
+                .unavailable_without_retry_after
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        match r.json::<Value>().await {
+            Ok(v) if status == 201 && v["id"].is_string() => tally
+                .accepted
+                .lock()
+                .unwrap()
+                .push(v["id"].as_str().unwrap().to_owned()),
+            Ok(v) if status != 201 && v["error"]["code"].is_string() => {}
+            _ => {
+                tally.malformed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        *tally.statuses.lock().unwrap().entry(status).or_default() += 1;
+        if status == 503 {
+            // Pacing, as above: Retry-After asks clients to slow down.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct StormResult {
+    pub accepted: Vec<String>,
+    pub statuses: HashMap<u16, usize>,
+    pub unavailable_without_retry_after: usize,
+    pub malformed: usize,
+    pub transport_errors: usize,
+    pub timeouts: usize,
+}
+
+impl StormResult {
+    /// Answers received, of any status.
+    pub fn answered(&self) -> usize {
+        self.statuses.values().sum()
+    }
+
+    /// No 5xx but 503, every 503 with Retry-After, every answer whole, no
+    /// request left hanging.
+    pub fn assert_clean(&self) {
+        let five_hundreds: usize = self
+            .statuses
+            .iter()
+            .filter(|(s, _)| **s >= 500 && **s != 503)
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(
+            five_hundreds, 0,
+            "no 5xx other than 503: {:?}",
+            self.statuses
+        );
+        assert_eq!(
+            self.unavailable_without_retry_after, 0,
+            "every 503 carries Retry-After"
+        );
+        assert_eq!(
+            self.malformed, 0,
+            "every answer is an order or an error body"
+        );
+        assert_eq!(self.timeouts, 0, "no request hung until the client timeout");
+    }
+}
