@@ -36,14 +36,12 @@
 #   CARGO_TARGET_DIR  honoured as usual
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-root="$PWD"
-
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() {
-  printf 'bench: error: %s\n' "$*" >&2
-  exit 1
-}
+# shellcheck source=scripts/lib/procs.sh
+source "$(dirname "$0")/lib/procs.sh"
+# shellcheck source=scripts/lib/stores.sh
+source "$(dirname "$0")/lib/stores.sh"
+procs_init bench 2 # stdout is the table
+stop_timeout=15
 
 RUNS="${RUNS:-3}"
 CONNECTIONS="${CONNECTIONS:-64}"
@@ -65,41 +63,26 @@ case "$STORE_SCHED" in
   *) die "STORE_SCHED must be idle or normal, got '$STORE_SCHED'" ;;
 esac
 
-for tool in redis-server redis-cli redis-benchmark jq curl python3 timeout chrt; do
-  command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
-done
+require redis-server redis-cli redis-benchmark jq curl python3 timeout chrt
 
 # --- what the machine looked like before we started ---------------------------
 started_at="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 cores="$(nproc)"
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-# --- processes: spawn, clean-up, ports, waiting (shared with ws-bench.sh) ----
-# shellcheck source=scripts/lib/procs.sh
-source "$root/scripts/lib/procs.sh"
-STOP_WAIT_TENTHS=150
-procs_init flashsale-bench
-
-start_redis() { # NAME PORT DIR
-  mkdir -p "$3"
-  spawn "$1" "$3/stdout.log" redis-server --port "$2" --bind 127.0.0.1 --dir "$3" \
-    --save "" --appendonly no --notify-keyspace-events KEA \
-    --daemonize no --logfile "$3/redis.log"
-  wait_until "$1" "${pids[-1]}" 30 redis-cli -h 127.0.0.1 -p "$2" ping
-}
+make_temp_dir flashsale-bench
 
 # --- set-up and build ------------------------------------------------------------
 prepare_binaries
 
 # --- the service: its own redis, secantusd-py and server -------------------------
 redis_port="$(free_port)"
-start_redis "redis-server (service)" "$redis_port" "$tmp/redis"
+start_redis "redis-server (service)" "$redis_port" "$tmp/redis" "$tmp/redis/redis.log"
 log "service redis on 127.0.0.1:$redis_port"
 
 mongo_port="$(free_port)"
-mkdir -p "$tmp/mongo"
-spawn "secantusd-py" "$tmp/secantusd.log" "${store_prefix[@]}" .venv/bin/secantusd-py --host 127.0.0.1 --port "$mongo_port" \
-  --storage-path "$tmp/mongo" --log-level WARNING
+start_store "secantusd-py" "$mongo_port" "$tmp/mongo" "$tmp/secantusd.log"
+store_pid="$last_pid"
 # spawn's setsid gives every process its own session, and with the kernel's
 # autogroup scheduling (sched_autogroup_enabled) CPU is shared fairly between
 # sessions first: SCHED_IDLE inside a session of its own would change
@@ -108,7 +91,6 @@ spawn "secantusd-py" "$tmp/secantusd.log" "${store_prefix[@]}" .venv/bin/secantu
 # load generator shares).
 store_autogroup="unchanged"
 if [[ "$STORE_SCHED" == idle ]]; then
-  store_pid="$(pgrep -f -- "secantusd-py --host 127.0.0.1 --port $mongo_port " | head -n 1 || true)"
   own_group="$(awk '{ print $1 }' /proc/$$/autogroup 2>/dev/null || true)"
   store_group="$(awk '{ print $1 }' "/proc/${store_pid:-0}/autogroup" 2>/dev/null || true)"
   if [[ -n "$store_group" && "$store_group" != "$own_group" ]] &&
@@ -116,25 +98,17 @@ if [[ "$STORE_SCHED" == idle ]]; then
     store_autogroup="$(cat "/proc/$store_pid/autogroup")"
   fi
 fi
-wait_until "secantusd-py" "${pids[-1]}" 60 tcp_open "$mongo_port"
 log "secantusd-py on 127.0.0.1:$mongo_port"
 
 http_port="$(free_port)"
 secret="$(random_token 48)"
 admin_email="bench-admin@flashsale.local"
 admin_password="$(random_token 24)"
-# The server runs in the temp dir so no .env is picked up.
-spawn "flashsale server" "$tmp/server.log" env -C "$tmp" \
-  PORT="$http_port" BIND_ADDR=127.0.0.1 \
-  REDIS_URL="redis://127.0.0.1:$redis_port" \
-  MONGO_URL="mongodb://127.0.0.1:$mongo_port/?directConnection=true" \
-  MONGO_DB=flashsale_bench \
+start_flashsale "flashsale server" "$tmp/server.log" "$server_bin" \
+  "$http_port" "$redis_port" "$mongo_port" flashsale_bench \
   SECRET_KEY="$secret" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password" \
-  PASSWORD_ITERATIONS=600000 RUST_LOG="${RUST_LOG:-warn}" \
-  IP_ALLOW=127.0.0.1/32 \
-  "$server_bin"
-server_pid="${pids[-1]}"
-wait_until "flashsale server" "$server_pid" 90 curl -fsS "http://127.0.0.1:$http_port/readyz"
+  PASSWORD_ITERATIONS=600000 RUST_LOG="${RUST_LOG:-warn}" IP_ALLOW=127.0.0.1/32
+server_pid="$last_pid"
 log "flashsale server on 127.0.0.1:$http_port (ready)"
 
 # --- helpers for results ---------------------------------------------------------
@@ -158,8 +132,8 @@ declare -A verdict=([a]=PASS [b]=PASS [c]=PASS [d]=PASS [e]=PASS [f]=PASS)
 
 # --- a. the limit: redis-benchmark EVALSHA purchase.lua ---------------------------
 bench_port="$(free_port)"
-start_redis "redis-server (benchmark)" "$bench_port" "$tmp/redis-bench"
-bench_redis_pid="${pids[-1]}"
+start_redis "redis-server (benchmark)" "$bench_port" "$tmp/redis-bench" "$tmp/redis-bench/redis.log"
+bench_redis_pid="$last_pid"
 rc() { redis-cli -h 127.0.0.1 -p "$bench_port" "$@"; }
 sha="$(rc SCRIPT LOAD "$(cat lua/purchase.lua)")"
 [[ "$sha" =~ ^[0-9a-f]{40}$ ]] || die "SCRIPT LOAD failed: $sha"
@@ -301,10 +275,7 @@ done
 
 server_rss_peak="$(awk '/VmHWM/ { print $2 }' "/proc/$server_pid/status" 2>/dev/null || echo '?')"
 
-if ! kill -0 "$server_pid" 2>/dev/null; then
-  tail -n 30 "$tmp/server.log" >&2 || true
-  die "the flashsale server died during the bench"
-fi
+kill -0 "$server_pid" 2>/dev/null || die "the flashsale server died during the bench"
 
 # --- the table ---------------------------------------------------------------------
 row() { # PART LABEL
@@ -382,8 +353,5 @@ if [[ -n "${BENCH_OUT:-}" ]]; then
   cp "$tmp/table.txt" "$BENCH_OUT"
 fi
 
-if ((failures > 0)); then
-  log "$failures failed run(s) or check(s); last lines of the server log:"
-  tail -n 30 "$tmp/server.log" >&2 || true
-  exit 1
-fi
+# On a failure the clean-up prints the last lines of every log.
+((failures == 0)) || die "$failures failed run(s) or check(s)"

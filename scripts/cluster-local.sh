@@ -31,15 +31,12 @@
 #   the repository is not read.
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-root="$PWD"
+# shellcheck source=scripts/lib/procs.sh
+source "$(dirname "$0")/lib/procs.sh"
+# shellcheck source=scripts/lib/stores.sh
+source "$(dirname "$0")/lib/stores.sh"
+procs_init cluster
 
-log() { printf 'cluster: %s\n' "$*"; }
-warn() { printf 'cluster: WARN: %s\n' "$*" >&2; }
-die() {
-  printf 'cluster: error: %s\n' "$*" >&2
-  exit 1
-}
 usage() {
   printf 'usage: %s up|check\n' "$0" >&2
   exit 2
@@ -56,135 +53,34 @@ start_timeout="${FLASHSALE_START_TIMEOUT:-30}"
 stop_timeout="${FLASHSALE_STOP_TIMEOUT:-20}"
 [[ "$start_timeout" =~ ^[0-9]+$ ]] || die "FLASHSALE_START_TIMEOUT is not a number: '$start_timeout'"
 [[ "$stop_timeout" =~ ^[0-9]+$ ]] || die "FLASHSALE_STOP_TIMEOUT is not a number: '$stop_timeout'"
+if [[ "${FLASHSALE_KEEP_TMP:-0}" =~ ^(1|true|yes)$ ]]; then
+  keep_tmp=1
+fi
 
-# --- clean-up: registered before anything is started ------------------------
-tmp=""
-redis_pid=""
-mongo_pid=""
+# The clean-up stops nginx, then the apps, then the stores. Both instances get
+# SIGTERM at once, so they drain in parallel.
+lb_pid=""
 app1_pid=""
 app2_pid=""
-lb_pid=""
-sleeper_pid=""
-
-# Sends SIGTERM to a child and waits up to the stop timeout, then SIGKILL.
-stop_child() {
-  local name="$1" pid="$2" deadline
-  [[ -n "$pid" ]] || return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    log "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    deadline=$((SECONDS + stop_timeout))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      warn "$name did not stop within ${stop_timeout}s; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  wait "$pid" 2>/dev/null || true
-}
-
-# Prints the end of every log, to explain a failure.
-show_logs() {
-  local f
-  [[ -n "$tmp" && -d "$tmp/logs" ]] || return 0
-  for f in "$tmp"/logs/*.log; do
-    [[ -s "$f" ]] || continue
-    printf -- '--- last lines of %s ---\n' "${f##*/}" >&2
-    tail -n 15 "$f" >&2 || true
-  done
-}
-
-cleanup() {
-  local rc=$?
-  trap '' INT TERM HUP # a second Ctrl-C must not cut the clean-up short
-  trap - EXIT
-  if [[ -n "$sleeper_pid" ]]; then
-    kill "$sleeper_pid" 2>/dev/null || true
-  fi
-  if ((rc != 0 && rc != 130 && rc != 143)); then
-    show_logs
-  fi
-  stop_child "nginx" "$lb_pid"
-  # Both instances get SIGTERM at once, so they drain in parallel.
+before_stop() {
+  local pid
+  stop_pid "nginx" "$lb_pid"
   if [[ -n "$app1_pid$app2_pid" ]]; then
     log "stopping the flashsale instances (SIGTERM: finish requests, drain the write-behind)"
   fi
-  if [[ -n "$app1_pid" ]]; then kill -TERM "$app1_pid" 2>/dev/null || true; fi
-  if [[ -n "$app2_pid" ]]; then kill -TERM "$app2_pid" 2>/dev/null || true; fi
-  stop_child "flashsale app1" "$app1_pid"
-  stop_child "flashsale app2" "$app2_pid"
-  stop_child "redis-server" "$redis_pid"
-  stop_child "secantusd-py" "$mongo_pid"
-  if [[ -n "$tmp" && -d "$tmp" ]]; then
-    if [[ "${FLASHSALE_KEEP_TMP:-0}" =~ ^(1|true|yes)$ ]]; then
-      log "kept $tmp (data and logs)"
-    else
-      rm -rf "$tmp"
-    fi
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
-
-# --- helpers -------------------------------------------------------------------
-tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-redis_pong() { [[ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" == PONG ]]; }
-http_ok() { curl -fsS --max-time 2 -o /dev/null "$1" 2>/dev/null; }
-
-# wait_ready NAME PID LOGFILE CHECK ARGS...: polls CHECK until it succeeds,
-# failing if PID exits or the start timeout passes.
-wait_ready() {
-  local name="$1" pid="$2" logfile="$3" deadline
-  shift 3
-  deadline=$((SECONDS + start_timeout))
-  until "$@"; do
-    kill -0 "$pid" 2>/dev/null || die "$name exited during start-up (log: $logfile)"
-    ((SECONDS < deadline)) || die "$name did not become ready within ${start_timeout}s (log: $logfile)"
-    sleep 0.2
+  for pid in $app1_pid $app2_pid; do
+    kill -TERM "$pid" 2>/dev/null || true
   done
-}
-
-# Starts a command in the background in its own session, so that Ctrl-C in the
-# terminal reaches only this script, which then stops the children in order.
-spawn() {
-  if command -v setsid >/dev/null 2>&1; then
-    setsid "$@" </dev/null &
-  else
-    "$@" </dev/null &
-  fi
-}
-
-random_token() {
-  local want="$1" s=""
-  while ((${#s} < want)); do
-    s+="$(head -c 1024 /dev/urandom | LC_ALL=C tr -dc 'A-Za-z0-9')"
-  done
-  printf '%s' "${s:0:want}"
-}
-
-json_escape() {
-  local s="$1"
-  s="${s//\\/\\\\}"
-  s="${s//\"/\\\"}"
-  printf '%s' "$s"
 }
 
 # --- prerequisites -----------------------------------------------------------------
-secantusd="${SECANTUSD:-$root/.venv/bin/secantusd-py}"
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1 ||
   [[ ! -x "$secantusd" ]]; then
   log "redis-server or secantusd-py missing: running scripts/setup.sh"
   bash scripts/setup.sh
 fi
-[[ -x "$secantusd" ]] || die "SECANTUSD=$secantusd is not executable"
-for tool in curl python3 redis-server redis-cli; do
-  command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
-done
+require_stores
+require curl python3
 
 if [[ -n "${FLASHSALE_BIN:-}" ]]; then
   bin="$FLASHSALE_BIN"
@@ -205,52 +101,23 @@ if command -v nginx >/dev/null 2>&1 && [[ ! "${FLASHSALE_NO_LB:-0}" =~ ^(1|true|
 fi
 
 # --- temp dir and ports ------------------------------------------------------------
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/flashsale-cluster.XXXXXX")"
+make_temp_dir flashsale-cluster
 if ((use_lb)); then
   # nginx workers may run as another user (nobody when started as root) and
   # must reach their temp dirs under this one.
   chmod 711 "$tmp"
 fi
-mkdir -p "$tmp/logs" "$tmp/redis" "$tmp/mongo" "$tmp/app1" "$tmp/app2"
-
-# Five distinct free ports, held open together while they are chosen.
-read -r redis_port mongo_port app1_port app2_port lb_port < <(
-  python3 -c '
-import socket
-socks = [socket.socket() for _ in range(5)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))
-'
-)
+mkdir -p "$tmp/logs" "$tmp/app1" "$tmp/app2"
+read -r redis_port mongo_port app1_port app2_port lb_port < <(free_ports 5)
 [[ -n "$lb_port" ]] || die "could not find free ports"
 
 # --- stores ----------------------------------------------------------------------------
+# The AOF is on and fsynced on every write, as in docker-compose.yml.
 log "starting redis-server on 127.0.0.1:$redis_port"
-spawn redis-server \
-  --port "$redis_port" \
-  --bind 127.0.0.1 \
-  --dir "$tmp/redis" \
-  --appendonly yes \
-  --appendfsync always \
-  --notify-keyspace-events KEA \
-  --maxmemory-policy noeviction \
-  --save "" \
-  --daemonize no \
-  --logfile "$tmp/logs/redis.log"
-redis_pid=$!
-
+start_redis "redis-server" "$redis_port" "$tmp/redis" "$tmp/logs/redis.log" \
+  --appendonly yes --appendfsync always
 log "starting secantusd-py on 127.0.0.1:$mongo_port"
-spawn "$secantusd" \
-  --host 127.0.0.1 \
-  --port "$mongo_port" \
-  --storage-path "$tmp/mongo" \
-  --log-level WARNING \
-  >>"$tmp/logs/secantusd.log" 2>&1
-mongo_pid=$!
-
-wait_ready "redis-server" "$redis_pid" "$tmp/logs/redis.log" redis_pong "$redis_port"
-wait_ready "secantusd-py" "$mongo_pid" "$tmp/logs/secantusd.log" tcp_open "$mongo_port"
+start_store "secantusd-py" "$mongo_port" "$tmp/mongo" "$tmp/logs/secantusd.log"
 
 # --- the two instances -------------------------------------------------------------------
 export REDIS_URL="redis://127.0.0.1:$redis_port"
@@ -274,18 +141,15 @@ fi
 
 log "starting $bin as app1 on 127.0.0.1:$app1_port and app2 on 127.0.0.1:$app2_port"
 # Each in its own working directory: no .env is read.
-cd "$tmp/app1"
-spawn env PORT="$app1_port" "$bin" >>"$tmp/logs/app1.log" 2>&1
-app1_pid=$!
-cd "$tmp/app2"
-spawn env PORT="$app2_port" "$bin" >>"$tmp/logs/app2.log" 2>&1
-app2_pid=$!
-cd "$root"
+spawn "flashsale app1" "$tmp/logs/app1.log" env -C "$tmp/app1" PORT="$app1_port" "$bin"
+app1_pid="$last_pid"
+spawn "flashsale app2" "$tmp/logs/app2.log" env -C "$tmp/app2" PORT="$app2_port" "$bin"
+app2_pid="$last_pid"
 
 app1="http://127.0.0.1:$app1_port"
 app2="http://127.0.0.1:$app2_port"
-wait_ready "flashsale app1" "$app1_pid" "$tmp/logs/app1.log" http_ok "$app1/readyz"
-wait_ready "flashsale app2" "$app2_pid" "$tmp/logs/app2.log" http_ok "$app2/readyz"
+wait_until "flashsale app1" "$app1_pid" "$start_timeout" http_ok "$app1/readyz"
+wait_until "flashsale app2" "$app2_pid" "$start_timeout" http_ok "$app2/readyz"
 log "app1 (pid $app1_pid) and app2 (pid $app2_pid) ready"
 
 # --- nginx in front ----------------------------------------------------------------------
@@ -314,10 +178,10 @@ if ((use_lb)); then
   nginx -t -q "${nginx_args[@]}" >>"$tmp/logs/nginx.log" 2>&1 ||
     die "generated nginx config is invalid (see $tmp/logs/nginx.log)"
   log "starting nginx on 127.0.0.1:$lb_port"
-  spawn nginx "${nginx_args[@]}" -g 'daemon off;' >>"$tmp/logs/nginx.log" 2>&1
-  lb_pid=$!
+  spawn "nginx" "$tmp/logs/nginx.log" nginx "${nginx_args[@]}" -g 'daemon off;'
+  lb_pid="$last_pid"
   lb="http://127.0.0.1:$lb_port"
-  wait_ready "nginx" "$lb_pid" "$tmp/logs/nginx.log" http_ok "$lb/healthz"
+  wait_until "nginx" "$last_pid" "$start_timeout" http_ok "$lb/healthz"
 else
   log "nginx not installed (or FLASHSALE_NO_LB=1): no load balancer"
 fi
@@ -338,25 +202,7 @@ flashsale cluster is running:
 Press Ctrl-C to stop everything.
 
 EOF
-  names=("redis-server" "secantusd-py" "flashsale app1" "flashsale app2")
-  pids=("$redis_pid" "$mongo_pid" "$app1_pid" "$app2_pid")
-  if [[ -n "$lb_pid" ]]; then
-    names+=("nginx")
-    pids+=("$lb_pid")
-  fi
-  while true; do
-    for i in "${!pids[@]}"; do
-      if ! kill -0 "${pids[$i]}" 2>/dev/null; then
-        status=0
-        wait "${pids[$i]}" || status=$?
-        die "${names[$i]} exited with status $status; stopping the rest"
-      fi
-    done
-    sleep 1 &
-    sleeper_pid=$!
-    wait "$sleeper_pid" || true
-    sleeper_pid=""
-  done
+  watch_children
 fi
 
 # --- check: a bounded smoke test ------------------------------------------------------------

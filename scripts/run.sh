@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the whole system locally: Redis, SecantusDB (the Mongo-wire system of
 # record) and the flashsale server. Ctrl-C (SIGINT) or SIGTERM stops all three:
-# the server first (so it can drain and flush), then Redis and SecantusDB.
+# the server first (so it can drain and flush), then SecantusDB and Redis.
 #
 # State lives under .data/ (git-ignored): redis/, mongo/, logs/, secret_key,
 # admin_password.
@@ -18,6 +18,7 @@
 #   ADMIN_PASSWORD      first admin's password (env, then .env, else generated
 #                       once into .data/admin_password and reused)
 #   CARGO_TARGET_DIR    where cargo puts the build (default target)
+#   SECANTUSD           the Mongo-wire server (default .venv/bin/secantusd-py)
 #   FLASHSALE_SKIP_SERVER=1 (or true/yes)
 #                       start only Redis and SecantusDB (no build, no server),
 #                       print where they listen and wait for Ctrl-C; handy for
@@ -30,59 +31,11 @@
 # REDIS_URL and MONGO_URL are always set from REDIS_PORT and MONGO_PORT.
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-root="$PWD"
-
-log() { printf 'run: %s\n' "$*"; }
-die() {
-  printf 'run: error: %s\n' "$*" >&2
-  exit 1
-}
-
-# --- clean-up: registered before anything is started ------------------------
-server_pid=""
-redis_pid=""
-mongo_pid=""
-sleeper_pid=""
-
-# Sends SIGTERM to a child and waits up to the stop timeout, then SIGKILL.
-stop_child() {
-  local name="$1" pid="$2" deadline
-  [[ -n "$pid" ]] || return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    log "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    deadline=$((SECONDS + stop_timeout))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "$name did not stop within ${stop_timeout}s; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-  local rc=$?
-  trap '' INT TERM HUP # a second Ctrl-C must not cut the clean-up short
-  trap - EXIT
-  if [[ -n "$sleeper_pid" ]]; then
-    kill "$sleeper_pid" 2>/dev/null || true
-  fi
-  stop_child "flashsale server" "$server_pid"
-  stop_child "redis-server" "$redis_pid"
-  stop_child "secantusd-py" "$mongo_pid"
-  if [[ -n "$server_pid$redis_pid$mongo_pid" ]]; then
-    log "stopped"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+# shellcheck source=scripts/lib/procs.sh
+source "$(dirname "$0")/lib/procs.sh"
+# shellcheck source=scripts/lib/stores.sh
+source "$(dirname "$0")/lib/stores.sh"
+procs_init run
 
 # --- helpers -----------------------------------------------------------------
 
@@ -113,15 +66,6 @@ env_or_dotenv() {
   fi
 }
 
-# Prints a random alphanumeric string of length $1.
-random_token() {
-  local want="$1" s=""
-  while ((${#s} < want)); do
-    s+="$(head -c 1024 /dev/urandom | LC_ALL=C tr -dc 'A-Za-z0-9')"
-  done
-  printf '%s' "${s:0:want}"
-}
-
 # Prints the value stored in file $1; when missing or shorter than $3,
 # generates a random one of length $2 and stores it (mode 600).
 stored_secret() {
@@ -138,48 +82,6 @@ stored_secret() {
     log "generated ${file#"$root"/}" >&2
   fi
   printf '%s' "$val"
-}
-
-tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-redis_pong() { [[ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" == PONG ]]; }
-
-# wait_ready NAME PID LOGFILE CHECK ARGS...: polls CHECK until it succeeds,
-# failing if PID exits or the start timeout passes.
-wait_ready() {
-  local name="$1" pid="$2" logfile="$3" deadline
-  shift 3
-  deadline=$((SECONDS + start_timeout))
-  until "$@"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      if [[ -f "$logfile" ]]; then
-        printf -- '--- last lines of %s ---\n' "$logfile" >&2
-        tail -n 20 "$logfile" >&2 || true
-      fi
-      die "$name exited during start-up (log: ${logfile#"$root"/})"
-    fi
-    if ((SECONDS >= deadline)); then
-      die "$name did not become ready within ${start_timeout}s (log: ${logfile#"$root"/})"
-    fi
-    sleep 0.2
-  done
-}
-
-# Starts a command in the background in its own session, so that Ctrl-C in the
-# terminal reaches only this script, which then stops the children in order.
-# Sets $! like `cmd &` does.
-spawn() {
-  if command -v setsid >/dev/null 2>&1; then
-    setsid "$@" </dev/null &
-  else
-    "$@" </dev/null &
-  fi
-}
-
-json_escape() {
-  local s="$1"
-  s="${s//\\/\\\\}"
-  s="${s//\"/\\\"}"
-  printf '%s' "$s"
 }
 
 shell_single_quote() {
@@ -213,42 +115,20 @@ for p in "$redis_port" "$mongo_port"; do
   fi
 done
 
-# --- Redis -------------------------------------------------------------------------
+# --- the stores ------------------------------------------------------------------
+# The AOF is on here (not in scripts/lib/redis.flags, which the tests share).
 log "starting redis-server on 127.0.0.1:$redis_port (data .data/redis, log .data/logs/redis.log)"
-spawn redis-server \
-  --port "$redis_port" \
-  --bind 127.0.0.1 \
-  --dir "$data/redis" \
-  --appendonly yes \
-  --appendfsync everysec \
-  --notify-keyspace-events KEA \
-  --maxmemory-policy noeviction \
-  --save "" \
-  --daemonize no \
-  --logfile "$redis_log"
-redis_pid=$!
-
-# --- SecantusDB (Mongo wire) -----------------------------------------------------
+start_redis "redis-server" "$redis_port" "$data/redis" "$redis_log" \
+  --appendonly yes --appendfsync everysec
+log "redis-server ready (pid $last_pid)"
 log "starting secantusd-py on 127.0.0.1:$mongo_port (data .data/mongo, log .data/logs/secantusd.log)"
-spawn .venv/bin/secantusd-py \
-  --host 127.0.0.1 \
-  --port "$mongo_port" \
-  --storage-path .data/mongo \
-  --log-level WARNING \
-  >>"$mongo_log" 2>&1
-mongo_pid=$!
-
-wait_ready "redis-server" "$redis_pid" "$redis_log" redis_pong "$redis_port"
-log "redis-server ready (pid $redis_pid)"
-wait_ready "secantusd-py" "$mongo_pid" "$mongo_log" tcp_open "$mongo_port"
-log "secantusd-py ready (pid $mongo_pid)"
+start_store "secantusd-py" "$mongo_port" .data/mongo "$mongo_log"
+log "secantusd-py ready (pid $last_pid)"
 
 export REDIS_URL="redis://127.0.0.1:$redis_port"
 export MONGO_URL="mongodb://127.0.0.1:$mongo_port/?directConnection=true"
 
-watch_names=("redis-server" "secantusd-py")
-watch_pids=("$redis_pid" "$mongo_pid")
-
+server_pid=""
 if [[ "$skip_server" =~ ^(1|true|yes)$ ]]; then
   cat <<EOF
 
@@ -285,10 +165,8 @@ else
   [[ -x "$bin" ]] || die "$bin not found after cargo build"
 
   log "starting $bin on $bind_addr:$port"
-  spawn "$bin"
-  server_pid=$!
-  watch_names+=("flashsale server")
-  watch_pids+=("$server_pid")
+  spawn "flashsale server" - "$bin"
+  server_pid="$last_pid"
 
   # The server is up when its port accepts connections; it keeps running even
   # when that takes longer than the start timeout.
@@ -322,21 +200,5 @@ EOF
 fi
 
 # --- run until a signal or until any child exits --------------------------------------
-while true; do
-  for i in "${!watch_pids[@]}"; do
-    if ! kill -0 "${watch_pids[$i]}" 2>/dev/null; then
-      status=0
-      wait "${watch_pids[$i]}" || status=$?
-      log "${watch_names[$i]} exited with status $status; stopping the rest"
-      # Only the server may end the run successfully; a store never should.
-      if ((status == 0)) && [[ "${watch_pids[$i]}" != "$server_pid" ]]; then
-        status=1
-      fi
-      exit "$status"
-    fi
-  done
-  sleep 1 &
-  sleeper_pid=$!
-  wait "$sleeper_pid" || true
-  sleeper_pid=""
-done
+# Only the server may end the run successfully; a store never should.
+watch_children "$server_pid"

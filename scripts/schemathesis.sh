@@ -36,26 +36,23 @@
 #   CARGO_TARGET_DIR           honoured as usual
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-root="$PWD"
-
-log() { printf 'schemathesis: %s\n' "$*"; }
-die() {
-  printf 'schemathesis: error: %s\n' "$*" >&2
-  exit 1
-}
+# shellcheck source=scripts/lib/procs.sh
+source "$(dirname "$0")/lib/procs.sh"
+# shellcheck source=scripts/lib/stores.sh
+source "$(dirname "$0")/lib/stores.sh"
+procs_init schemathesis
+stop_timeout=15
 
 readonly ST="$root/.venv/bin/schemathesis"
 readonly PY="$root/.venv/bin/python"
-readonly SECANTUSD="${SECANTUSD:-$root/.venv/bin/secantusd-py}"
 readonly MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-25}"
 readonly WORKERS="${SCHEMATHESIS_WORKERS:-1}"
 report_dir="${SCHEMATHESIS_REPORT_DIR:-}"
 seed="${SCHEMATHESIS_SEED:-}"
 
 [[ -x "$ST" ]] || die "$ST not found: run scripts/setup.sh, which installs schemathesis into .venv"
-[[ -x "$SECANTUSD" ]] || die "SECANTUSD=$SECANTUSD is not executable: run scripts/setup.sh"
-command -v redis-server >/dev/null 2>&1 || die "redis-server not found: run scripts/setup.sh"
+require_stores
+require curl
 [[ "$MAX_EXAMPLES" =~ ^[1-9][0-9]*$ ]] || die "SCHEMATHESIS_MAX_EXAMPLES must be a positive number"
 [[ "$WORKERS" =~ ^[1-9][0-9]*$ ]] || die "SCHEMATHESIS_WORKERS must be a positive number"
 if [[ -z "$seed" ]]; then
@@ -63,86 +60,20 @@ if [[ -z "$seed" ]]; then
 fi
 [[ "$seed" =~ ^[0-9]+$ ]] || die "SCHEMATHESIS_SEED must be a number"
 
-# --- clean-up: registered before anything is started ------------------------
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/flashsale-schemathesis.XXXXXX")"
-st_pid=""
-server_pid=""
-redis_pid=""
-mongo_pid=""
-
-# Sends SIGTERM to a child, waits up to 15 s, then SIGKILL.
-stop_child() {
-  local name="$1" pid="$2" deadline
-  [[ -n "$pid" ]] || return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    deadline=$((SECONDS + 15))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "$name did not stop within 15s; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-  local rc=$?
-  trap '' INT TERM HUP
-  trap - EXIT
-  stop_child "schemathesis" "$st_pid"
-  stop_child "flashsale server" "$server_pid"
-  # A panic the fuzzer cannot see (a background task, shutdown) fails the run too.
-  if [[ -f "$report_dir/server.log" ]] && grep -q "panicked at" "$report_dir/server.log"; then
-    log "FAILED: the server panicked (log: $report_dir/server.log):"
-    grep -A 3 "panicked at" "$report_dir/server.log" | head -n 40 >&2
-    ((rc != 0)) || rc=1
-  fi
-  stop_child "redis-server" "$redis_pid"
-  stop_child "secantusd-py" "$mongo_pid"
-  if ((rc != 0)) && [[ -f "$report_dir/server.log" ]]; then
-    printf -- '--- last lines of the server log ---\n' >&2
-    tail -n 15 "$report_dir/server.log" >&2 || true
-  fi
-  rm -rf "$tmp"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+make_temp_dir flashsale-schemathesis
 if [[ -z "$report_dir" ]]; then
   report_dir="$tmp/reports"
 fi
 mkdir -p "$report_dir"
 report_dir="$(cd "$report_dir" && pwd)"
 
-# --- helpers -----------------------------------------------------------------
-free_port() {
-  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-random_token() {
-  local want="$1" s=""
-  while ((${#s} < want)); do
-    s+="$(head -c 1024 /dev/urandom | LC_ALL=C tr -dc 'A-Za-z0-9')"
-  done
-  printf '%s' "${s:0:want}"
-}
-
-tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# wait_for NAME PID SECONDS CHECK ARGS...: polls CHECK until it succeeds.
-wait_for() {
-  local name="$1" pid="$2" deadline=$((SECONDS + $3))
-  shift 3
-  until "$@"; do
-    kill -0 "$pid" 2>/dev/null || die "$name exited during start-up"
-    ((SECONDS < deadline)) || die "$name did not become ready in time"
-    sleep 0.2
-  done
+# A panic the fuzzer cannot see (a background task, shutdown) fails the run too.
+after_stop() {
+  if [[ -f "$report_dir/server.log" ]] && grep -q "panicked at" "$report_dir/server.log"; then
+    log "FAILED: the server panicked (log: $report_dir/server.log):"
+    grep -A 3 "panicked at" "$report_dir/server.log" | head -n 40 >&2
+    return 1
+  fi
 }
 
 # --- build -------------------------------------------------------------------
@@ -152,50 +83,29 @@ bin="${CARGO_TARGET_DIR:-target}/debug/flashsale"
 [[ -x "$bin" ]] || die "$bin not found after cargo build"
 
 # --- stores ------------------------------------------------------------------
-redis_port="$(free_port)"
-mkdir -p "$tmp/redis" "$tmp/mongo"
-redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$tmp/redis" --save "" \
-  --appendonly no --notify-keyspace-events KEA --maxmemory-policy noeviction \
-  --daemonize no --logfile "$tmp/redis.log" </dev/null &
-redis_pid=$!
-
-mongo_port="$(free_port)"
-"$SECANTUSD" --host 127.0.0.1 --port "$mongo_port" --storage-path "$tmp/mongo/data" \
-  --log-level ERROR --cache-size 256M </dev/null >"$tmp/mongo.log" 2>&1 &
-mongo_pid=$!
-
-wait_for "redis-server" "$redis_pid" 30 tcp_open "$redis_port"
-wait_for "secantusd-py" "$mongo_pid" 60 tcp_open "$mongo_port"
+read -r redis_port mongo_port port < <(free_ports 3)
+start_redis "redis-server" "$redis_port" "$tmp/redis" "$tmp/redis.log"
+start_store "secantusd-py" "$mongo_port" "$tmp/mongo/data" "$tmp/mongo.log" \
+  --log-level ERROR --cache-size 256M
 log "redis-server on 127.0.0.1:$redis_port, secantusd-py on 127.0.0.1:$mongo_port"
 
 # --- server ------------------------------------------------------------------
-port="$(free_port)"
 admin_email="admin@schemathesis.local"
 admin_password="$(random_token 24)"
-secret_key="$(random_token 48)"
-(
-  export PORT="$port" BIND_ADDR=127.0.0.1
-  export REDIS_URL="redis://127.0.0.1:$redis_port"
-  export MONGO_URL="mongodb://127.0.0.1:$mongo_port/?directConnection=true"
-  export MONGO_DB=flashsale_schemathesis
-  export SECRET_KEY="$secret_key"
-  export ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password"
-  export PASSWORD_ITERATIONS=1000
-  export RATE_PURCHASE_PER_IP=0 RATE_PURCHASE_PER_USER=0
-  export RATE_SIGNIN_PER_IP=0 RATE_SIGNIN_PER_ACCOUNT=0 RATE_SIGNUP_PER_IP=0
-  export PURCHASE_ATTEMPTS_PER_WINDOW=0 DEFAULT_MAX_ACCOUNTS_PER_IP=0
-  # Velocity rules off, and the fuzzer's own address exempt from IP rules: a
-  # generated blocklist entry for 127.0.0.1 must not lock the fuzzer out.
-  export FRAUD_RULE_NEW_ACCOUNT=off FRAUD_RULE_REFUSAL_BURST=off FRAUD_RULE_MANY_IPS=off
-  export IP_ALLOW=127.0.0.1/32
-  export SHUTDOWN_GRACE_MS=3000 LOG_FORMAT=text RUST_LOG="${RUST_LOG:-warn}"
-  exec "$bin"
-) </dev/null >"$report_dir/server.log" 2>&1 &
-server_pid=$!
+[[ "$bin" == /* ]] || bin="$root/$bin"
+start_flashsale "flashsale server" "$report_dir/server.log" "$bin" \
+  "$port" "$redis_port" "$mongo_port" flashsale_schemathesis \
+  SECRET_KEY="$(random_token 48)" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password" \
+  PASSWORD_ITERATIONS=1000 \
+  RATE_PURCHASE_PER_IP=0 RATE_PURCHASE_PER_USER=0 \
+  RATE_SIGNIN_PER_IP=0 RATE_SIGNIN_PER_ACCOUNT=0 RATE_SIGNUP_PER_IP=0 \
+  PURCHASE_ATTEMPTS_PER_WINDOW=0 DEFAULT_MAX_ACCOUNTS_PER_IP=0 \
+  FRAUD_RULE_NEW_ACCOUNT=off FRAUD_RULE_REFUSAL_BURST=off FRAUD_RULE_MANY_IPS=off \
+  IP_ALLOW=127.0.0.1/32 \
+  SHUTDOWN_GRACE_MS=3000 LOG_FORMAT=text RUST_LOG="${RUST_LOG:-warn}"
+# (Velocity rules are off, and the fuzzer's own address is exempt from IP
+# rules: a generated blocklist entry for 127.0.0.1 must not lock it out.)
 base="http://127.0.0.1:$port"
-
-ready() { "$PY" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$base/readyz" 2>/dev/null; }
-wait_for "flashsale server" "$server_pid" 60 ready
 log "flashsale server ready on $base"
 
 # --- fixtures: tokens and real ids, written into a schemathesis config --------
@@ -370,10 +280,8 @@ run_as() {
   fixtures "$role" || return 1
   log "== run as $role: schemathesis run $base/openapi.json --checks $checks --max-examples $MAX_EXAMPLES --seed $seed"
   # In the background, so that a signal reaches this script's trap at once.
-  (cd "$tmp" && FLASHSALE_TOKEN="$(cat "$tmp/$role.token")" exec "${cmd[@]}") &
-  st_pid=$!
-  wait "$st_pid" || rc=$?
-  st_pid=""
+  spawn "schemathesis" - env -C "$tmp" FLASHSALE_TOKEN="$(cat "$tmp/$role.token")" "${cmd[@]}"
+  wait_pid "$last_pid" || rc=$?
   return "$rc"
 }
 

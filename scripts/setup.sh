@@ -3,6 +3,8 @@
 #
 # Makes sure these are present, installing only what is missing:
 #   - redis-server and redis-cli       (Debian package redis-server)
+#   - jq, curl, faketime, pgrep/kill   (Debian packages jq, curl, faketime,
+#                                       procps: called by the scripts and tests)
 #   - cargo                            (not installed here: points to https://rustup.rs)
 #   - python3 with venv support        (Debian packages python3, python3-venv)
 #   - .venv/ with SecantusDB pinned    (provides .venv/bin/secantusd-py, the
@@ -18,18 +20,14 @@
 #   PYTHON            python interpreter used to create .venv (default: python3)
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/procs.sh
+source "$(dirname "$0")/lib/procs.sh"
+procs_init setup
 
 readonly SECANTUSDB_SPEC="${SECANTUSDB_SPEC:-SecantusDB==0.7.0b3}"
 readonly SCHEMATHESIS_SPEC="${SCHEMATHESIS_SPEC:-schemathesis==4.32.5}"
 readonly PYTHON="${PYTHON:-python3}"
 readonly VENV=".venv"
-
-log() { printf 'setup: %s\n' "$*"; }
-die() {
-  printf 'setup: error: %s\n' "$*" >&2
-  exit 1
-}
 
 did_something=0
 apt_updated=0
@@ -83,6 +81,19 @@ else
   command -v redis-server >/dev/null 2>&1 || die "redis-server still missing after install"
   log "installed redis-server ($(redis-server --version | awk '{print $3}'))"
 fi
+
+# --- the other tools the scripts and tests call ------------------------------
+missing_packages=()
+for tool in jq curl faketime pgrep; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    missing_packages+=("$(debian_package "$tool")")
+  fi
+done
+if ((${#missing_packages[@]})); then
+  apt_install "${missing_packages[@]}"
+fi
+require jq curl faketime pgrep
+log "jq, curl, faketime and procps present"
 
 # --- cargo -------------------------------------------------------------------
 if command -v cargo >/dev/null 2>&1; then
@@ -141,32 +152,26 @@ else
   did_something=1
 fi
 
-wanted_version="${SECANTUSDB_SPEC#*==}"
-installed_version="$("$VENV/bin/python" -c \
-  'import importlib.metadata as m; print(m.version("SecantusDB"))' 2>/dev/null || true)"
-if [[ -x "$VENV/bin/secantusd-py" && ("$installed_version" == "$wanted_version" || "$wanted_version" == "$SECANTUSDB_SPEC") ]]; then
-  log "secantusd-py present (SecantusDB ${installed_version:-?})"
-else
-  log "installing $SECANTUSDB_SPEC into $VENV"
-  "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet "$SECANTUSDB_SPEC"
-  [[ -x "$VENV/bin/secantusd-py" ]] || die "$VENV/bin/secantusd-py missing after installing $SECANTUSDB_SPEC"
+# pip_pinned DIST SPEC BIN: installs SPEC into .venv unless .venv/bin/BIN is
+# there with DIST at SPEC's version (any version when SPEC pins none).
+pip_pinned() {
+  local dist="$1" spec="$2" bin="$VENV/bin/$3" wanted="${2#*==}" installed
+  installed="$("$VENV/bin/python" -c \
+    'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "$dist" 2>/dev/null || true)"
+  if [[ -x "$bin" && ("$installed" == "$wanted" || "$wanted" == "$spec") ]]; then
+    log "$3 present ($dist ${installed:-?})"
+    return 0
+  fi
+  log "installing $spec into $VENV"
+  "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet "$spec"
+  [[ -x "$bin" ]] || die "$bin missing after installing $spec"
   did_something=1
-  log "installed $SECANTUSDB_SPEC"
-fi
+  log "installed $spec"
+}
 
-# --- schemathesis (in the same .venv) ------------------------------------------
-wanted_version="${SCHEMATHESIS_SPEC#*==}"
-installed_version="$("$VENV/bin/python" -c \
-  'import importlib.metadata as m; print(m.version("schemathesis"))' 2>/dev/null || true)"
-if [[ -x "$VENV/bin/schemathesis" && ("$installed_version" == "$wanted_version" || "$wanted_version" == "$SCHEMATHESIS_SPEC") ]]; then
-  log "schemathesis present (${installed_version:-?})"
-else
-  log "installing $SCHEMATHESIS_SPEC into $VENV"
-  "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet "$SCHEMATHESIS_SPEC"
-  [[ -x "$VENV/bin/schemathesis" ]] || die "$VENV/bin/schemathesis missing after installing $SCHEMATHESIS_SPEC"
-  did_something=1
-  log "installed $SCHEMATHESIS_SPEC"
-fi
+pip_pinned SecantusDB "$SECANTUSDB_SPEC" secantusd-py
+# schemathesis (in the same .venv) is the API fuzzer of scripts/schemathesis.sh.
+pip_pinned schemathesis "$SCHEMATHESIS_SPEC" schemathesis
 
 if [[ "$did_something" -eq 0 ]]; then
   log "everything present, nothing to do"

@@ -11,29 +11,23 @@
 #   CARGO_*        honoured by cargo as usual (CARGO_TARGET_DIR, CARGO_BUILD_JOBS, ...)
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-
-log() { printf 'test: %s\n' "$*"; }
+# shellcheck source=scripts/lib/procs.sh
+source "$(dirname "$0")/lib/procs.sh"
+procs_init test
 
 bash scripts/setup.sh
 
 export SECANTUSD="${SECANTUSD:-$PWD/.venv/bin/secantusd-py}"
-[[ -x "$SECANTUSD" ]] || {
-  printf 'test: error: SECANTUSD=%s is not executable\n' "$SECANTUSD" >&2
-  exit 1
-}
+[[ -x "$SECANTUSD" ]] || die "SECANTUSD=$SECANTUSD is not executable"
 
 test_args=(--workspace --all-targets)
 if [[ -n "${TEST_THREADS:-}" ]]; then
-  [[ "$TEST_THREADS" =~ ^[1-9][0-9]*$ ]] || {
-    printf 'test: error: TEST_THREADS must be a positive number, got %s\n' "$TEST_THREADS" >&2
-    exit 1
-  }
+  [[ "$TEST_THREADS" =~ ^[1-9][0-9]*$ ]] || die "TEST_THREADS must be a positive number, got $TEST_THREADS"
   test_args+=(-- --test-threads "$TEST_THREADS")
 fi
 
-test_log="$(mktemp "${TMPDIR:-/tmp}/flashsale-test.XXXXXX")"
-trap 'rm -f "$test_log"' EXIT
+make_temp_dir flashsale-test
+test_log="$tmp/cargo-test.log"
 
 steps=()
 results=()

@@ -34,14 +34,12 @@
 #   CARGO_TARGET_DIR     honoured as usual
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-root="$PWD"
-
-log() { printf 'ws-bench: %s\n' "$*" >&2; }
-die() {
-  printf 'ws-bench: error: %s\n' "$*" >&2
-  exit 1
-}
+# shellcheck source=scripts/lib/procs.sh
+source "$(dirname "$0")/lib/procs.sh"
+# shellcheck source=scripts/lib/stores.sh
+source "$(dirname "$0")/lib/stores.sh"
+procs_init ws-bench 2 # stdout is the table
+stop_timeout=30
 
 WATCHERS="${WATCHERS:-1000 10000}"
 PURCHASES="${PURCHASES:-20}"
@@ -65,9 +63,7 @@ done
 [[ -z "$CONNECT_RATE" || "$CONNECT_RATE" =~ ^[0-9]*\.?[0-9]+$ ]] || die "CONNECT_RATE must be a number, got '$CONNECT_RATE'"
 ((MAX_TIME >= 1 && MAX_TIME <= 300)) || die "MAX_TIME must be from 1 to 300"
 
-for tool in redis-server redis-cli jq curl python3 timeout setsid; do
-  command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
-done
+require redis-server redis-cli jq curl python3 timeout
 
 # --- open files: every watcher is one socket in the generator and one in the server
 want_fds=65536
@@ -93,28 +89,18 @@ cores="$(nproc)"
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 clk_tck="$(getconf CLK_TCK 2>/dev/null || echo 100)"
 
-# --- processes: spawn, clean-up, ports, waiting (shared with bench.sh) --------
-# shellcheck source=scripts/lib/procs.sh
-source "$root/scripts/lib/procs.sh"
-procs_init flashsale-ws-bench
+make_temp_dir flashsale-ws-bench
 
 # --- set-up and build ------------------------------------------------------------
 prepare_binaries
 
 # --- the stores: one redis-server and one secantusd-py for every run --------------
 redis_port="$(free_port)"
-mkdir -p "$tmp/redis"
-spawn "redis-server" "$tmp/redis/stdout.log" redis-server --port "$redis_port" --bind 127.0.0.1 \
-  --dir "$tmp/redis" --save "" --appendonly no --notify-keyspace-events KEA \
-  --daemonize no --logfile "$tmp/redis/redis.log"
-wait_until "redis-server" "${pids[-1]}" 30 redis-cli -h 127.0.0.1 -p "$redis_port" ping
+start_redis "redis-server" "$redis_port" "$tmp/redis" "$tmp/redis/redis.log"
 log "redis on 127.0.0.1:$redis_port"
 
 mongo_port="$(free_port)"
-mkdir -p "$tmp/mongo"
-spawn "secantusd-py" "$tmp/secantusd.log" .venv/bin/secantusd-py --host 127.0.0.1 --port "$mongo_port" \
-  --storage-path "$tmp/mongo" --log-level WARNING
-wait_until "secantusd-py" "${pids[-1]}" 60 tcp_open "$mongo_port"
+start_store "secantusd-py" "$mongo_port" "$tmp/mongo" "$tmp/secantusd.log"
 log "secantusd-py on 127.0.0.1:$mongo_port"
 
 secret="$(random_token 48)"
@@ -125,18 +111,12 @@ export SECRET_KEY="$secret" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_pa
 # start_server LOG: a fresh server on a fresh port; sets server_pid, http_port.
 start_server() {
   http_port="$(free_port)"
-  # The server runs in the temp dir so no .env is picked up.
-  spawn "flashsale server" "$1" env -C "$tmp" \
-    PORT="$http_port" BIND_ADDR=127.0.0.1 \
-    REDIS_URL="redis://127.0.0.1:$redis_port" \
-    MONGO_URL="mongodb://127.0.0.1:$mongo_port/?directConnection=true" \
-    MONGO_DB=flashsale_ws_bench \
+  start_flashsale "flashsale server" "$1" "$server_bin" \
+    "$http_port" "$redis_port" "$mongo_port" flashsale_ws_bench \
     SECRET_KEY="$secret" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password" \
     PASSWORD_ITERATIONS=600000 RUST_LOG="${RUST_LOG:-warn}" \
-    IP_ALLOW=127.0.0.1/32 WS_MAX_CONNECTIONS_PER_IP=30000 MAX_CONNECTIONS=40000 \
-    "$server_bin"
-  server_pid="${pids[-1]}"
-  wait_until "flashsale server" "$server_pid" 90 curl -fsS "http://127.0.0.1:$http_port/readyz"
+    IP_ALLOW=127.0.0.1/32 WS_MAX_CONNECTIONS_PER_IP=30000 MAX_CONNECTIONS=40000
+  server_pid="$last_pid"
 }
 
 # CPU seconds (user + system) a process has used so far.

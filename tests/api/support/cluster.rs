@@ -1,9 +1,10 @@
 //! A real three-primary Redis Cluster from Debian's `redis-server`, on free
 //! ports in temp dirs, joined with `redis-cli --cluster create`; killed on drop.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
+use super::redis::{redis_command, spawn_redis};
 use super::{free_port, port_open, wait_until};
 
 #[derive(Debug)]
@@ -21,35 +22,11 @@ impl RedisCluster {
         for _ in 0..primaries {
             let port = free_port();
             let dir = tempfile::tempdir().expect("temp dir");
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                ])
-                .args(["--appendonly", "no", "--cluster-enabled", "yes"])
-                .args([
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "5000",
-                ])
-                .args([
-                    "--notify-keyspace-events",
-                    "KEA",
-                    "--maxmemory-policy",
-                    "noeviction",
-                ])
-                .arg("--dir")
-                .arg(dir.path())
-                .args(["--logfile", "redis.log"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server starts (scripts/setup.sh installs it)");
+            let mut cmd = redis_command(port, dir.path());
+            cmd.args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-node-timeout", "5000"]);
+            let child = spawn_redis(cmd);
             assert!(
                 wait_until(Duration::from_secs(10), || port_open(port)),
                 "node on {port}"

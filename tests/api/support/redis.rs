@@ -1,9 +1,56 @@
-//! A real `redis-server` on a free port in a temp dir, killed on drop.
+//! A real `redis-server` on a free port in a temp dir, killed on drop, started
+//! with the project's flags from `scripts/lib/redis.flags` (the scripts read
+//! the same file).
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::{free_port, port_open, wait_until};
+
+/// One `--flag value` a line; `#` starts a comment line, `""` is an empty value.
+const FLAGS_FILE: &str = include_str!("../../../scripts/lib/redis.flags");
+
+/// The flags of `scripts/lib/redis.flags`, as arguments.
+pub fn project_flags() -> Vec<String> {
+    FLAGS_FILE
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .flat_map(|line| {
+            let (flag, value) = line
+                .split_once(char::is_whitespace)
+                .unwrap_or_else(|| panic!("scripts/lib/redis.flags: `{line}` has no value"));
+            let value = match value.trim() {
+                "\"\"" => "",
+                v => v,
+            };
+            [flag.to_owned(), value.to_owned()]
+        })
+        .collect()
+}
+
+/// `redis-server` (or `$REDIS_SERVER`) with the project's flags, listening on
+/// 127.0.0.1:`port`, data and `redis.log` in `dir`, output discarded.
+pub fn redis_command(port: u16, dir: &Path) -> Command {
+    let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
+    let mut cmd = Command::new(bin);
+    cmd.args(project_flags())
+        .args(["--port", &port.to_string(), "--dir"])
+        .arg(dir)
+        .args(["--logfile", "redis.log"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+/// Spawns `cmd`, or panics naming the binary and how to install it.
+pub fn spawn_redis(mut cmd: Command) -> Child {
+    cmd.spawn().unwrap_or_else(|e| {
+        let bin = cmd.get_program().to_string_lossy();
+        panic!("cannot start `{bin}` ({e}); install it with scripts/setup.sh (Debian package redis-server)")
+    })
+}
 
 #[derive(Debug)]
 pub struct RedisServer {
@@ -32,21 +79,9 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
-        let child = Command::new(&bin)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "no", "--dir"])
-            .arg(self.dir.path())
-            .args(["--logfile", "redis.log", "--notify-keyspace-events", "KEA"])
-            .args(["--maxmemory-policy", "noeviction"])
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start `{bin}` ({e}); install it with scripts/setup.sh (Debian package redis-server)")
-            });
-        self.child = Some(child);
+        let mut cmd = redis_command(self.port, self.dir.path());
+        cmd.args(&self.extra);
+        self.child = Some(spawn_redis(cmd));
         let port = self.port;
         assert!(
             wait_until(Duration::from_secs(10), || port_open(port)),
