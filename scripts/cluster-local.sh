@@ -95,9 +95,13 @@ else
 fi
 [[ "$bin" == /* ]] || bin="$root/$bin"
 
-use_lb=0
-if command -v nginx >/dev/null 2>&1 && [[ ! "${FLASHSALE_NO_LB:-0}" =~ ^(1|true|yes)$ ]]; then
-  use_lb=1
+# nginx in front is part of the topology: without it the check fails naming
+# the package, unless FLASHSALE_NO_LB asks for the apps alone.
+use_lb=1
+if [[ "${FLASHSALE_NO_LB:-0}" =~ ^(1|true|yes)$ ]]; then
+  use_lb=0
+else
+  require nginx
 fi
 
 # --- temp dir and ports ------------------------------------------------------------

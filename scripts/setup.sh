@@ -59,16 +59,17 @@ apt_install() {
 
 # The Debian package starts a system-wide redis on port 6379; we never use it
 # (run.sh starts its own on REDIS_PORT), so stop and disable the one we just installed.
-stop_system_redis() {
+stop_system_service() {
+  local svc="$1"
   if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
-    as_root systemctl disable --now redis-server >/dev/null 2>&1 || true
-    log "stopped and disabled the system redis-server service (not used by flashsale)"
+    as_root systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    log "stopped and disabled the system $svc service (not used by flashsale)"
   elif command -v service >/dev/null 2>&1; then
-    as_root service redis-server stop >/dev/null 2>&1 || true
+    as_root service "$svc" stop >/dev/null 2>&1 || true
     if command -v update-rc.d >/dev/null 2>&1; then
-      as_root update-rc.d redis-server disable >/dev/null 2>&1 || true
+      as_root update-rc.d "$svc" disable >/dev/null 2>&1 || true
     fi
-    log "stopped the system redis-server service (not used by flashsale)"
+    log "stopped the system $svc service (not used by flashsale)"
   fi
 }
 
@@ -77,23 +78,34 @@ if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>
   log "redis-server present ($(redis-server --version | awk '{print $3}'))"
 else
   apt_install redis-server
-  stop_system_redis
+  stop_system_service redis-server
   command -v redis-server >/dev/null 2>&1 || die "redis-server still missing after install"
   log "installed redis-server ($(redis-server --version | awk '{print $3}'))"
 fi
 
 # --- the other tools the scripts and tests call ------------------------------
+# The test command also validates docker-compose.yml (docker-compose), the
+# Prometheus config and alert rules (promtool) and runs nginx in front of the
+# local two-instance cluster; each check fails, naming its package, when its
+# tool is missing.
+tools=(jq curl faketime pgrep nginx promtool docker-compose)
 missing_packages=()
-for tool in jq curl faketime pgrep; do
+for tool in "${tools[@]}"; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     missing_packages+=("$(debian_package "$tool")")
   fi
 done
 if ((${#missing_packages[@]})); then
   apt_install "${missing_packages[@]}"
+  # The nginx and prometheus packages start system services we never use.
+  for svc in nginx prometheus; do
+    if [[ " ${missing_packages[*]} " == *" $svc "* ]]; then
+      stop_system_service "$svc"
+    fi
+  done
 fi
-require jq curl faketime pgrep
-log "jq, curl, faketime and procps present"
+require "${tools[@]}"
+log "${tools[*]} present"
 
 # --- cargo -------------------------------------------------------------------
 if command -v cargo >/dev/null 2>&1; then

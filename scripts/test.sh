@@ -68,32 +68,22 @@ step "api-fuzz" bash scripts/schemathesis.sh
 # them; docker-compose.yml and deploy/*.yml are validated when the tools exist.
 # Every sub-check runs; the step fails when any of them failed.
 cluster_checks() {
-  local rc=0 compose=()
+  local rc=0
+  # Every tool here comes from scripts/setup.sh; a missing one fails the step
+  # and names its Debian package, never skips.
+  require docker-compose promtool nginx
   log "cluster: scripts/cluster-local.sh check"
   scripts/cluster-local.sh check || rc=1
 
-  if command -v docker-compose >/dev/null 2>&1; then
-    compose=(docker-compose)
-  elif command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
-    compose=(docker compose)
-  fi
-  if ((${#compose[@]})); then
-    log "cluster: ${compose[*]} config -q"
-    # Dummy values: the file requires both, config only interpolates them.
-    SECRET_KEY=config-check-dummy-secret-key-0123456789 ADMIN_PASSWORD=config-check-dummy \
-      "${compose[@]}" config -q || rc=1
-  else
-    log "cluster: note: docker-compose.yml not validated (neither docker-compose nor docker compose is installed)"
-  fi
+  log "cluster: docker-compose config -q"
+  # Dummy values: the file requires both, config only interpolates them.
+  SECRET_KEY=config-check-dummy-secret-key-0123456789 ADMIN_PASSWORD=config-check-dummy \
+    docker-compose config -q || rc=1
 
-  if command -v promtool >/dev/null 2>&1; then
-    log "cluster: promtool check config / check rules / test rules"
-    promtool check config deploy/prometheus.yml || rc=1
-    promtool check rules deploy/alerts.yml || rc=1
-    promtool test rules deploy/alerts_test.yml || rc=1
-  else
-    log "cluster: note: deploy/prometheus.yml and deploy/alerts.yml not validated (promtool not installed; Debian package prometheus)"
-  fi
+  log "cluster: promtool check config / check rules / test rules"
+  promtool check config deploy/prometheus.yml || rc=1
+  promtool check rules deploy/alerts.yml || rc=1
+  promtool test rules deploy/alerts_test.yml || rc=1
   return "$rc"
 }
 step_display="scripts/cluster-local.sh check; docker-compose config -q; promtool checks"

@@ -213,7 +213,8 @@ debian_package() {
     chrt | setsid) echo util-linux ;;
     timeout) echo coreutils ;;
     pgrep | kill) echo procps ;;
-    *) echo "$1" ;; # redis-server, jq, curl, python3, faketime, nginx
+    promtool) echo prometheus ;;
+    *) echo "$1" ;; # redis-server, jq, curl, python3, faketime, nginx, docker-compose
   esac
 }
 
