@@ -18,15 +18,14 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use flashsale::auth::{CurrentUser, Keys, Role};
-use flashsale::engine::{PurchaseOutcome, SaleKeys};
+use flashsale::engine::{Placed, PurchaseOutcome, SaleKeys};
 use flashsale::error::ErrorCode;
 use flashsale::http::error::ApiError;
 use flashsale::http::extract::parse_json;
-use flashsale::http::handlers::purchase::PurchaseBody;
+use flashsale::http::handlers::purchase::{self, PurchaseBody};
 use flashsale::http::response;
 use flashsale::ids::{SaleId, UserId};
 use http::StatusCode;
-use serde::Serialize;
 
 /// The body a client sends, byte for byte as the load scripts send it.
 const BODY: &[u8] = br#"{"flashSaleId":"65f1c0ffee0123456789abcd","quantity":2}"#;
@@ -35,20 +34,6 @@ const BODY: &[u8] = br#"{"flashSaleId":"65f1c0ffee0123456789abcd","quantity":2}"
 const ACCEPTED: [i64; 6] = [0, 7, 3, 1_700_000_000_000, 8000, 2];
 /// The sold-out reply.
 const SOLD_OUT: [i64; 1] = [4];
-
-/// The fields of the 201 purchase body, as the handler's own view has them.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PurchaseView {
-    id: String,
-    user_id: String,
-    flash_sale_id: String,
-    quantity: i64,
-    unit_price: f64,
-    total_price: f64,
-    purchased_at: String,
-    remaining_units: i64,
-}
 
 fn check_body(b: &PurchaseBody) {
     assert_eq!(b.flash_sale_id, "65f1c0ffee0123456789abcd");
@@ -163,16 +148,17 @@ fn keys(c: &mut Criterion) {
 
 fn responses(c: &mut Criterion) {
     let sold_out = ApiError::new(ErrorCode::SoldOut, "the flash sale is sold out");
-    let view = PurchaseView {
-        id: "65f1c0ffee0123456789abcd-7".to_owned(),
-        user_id: "65f1c0ffee0123456789abce".to_owned(),
-        flash_sale_id: "65f1c0ffee0123456789abcd".to_owned(),
-        quantity: 2,
-        unit_price: 80.0,
-        total_price: 160.0,
-        purchased_at: "2023-11-14T22:13:20.000Z".to_owned(),
-        remaining_units: 3,
-    };
+    let view = purchase::view(
+        SaleId::parse("65f1c0ffee0123456789abcd").expect("id"),
+        UserId::parse("65f1c0ffee0123456789abce").expect("id"),
+        &Placed {
+            seq: 7,
+            remaining: 3,
+            purchased_at_ms: 1_700_000_000_000,
+            unit_price_cents: 8000,
+            quantity: 2,
+        },
+    );
     let value = serde_json::to_value(&view).expect("to_value");
     assert_eq!(
         response::json(StatusCode::CREATED, &view).status(),

@@ -36,9 +36,10 @@ fn one() -> u32 {
     1
 }
 
+/// The 201 body of a purchase.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct PurchaseView {
+pub struct PurchaseView {
     id: String,
     user_id: String,
     flash_sale_id: String,
@@ -49,7 +50,8 @@ struct PurchaseView {
     remaining_units: i64,
 }
 
-fn view(sale: SaleId, user: UserId, o: &Placed) -> PurchaseView {
+/// The 201 body of order `o` of `sale` for `user`.
+pub fn view(sale: SaleId, user: UserId, o: &Placed) -> PurchaseView {
     PurchaseView {
         id: order_id(sale, o.seq),
         user_id: user.hex(),
