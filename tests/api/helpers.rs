@@ -538,12 +538,33 @@ pub async fn start_binary(
     port: u16,
     tweak: impl FnOnce(&mut Settings),
 ) -> Binary {
+    start_binary_via(&[], redis_url, mongo_url, db, port, tweak).await
+}
+
+/// [`start_binary`] run through `wrapper` (e.g. `["faketime", "-f", "+3h"]`).
+pub async fn start_binary_via(
+    wrapper: &[&str],
+    redis_url: &str,
+    mongo_url: &str,
+    db: &str,
+    port: u16,
+    tweak: impl FnOnce(&mut Settings),
+) -> Binary {
     let mut settings = base_settings(redis_url, mongo_url, db);
     settings.insert("PORT", port.to_string());
     settings.insert("RUST_LOG", "warn".to_owned());
     tweak(&mut settings);
+    let bin = env!("CARGO_BIN_EXE_flashsale");
+    let mut command = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = std::process::Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => std::process::Command::new(bin),
+    };
     let process = ChildGuard::spawn(
-        std::process::Command::new(env!("CARGO_BIN_EXE_flashsale"))
+        command
             .envs(settings)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null()),

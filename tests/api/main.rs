@@ -7,6 +7,7 @@ mod support;
 
 mod auth;
 mod bad_input;
+mod clock;
 mod cluster;
 mod faults;
 mod fraud;
