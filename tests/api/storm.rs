@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -26,6 +26,8 @@ pub async fn big_sale(api: &Api) -> String {
 #[derive(Debug, Default)]
 struct Tally {
     accepted: Mutex<Vec<String>>,
+    /// When each order was accepted, and through which of the bases.
+    accepted_at: Mutex<Vec<(usize, Instant)>>,
     statuses: Mutex<HashMap<u16, usize>>,
     unavailable_without_retry_after: AtomicUsize,
     /// Answers that are neither an order (201) nor an error body.
@@ -33,6 +35,8 @@ struct Tally {
     /// Requests that got no answer (refused, reset) other than by timing out.
     transport_errors: AtomicUsize,
     timeouts: AtomicUsize,
+    /// The longest a request took to get its answer.
+    slowest: Mutex<Duration>,
 }
 
 #[derive(Debug)]
@@ -73,6 +77,19 @@ impl Storm {
         eventually(Duration::from_secs(30), || async { self.accepted() >= n }).await
     }
 
+    /// The first order each base accepted after `since`, if any yet.
+    pub fn first_accepted_after(&self, since: Instant, bases: usize) -> Vec<Option<Instant>> {
+        let at = self.tally.accepted_at.lock().unwrap();
+        (0..bases)
+            .map(|b| {
+                at.iter()
+                    .filter(|(base, t)| *base == b && *t >= since)
+                    .map(|(_, t)| *t)
+                    .min()
+            })
+            .collect()
+    }
+
     /// Answers with `status` so far.
     pub fn count(&self, status: u16) -> usize {
         let statuses = self.tally.statuses.lock().unwrap();
@@ -95,6 +112,7 @@ impl Storm {
             malformed: t.malformed.load(Ordering::Relaxed),
             transport_errors: t.transport_errors.load(Ordering::Relaxed),
             timeouts: t.timeouts.load(Ordering::Relaxed),
+            slowest: *t.slowest.lock().unwrap(),
         }
     }
 }
@@ -114,7 +132,9 @@ async fn buy_until_stopped(
     let mut i = w;
     while !stop.load(Ordering::Relaxed) {
         i += 1;
-        let base = &bases[i % bases.len()];
+        let which = i % bases.len();
+        let base = &bases[which];
+        let sent_at = Instant::now();
         let sent = client
             .post(format!("{base}/api/purchase-product"))
             .bearer_auth(&token)
@@ -137,17 +157,25 @@ async fn buy_until_stopped(
             }
         };
         let status = r.status().as_u16();
+        {
+            let mut slowest = tally.slowest.lock().unwrap();
+            *slowest = (*slowest).max(sent_at.elapsed());
+        }
         if status == 503 && !r.headers().contains_key("retry-after") {
             tally
                 .unavailable_without_retry_after
                 .fetch_add(1, Ordering::Relaxed);
         }
         match r.json::<Value>().await {
-            Ok(v) if status == 201 && v["id"].is_string() => tally
-                .accepted
-                .lock()
-                .unwrap()
-                .push(v["id"].as_str().unwrap().to_owned()),
+            Ok(v) if status == 201 && v["id"].is_string() => {
+                let now = Instant::now();
+                tally
+                    .accepted
+                    .lock()
+                    .unwrap()
+                    .push(v["id"].as_str().unwrap().to_owned());
+                tally.accepted_at.lock().unwrap().push((which, now));
+            }
             Ok(v) if status != 201 && v["error"]["code"].is_string() => {}
             _ => {
                 tally.malformed.fetch_add(1, Ordering::Relaxed);
@@ -169,6 +197,8 @@ pub struct StormResult {
     pub malformed: usize,
     pub transport_errors: usize,
     pub timeouts: usize,
+    /// The longest a request took to get its answer.
+    pub slowest: Duration,
 }
 
 impl StormResult {

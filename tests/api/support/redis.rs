@@ -101,6 +101,26 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): it holds its connections and answers
+    /// nothing, like a host that hangs. [`resume`](Self::resume) thaws it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill (Debian package procps)");
+        assert!(status.success(), "kill {sig} {pid}");
+    }
+
     /// Starts it again on the same port and directory (after `kill`, this
     /// is a crash and restart; the AOF, if on, is replayed).
     pub fn restart(&mut self) {

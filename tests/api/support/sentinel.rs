@@ -1,5 +1,5 @@
 //! A replicated Redis watched by Sentinel, from Debian's `redis-server` on
-//! free ports in temp dirs: one primary, one replica and three Sentinels
+//! free ports in temp dirs: one primary, its replicas and three Sentinels
 //! (`redis-server <conf> --sentinel`) with a short `down-after-milliseconds`,
 //! so a failover takes a few seconds. Everything is killed on drop.
 
@@ -17,7 +17,7 @@ const DOWN_AFTER_MS: u64 = 1_000;
 
 #[derive(Debug)]
 pub struct SentinelSetup {
-    /// Index 0 starts as the primary, index 1 as its replica.
+    /// Index 0 starts as the primary, the others as its replicas.
     pub nodes: Vec<RedisServer>,
     pub sentinel_ports: Vec<u16>,
     sentinels: Vec<Child>,
@@ -25,23 +25,27 @@ pub struct SentinelSetup {
 }
 
 impl SentinelSetup {
-    /// Starts the primary, its replica and three Sentinels, and waits until
-    /// the replica is in sync and every Sentinel knows both. `extra` goes to
-    /// both data nodes (e.g. `--min-replicas-to-write 1`).
-    pub fn start(extra: &[&str]) -> Self {
+    /// Starts the primary, `replicas` replicas and three Sentinels, and
+    /// waits until every replica is in sync and every Sentinel knows them.
+    /// `extra` goes to every data node (e.g. `--min-replicas-to-write 1`).
+    pub fn start(replicas: usize, extra: &[&str]) -> Self {
         let primary = RedisServer::start_with(extra);
         let primary_port = primary.port.to_string();
         let mut replica_args: Vec<&str> = extra.to_vec();
         replica_args.extend(["--replicaof", "127.0.0.1", &primary_port]);
-        let replica = RedisServer::start_with(&replica_args);
-        assert!(
-            wait_until(Duration::from_secs(20), || {
-                replica
-                    .cli(&["INFO", "replication"])
-                    .contains("master_link_status:up")
-            }),
-            "the replica did not sync with the primary"
-        );
+        let mut nodes = vec![primary];
+        for _ in 0..replicas {
+            let replica = RedisServer::start_with(&replica_args);
+            assert!(
+                wait_until(Duration::from_secs(20), || {
+                    replica
+                        .cli(&["INFO", "replication"])
+                        .contains("master_link_status:up")
+                }),
+                "a replica did not sync with the primary"
+            );
+            nodes.push(replica);
+        }
         let mut sentinels = Vec::new();
         let mut ports = Vec::new();
         let mut dirs = Vec::new();
@@ -79,7 +83,7 @@ impl SentinelSetup {
             dirs.push(dir);
         }
         let setup = Self {
-            nodes: vec![primary, replica],
+            nodes,
             sentinel_ports: ports,
             sentinels,
             _dirs: dirs,
@@ -88,7 +92,9 @@ impl SentinelSetup {
             wait_until(Duration::from_secs(20), || {
                 setup.sentinel_ports.iter().all(|p| {
                     let out = sentinel_cli(*p, &["SENTINEL", "replicas", SERVICE]);
-                    out.contains(&setup.nodes[1].port.to_string())
+                    setup.nodes[1..]
+                        .iter()
+                        .all(|n| out.contains(&n.port.to_string()))
                 })
             }),
             "the Sentinels did not discover the replica"
@@ -117,6 +123,14 @@ impl SentinelSetup {
     pub fn node(&self, port: u16) -> &RedisServer {
         self.nodes
             .iter()
+            .find(|n| n.port == port)
+            .expect("a node of this setup")
+    }
+
+    /// The data node listening on `port`, to kill or stop.
+    pub fn node_mut(&mut self, port: u16) -> &mut RedisServer {
+        self.nodes
+            .iter_mut()
             .find(|n| n.port == port)
             .expect("a node of this setup")
     }
