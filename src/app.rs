@@ -33,6 +33,8 @@ pub struct App {
     listener: TcpListener,
     state: Arc<AppState>,
     source: crate::realtime::Source,
+    /// With Sentinel: reconnects to a new primary as soon as one is promoted.
+    switches: Option<crate::redis::sentinel::SwitchWatcher>,
 }
 
 /// Connects to MongoDB (lazily; the driver connects on first use).
@@ -104,6 +106,12 @@ impl App {
             .context("REDIS_URL: invalid Redis configuration")?;
         let nodes = crate::redis::node_subscribers(&state.config.redis, state.redis.next())
             .context("REDIS_URL: invalid Redis configuration")?;
+        let switches = crate::redis::sentinel::SwitchWatcher::new(
+            &state.config.redis,
+            state.redis.clone(),
+            vec![subscriber.clone()],
+        )
+        .context("REDIS_SENTINELS: invalid Sentinel configuration")?;
         let source = crate::realtime::Source::new(
             subscriber,
             nodes,
@@ -122,6 +130,7 @@ impl App {
             listener,
             state,
             source,
+            switches,
         })
     }
 
@@ -159,6 +168,11 @@ impl App {
         )
         .run_until_stopped(background.clone());
         let source = self.source.run_until_stopped(background.clone());
+        let switches = async {
+            if let Some(w) = self.switches {
+                w.run_until_stopped(background.clone()).await;
+            }
+        };
         let upkeep = upkeep(state.clone(), background.clone());
         let server = async {
             crate::http::server::run(self.listener, state.clone(), stop).await;
@@ -172,7 +186,7 @@ impl App {
             }
             background.cancel();
         };
-        tokio::join!(server, write_behind, scheduler, source, upkeep);
+        tokio::join!(server, write_behind, scheduler, source, switches, upkeep);
         tracing::info!("stopped");
     }
 }

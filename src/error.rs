@@ -144,6 +144,9 @@ impl StoreError {
                     // fred's answer while it has no connection to send on
                     // (Redis restarting): kind Unknown, but it is an outage.
                     || e.details().starts_with("Failed to route command")
+                    // A command in flight when the connection was replaced
+                    // (a failover): fred gives up after max_command_attempts.
+                    || e.details().starts_with("Too many failed write attempts")
             }
             Self::Mongo(e) => {
                 use mongodb::error::ErrorKind as K;
@@ -195,6 +198,10 @@ mod tests {
             |kind, msg: &'static str| StoreError::Redis(Error::new(kind, msg)).is_unavailable();
         assert!(outage(ErrorKind::Unknown, "Failed to route command."));
         assert!(outage(ErrorKind::Routing, "Failed to route command."));
+        assert!(outage(
+            ErrorKind::Unknown,
+            "Too many failed write attempts."
+        ));
         assert!(outage(ErrorKind::IO, "connection reset"));
         assert!(outage(
             ErrorKind::Unknown,

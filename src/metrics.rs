@@ -34,6 +34,7 @@ pub const RATE_LIMITED_TOTAL: &str = "flashsale_rate_limited_total";
 pub const FRAUD_EVENTS_TOTAL: &str = "flashsale_fraud_events_total";
 pub const REDIS_ERRORS_TOTAL: &str = "flashsale_redis_errors_total";
 pub const REDIS_UNCONFIRMED_TOTAL: &str = "flashsale_redis_unconfirmed_writes_total";
+pub const REDIS_FAILOVERS_TOTAL: &str = "flashsale_redis_failovers_total";
 pub const MONGODB_ERRORS_TOTAL: &str = "flashsale_mongodb_errors_total";
 pub const REDIS_PERSISTENCE: &str = "flashsale_redis_persistence_info";
 pub const ADMISSION_REJECTED_TOTAL: &str = "flashsale_admission_rejected_total";
@@ -135,6 +136,10 @@ fn describe() {
     );
     describe_counter!(FRAUD_EVENTS_TOTAL, "Fraud rules fired, by rule and action");
     describe_counter!(REDIS_ERRORS_TOTAL, "Redis commands that failed");
+    describe_counter!(
+        REDIS_FAILOVERS_TOTAL,
+        "Sentinel promotions this instance followed (+switch-master)"
+    );
     describe_counter!(
         REDIS_UNCONFIRMED_TOTAL,
         "Writes too few replicas confirmed in time (REDIS_ACK_REPLICAS): purchases answered 503, write-behind passes retried"

@@ -3,11 +3,13 @@
 //! bounded; fred's defaults have none of these), start-up checks of the
 //! server's settings, and the primitives every concern shares: scripts
 //! called by SHA (`script`), locks and leases (`lease`), confirmation of
-//! writes by replicas (`ack`), TIME and PING.
+//! writes by replicas (`ack`), following Sentinel failovers (`sentinel`),
+//! TIME and PING.
 
 pub mod ack;
 pub mod lease;
 pub mod script;
+pub mod sentinel;
 
 pub use script::Script;
 

@@ -26,8 +26,9 @@ pub async fn big_sale(api: &Api) -> String {
 #[derive(Debug, Default)]
 struct Tally {
     accepted: Mutex<Vec<String>>,
-    /// When each order was accepted, and through which of the bases.
-    accepted_at: Mutex<Vec<(usize, Instant)>>,
+    /// Each accepted order: through which of the bases, when its request
+    /// was sent and when the 201 came.
+    accepted_at: Mutex<Vec<(usize, Instant, Instant)>>,
     statuses: Mutex<HashMap<u16, usize>>,
     unavailable_without_retry_after: AtomicUsize,
     /// Answers that are neither an order (201) nor an error body.
@@ -77,14 +78,15 @@ impl Storm {
         eventually(Duration::from_secs(30), || async { self.accepted() >= n }).await
     }
 
-    /// The first order each base accepted after `since`, if any yet.
+    /// For each base, when the first 201 came to a request sent after
+    /// `since` (answers to requests already in flight do not count).
     pub fn first_accepted_after(&self, since: Instant, bases: usize) -> Vec<Option<Instant>> {
         let at = self.tally.accepted_at.lock().unwrap();
         (0..bases)
             .map(|b| {
                 at.iter()
-                    .filter(|(base, t)| *base == b && *t >= since)
-                    .map(|(_, t)| *t)
+                    .filter(|(base, sent, _)| *base == b && *sent >= since)
+                    .map(|(_, _, answered)| *answered)
                     .min()
             })
             .collect()
@@ -174,7 +176,11 @@ async fn buy_until_stopped(
                     .lock()
                     .unwrap()
                     .push(v["id"].as_str().unwrap().to_owned());
-                tally.accepted_at.lock().unwrap().push((which, now));
+                tally
+                    .accepted_at
+                    .lock()
+                    .unwrap()
+                    .push((which, sent_at, now));
             }
             Ok(v) if status != 201 && v["error"]["code"].is_string() => {}
             _ => {
