@@ -111,6 +111,22 @@ start_flashsale "flashsale server" "$tmp/server.log" "$server_bin" \
 server_pid="$last_pid"
 log "flashsale server on 127.0.0.1:$http_port (ready)"
 
+# --- part g: a second server on a replicated Redis with REDIS_ACK_REPLICAS=1 --------
+ack_port="$(free_port)"
+ack_replica_port="$(free_port)"
+start_redis "redis-server (ack primary)" "$ack_port" "$tmp/redis-ack" "$tmp/redis-ack/redis.log"
+start_redis "redis-server (ack replica)" "$ack_replica_port" "$tmp/redis-ack-replica" \
+  "$tmp/redis-ack-replica/redis.log" --replicaof 127.0.0.1 "$ack_port"
+replica_in_sync() { redis-cli -p "$ack_replica_port" INFO replication | grep -q 'master_link_status:up'; }
+wait_until "the ack replica's sync" "$last_pid" 30 replica_in_sync
+ack_http_port="$(free_port)"
+start_flashsale "flashsale server (ack)" "$tmp/server-ack.log" "$server_bin" \
+  "$ack_http_port" "$ack_port" "$mongo_port" flashsale_bench_ack \
+  SECRET_KEY="$secret" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password" \
+  PASSWORD_ITERATIONS=600000 RUST_LOG="${RUST_LOG:-warn}" IP_ALLOW=127.0.0.1/32 \
+  REDIS_ACK_REPLICAS=1 REDIS_ACK_TIMEOUT_MS=1000
+log "flashsale server with REDIS_ACK_REPLICAS=1 on 127.0.0.1:$ack_http_port (primary $ack_port, replica $ack_replica_port)"
+
 # --- helpers for results ---------------------------------------------------------
 # min median max of the numbers on stdin (one per line).
 mmm() {
@@ -128,7 +144,7 @@ median3() { # median with 3 decimals
 }
 
 failures=0
-declare -A verdict=([a]=PASS [b]=PASS [c]=PASS [d]=PASS [e]=PASS [f]=PASS)
+declare -A verdict=([a]=PASS [b]=PASS [c]=PASS [d]=PASS [e]=PASS [f]=PASS [g]=PASS)
 
 # --- a. the limit: redis-benchmark EVALSHA purchase.lua ---------------------------
 bench_port="$(free_port)"
@@ -195,15 +211,16 @@ run_a() {
 
 # --- b/c/d: flashsale-load against the service -------------------------------------
 export SECRET_KEY="$secret" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password"
-common=(--target "127.0.0.1:$http_port" --connections "$CONNECTIONS"
-  --duration "$DURATION" --warmup "$WARMUP" --json)
+common=(--connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --json)
 load_limit=$((WARMUP + DURATION + DRAIN_TIMEOUT + 240))
 
 # run_load PART ARGS...: one flashsale-load run; its JSON line goes to PART.jsonl.
 run_load() {
   local part="$1" status=0 line
   shift
-  line="$(timeout "$load_limit" "$load_bin" "$@" "${common[@]}" 2>"$tmp/$part.last.log")" || status=$?
+  # TARGET_PORT: the server to load (default: the service's).
+  line="$(timeout "$load_limit" "$load_bin" "$@" --target "127.0.0.1:${TARGET_PORT:-$http_port}" \
+    "${common[@]}" 2>"$tmp/$part.last.log")" || status=$?
   cat "$tmp/$part.last.log" >>"$tmp/$part.log"
   if [[ -n "$line" ]] && jq -e . >/dev/null 2>&1 <<<"$line"; then
     printf '%s\n' "$line" >>"$tmp/$part.jsonl"
@@ -218,7 +235,7 @@ run_load() {
   fi
 }
 
-for part in b c d e f; do : >"$tmp/$part.jsonl"; done
+for part in b c d e f g; do : >"$tmp/$part.jsonl"; done
 # Each ratio's two parts alternate (a b a b ..., c d c d ...), so a drift in
 # what the shared machine gives us during the bench lands on both sides.
 for ((r = 1; r <= RUNS; r++)); do
@@ -227,6 +244,9 @@ for ((r = 1; r <= RUNS; r++)); do
   log "b run $r/$RUNS: purchase (buy path)"
   run_load b purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 \
     --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT"
+  log "g run $r/$RUNS: purchase with REDIS_ACK_REPLICAS=1 (a replica confirms each order)"
+  TARGET_PORT="$ack_http_port" run_load g purchase --units 10000000 --max-per-user 1000000 \
+    --max-per-tx 10 --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT"
 done
 stop_pid "redis-server (benchmark)" "$bench_redis_pid"
 for ((r = 1; r <= RUNS; r++)); do
@@ -329,6 +349,8 @@ outcomes() { jq -rs 'map(.outcomes) | add // {} | to_entries | map("\(.key)") | 
   echo "  c: flashsale-load purchase --mode sold-out (100 units sold first, then only rejections), $BUYERS buyers"
   echo "  d: flashsale-load get --path /healthz"
   echo "  e: as b, open model at half of b's median rate (latency from the intended send time)"
+  echo "  g: as b, against a second server with REDIS_ACK_REPLICAS=1 on its own primary + one replica"
+  echo "     (WAIT grouped per connection; runs alternate with b's)"
   echo "  f: GET /api/leaderboard, page of 100 at offset 50000 of 100,000 buyers (admin token), open model at ${LEADERBOARD_RATE:-1000} req/s"
   echo
   printf '%-2s %-44s %10s %10s %10s %9s %9s  %s\n' "" "part" "req/s min" "median" "max" "p50 ms" "p99 ms" "checks"
@@ -338,9 +360,11 @@ outcomes() { jq -rs 'map(.outcomes) | add // {} | to_entries | map("\(.key)") | 
   row d "GET /healthz (HTTP floor)"
   row e "POST /api/purchase-product, open, half rate"
   row f "GET /api/leaderboard (100 of 100k), open"
+  row g "POST /api/purchase-product, REDIS_ACK_REPLICAS=1"
   echo
   echo "ratios of medians: b/a = $(ratio "$(med_of b)" "$(med_of a)")  (service buy path / Redis script alone)"
   echo "                   c/d = $(ratio "$(med_of c)" "$(med_of d)")  (rejection path / HTTP floor)"
+  echo "                   g/b = $(ratio "$(med_of g)" "$(med_of b)")  (buy path confirmed by a replica / buy path)"
   echo "outcomes seen: b: $(outcomes b); c: $(outcomes c); d: $(outcomes d)"
   echo "write-behind after each b run (orders of the run; seconds from the storm's end until MongoDB held"
   echo "  every one): $(jq -r '"\(.sale.ordersThisRun // "?") orders: \((.invariants[] | select(.name == "write-behind drained") | .detail | capture("after (?<s>[0-9.]+) s").s) // "?") s"' "$tmp/b.jsonl" | paste -sd ';' | sed 's/;/; /g')"
