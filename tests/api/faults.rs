@@ -244,3 +244,99 @@ async fn an_instance_killed_mid_storm_loses_no_acknowledged_order() {
     );
     assert_all_written(&app.state, &mongo_url, &db, &sale, &result.accepted).await;
 }
+
+/// The value of an unlabelled gauge in a `/metrics` page.
+fn gauge(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn a_scheduler_leader_frozen_past_its_lease_is_replaced_and_changes_nothing_when_it_wakes() {
+    let redis = RedisServer::start();
+    let mongo_url = mongo::shared_url();
+    let db = unique_db();
+    // The leader: a separate process, so it can be frozen with SIGSTOP.
+    let leader = start_binary(&redis.url(), &mongo_url, &db, free_port(), |_| {}).await;
+    let client = reqwest::Client::new();
+    let leads = |base: String| {
+        let client = client.clone();
+        async move {
+            let page = client.get(format!("{base}/metrics")).send().await;
+            match page {
+                Ok(r) => gauge(
+                    &r.text().await.unwrap_or_default(),
+                    "flashsale_scheduler_leader",
+                ),
+                Err(_) => None,
+            }
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            leads(leader.base.clone()).await == Some(1.0)
+        })
+        .await,
+        "the first process leads"
+    );
+    // The standby: in this process, same stores, its scheduler ticking.
+    let standby = spawn_app_on(&redis.url(), &mongo_url, &db, |_| {}).await;
+    let product = standby.create_product(10.0).await;
+    let sale = standby.sale_for(&product, 3, 5, 10, 1, 1).await;
+    let id = sale["id"].as_str().unwrap().to_owned();
+    let mut ws = standby.ws(&standby.admin_token).await;
+    ws.join(&id).await;
+
+    // Act: freeze the leader before the sale starts, for longer than its lease.
+    leader.process.pause();
+    let (ended, before) = ws.wait_for("flashSaleEnded", Duration::from_secs(30)).await;
+    assert_eq!(ended["data"]["reason"], "time-ended");
+    let starts = before
+        .iter()
+        .filter(|e| e["event"] == "flashSaleStarted")
+        .count();
+    assert_eq!(starts, 1, "the standby started the sale once: {before:?}");
+    let stored = standby
+        .mongo()
+        .await
+        .collection::<mongodb::bson::Document>("flash_sales")
+        .find_one(
+            mongodb::bson::doc! { "_id": mongodb::bson::oid::ObjectId::parse_str(&id).unwrap() },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let epoch = stored.get_i64("epoch").unwrap();
+    assert!(epoch >= 2, "a new leader (epoch {epoch}) moved the sale");
+
+    // The leader wakes: it finds its lease gone and moves nothing.
+    leader.process.resume();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            leads(leader.base.clone()).await == Some(0.0)
+        })
+        .await,
+        "the woken process knows it no longer leads"
+    );
+    let late = ws.next_event(Duration::from_secs(1)).await;
+    assert!(
+        late.is_none(),
+        "no lifecycle event after the leader woke: {late:?}"
+    );
+    let again = standby
+        .mongo()
+        .await
+        .collection::<mongodb::bson::Document>("flash_sales")
+        .find_one(
+            mongodb::bson::doc! { "_id": mongodb::bson::oid::ObjectId::parse_str(&id).unwrap() },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.get_i64("epoch").unwrap(),
+        epoch,
+        "the woken leader changed nothing"
+    );
+    assert_eq!(again.get_str("status").unwrap(), "ended");
+}

@@ -1,5 +1,6 @@
-//! A real three-primary Redis Cluster from Debian's `redis-server`, on free
-//! ports in temp dirs, joined with `redis-cli --cluster create`; killed on drop.
+//! A real Redis Cluster from Debian's `redis-server` (three primaries, with
+//! or without a replica each), on free ports in temp dirs, joined with
+//! `redis-cli --cluster create`; killed on drop.
 
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -10,23 +11,38 @@ use super::{free_port, port_open, wait_until};
 #[derive(Debug)]
 pub struct RedisCluster {
     pub ports: Vec<u16>,
-    children: Vec<Child>,
-    _dirs: Vec<tempfile::TempDir>,
+    children: Vec<Option<Child>>,
+    dirs: Vec<tempfile::TempDir>,
+    /// The cluster flags every node was started with (for a restart).
+    flags: Vec<String>,
+}
+
+fn node_command(port: u16, dir: &std::path::Path, flags: &[String]) -> Command {
+    let mut cmd = redis_command(port, dir);
+    cmd.args(["--cluster-enabled", "yes"])
+        .args(["--cluster-config-file", "nodes.conf"])
+        .args(flags);
+    cmd
 }
 
 impl RedisCluster {
     pub fn start(primaries: usize) -> Self {
+        Self::start_with_replicas(primaries, 0, &[])
+    }
+
+    /// `primaries` primaries with `replicas` replicas each; `extra` goes to
+    /// every node. Replicas take over after a 2 s node timeout.
+    pub fn start_with_replicas(primaries: usize, replicas: usize, extra: &[&str]) -> Self {
         let mut ports = Vec::new();
         let mut children = Vec::new();
         let mut dirs = Vec::new();
-        for _ in 0..primaries {
+        let timeout = if replicas > 0 { "2000" } else { "5000" };
+        let mut flags = vec!["--cluster-node-timeout".to_owned(), timeout.to_owned()];
+        flags.extend(extra.iter().map(|f| (*f).to_owned()));
+        for _ in 0..primaries * (1 + replicas) {
             let port = free_port();
             let dir = tempfile::tempdir().expect("temp dir");
-            let mut cmd = redis_command(port, dir.path());
-            cmd.args(["--cluster-enabled", "yes"])
-                .args(["--cluster-config-file", "nodes.conf"])
-                .args(["--cluster-node-timeout", "5000"]);
-            let child = spawn_redis(cmd);
+            let child = Some(spawn_redis(node_command(port, dir.path(), &flags)));
             assert!(
                 wait_until(Duration::from_secs(10), || port_open(port)),
                 "node on {port}"
@@ -40,7 +56,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli --cluster create");
         assert!(
@@ -51,16 +67,24 @@ impl RedisCluster {
         let cluster = Self {
             ports,
             children,
-            _dirs: dirs,
+            dirs,
+            flags,
         };
         let ready = wait_until(Duration::from_secs(30), || {
             cluster.ports.iter().all(|p| {
                 cluster
                     .cli(*p, &["CLUSTER", "INFO"])
                     .contains("cluster_state:ok")
+                    && (cluster.is_primary(*p)
+                        || cluster
+                            .cli(*p, &["INFO", "replication"])
+                            .contains("master_link_status:up"))
             })
         });
-        assert!(ready, "the cluster reached cluster_state:ok");
+        assert!(
+            ready,
+            "the cluster reached cluster_state:ok with every replica in sync"
+        );
         cluster
     }
 
@@ -80,19 +104,54 @@ impl RedisCluster {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
-    /// The node port that holds `key`.
+    /// The primary that holds `key`.
     pub fn owner_of(&self, key: &str) -> u16 {
-        *self
-            .ports
+        self.primary_of(key)
+            .unwrap_or_else(|| panic!("no primary holds {key}"))
+    }
+
+    /// The primary that holds `key`, if one does (none during a failover).
+    pub fn primary_of(&self, key: &str) -> Option<u16> {
+        self.ports
             .iter()
-            .find(|p| self.cli(**p, &["EXISTS", key]) == "1")
-            .unwrap_or_else(|| panic!("no node holds {key}"))
+            .copied()
+            .find(|p| self.is_primary(*p) && self.cli(*p, &["EXISTS", key]) == "1")
+    }
+
+    /// True when the node on `port` is running and a primary.
+    pub fn is_primary(&self, port: u16) -> bool {
+        self.cli(port, &["ROLE"]).lines().next() == Some("master")
+    }
+
+    /// Kills the node on `port` (SIGKILL: a crash).
+    #[allow(dead_code)] // used by the failover test only
+    pub fn kill(&mut self, port: u16) {
+        let i = self.ports.iter().position(|p| *p == port).expect("a node");
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a killed node again on its port and directory, as a
+    /// supervisor would; it rejoins the cluster (as a replica, once its
+    /// slots have failed over).
+    #[allow(dead_code)] // used by the failover test only
+    pub fn restart(&mut self, port: u16) {
+        let i = self.ports.iter().position(|p| *p == port).expect("a node");
+        self.kill(port);
+        let cmd = node_command(port, self.dirs[i].path(), &self.flags);
+        self.children[i] = Some(spawn_redis(cmd));
+        assert!(
+            wait_until(Duration::from_secs(10), || port_open(port)),
+            "node on {port} restarted"
+        );
     }
 }
 
 impl Drop for RedisCluster {
     fn drop(&mut self) {
-        for c in &mut self.children {
+        for c in self.children.iter_mut().flatten() {
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -88,11 +88,27 @@ impl ChildGuard {
     /// Sends SIGTERM, the signal a supervisor stops a service with.
     #[allow(dead_code)] // used by the ops binary
     pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Freezes the process (SIGSTOP), as a stalled host or a long GC pause would.
+    #[allow(dead_code)] // used by the api binary
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a frozen process (SIGCONT).
+    #[allow(dead_code)] // used by the api binary
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
         let sent = Command::new("kill")
-            .args(["-TERM", &self.id().to_string()])
+            .args([sig, &self.id().to_string()])
             .status()
-            .expect("kill runs");
-        assert!(sent.success(), "SIGTERM to {}", self.id());
+            .expect("kill (Debian package procps)");
+        assert!(sent.success(), "kill {sig} {}", self.id());
     }
 
     /// Kills the child (SIGKILL: a crash, not a clean stop) and reaps it.
