@@ -10,6 +10,6 @@ mod ws;
 pub use hub::{Hub, HubStats, Membership, StockFrame};
 pub use messages::{ClientMessage, SaleRef, ServerMessage};
 pub use source::{
-    EVENTS_CHANNEL, LifecycleEvent, Source, check_keyspace_config, publish_lifecycle,
+    EVENTS_CHANNEL, LifecycleEvent, LifecycleKind, Source, check_keyspace_config, publish_lifecycle,
 };
 pub use ws::{RealtimeConfig, Sockets};

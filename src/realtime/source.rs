@@ -30,16 +30,35 @@ const STOCK_PATTERN: &str = "__keyspace@*__:{sale:*}:stock";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LifecycleEvent {
-    pub event: String,
+    pub event: LifecycleKind,
     pub flash_sale_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
+/// Which lifecycle change an event announces (its wire name is the
+/// WebSocket event's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LifecycleKind {
+    #[serde(rename = "flashSaleStarted")]
+    Started,
+    #[serde(rename = "flashSaleEnded")]
+    Ended,
+}
+
+impl std::fmt::Display for LifecycleKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Started => "flashSaleStarted",
+            Self::Ended => "flashSaleEnded",
+        })
+    }
+}
+
 impl LifecycleEvent {
     pub fn started(sale: SaleId) -> Self {
         Self {
-            event: "flashSaleStarted".to_owned(),
+            event: LifecycleKind::Started,
             flash_sale_id: sale.hex(),
             reason: None,
         }
@@ -47,25 +66,24 @@ impl LifecycleEvent {
 
     pub fn ended(sale: SaleId, reason: &str) -> Self {
         Self {
-            event: "flashSaleEnded".to_owned(),
+            event: LifecycleKind::Ended,
             flash_sale_id: sale.hex(),
             reason: Some(reason.to_owned()),
         }
     }
 
-    fn message(&self) -> Option<ServerMessage> {
-        match self.event.as_str() {
-            "flashSaleStarted" => Some(ServerMessage::Started {
+    fn message(&self) -> ServerMessage {
+        match self.event {
+            LifecycleKind::Started => ServerMessage::Started {
                 flash_sale_id: self.flash_sale_id.clone(),
-            }),
-            "flashSaleEnded" => Some(ServerMessage::Ended {
+            },
+            LifecycleKind::Ended => ServerMessage::Ended {
                 flash_sale_id: self.flash_sale_id.clone(),
                 reason: self
                     .reason
                     .clone()
                     .unwrap_or_else(|| "time-ended".to_owned()),
-            }),
-            _ => None,
+            },
         }
     }
 }
@@ -314,9 +332,10 @@ impl Source {
             tracing::warn!("malformed lifecycle event ignored");
             return;
         };
-        let (Some(msg), Ok(sale)) = (ev.message(), SaleId::parse(&ev.flash_sale_id)) else {
+        let Ok(sale) = SaleId::parse(&ev.flash_sale_id) else {
             return;
         };
+        let msg = ev.message();
         if matches!(msg, ServerMessage::Ended { .. }) {
             // Make the final stock visible before the end event where we can.
             self.refresh(&[sale]).await;
