@@ -296,16 +296,7 @@ async fn a_scheduler_leader_frozen_past_its_lease_is_replaced_and_changes_nothin
         .filter(|e| e["event"] == "flashSaleStarted")
         .count();
     assert_eq!(starts, 1, "the standby started the sale once: {before:?}");
-    let stored = standby
-        .mongo()
-        .await
-        .collection::<mongodb::bson::Document>("flash_sales")
-        .find_one(
-            mongodb::bson::doc! { "_id": mongodb::bson::oid::ObjectId::parse_str(&id).unwrap() },
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = standby.stored_sale(&id).await;
     let epoch = stored.get_i64("epoch").unwrap();
     assert!(epoch >= 2, "a new leader (epoch {epoch}) moved the sale");
 
@@ -323,16 +314,7 @@ async fn a_scheduler_leader_frozen_past_its_lease_is_replaced_and_changes_nothin
         late.is_none(),
         "no lifecycle event after the leader woke: {late:?}"
     );
-    let again = standby
-        .mongo()
-        .await
-        .collection::<mongodb::bson::Document>("flash_sales")
-        .find_one(
-            mongodb::bson::doc! { "_id": mongodb::bson::oid::ObjectId::parse_str(&id).unwrap() },
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let again = standby.stored_sale(&id).await;
     assert_eq!(
         again.get_i64("epoch").unwrap(),
         epoch,

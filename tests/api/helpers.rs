@@ -180,6 +180,19 @@ impl TestApp {
             .database(&self.db_name)
     }
 
+    /// The sale's document as MongoDB holds it (status, end reason, the
+    /// epoch of the scheduler leader that last moved it).
+    pub async fn stored_sale(&self, id: &str) -> Document {
+        let oid = mongodb::bson::oid::ObjectId::parse_str(id).expect("a sale id");
+        self.mongo()
+            .await
+            .collection::<Document>("flash_sales")
+            .find_one(mongodb::bson::doc! { "_id": oid })
+            .await
+            .expect("MongoDB answers")
+            .expect("the sale is stored")
+    }
+
     /// Every order MongoDB holds that matches `filter`.
     pub async fn stored_orders(&self, filter: Document) -> Vec<Document> {
         stored_orders(&self.mongo_url, &self.db_name, filter).await

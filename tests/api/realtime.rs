@@ -20,14 +20,7 @@ const LEASE: Duration = Duration::from_secs(1);
 async fn stored(app: &TestApp, id: &str) -> (SaleStatus, Option<EndReason>, i64) {
     let sid = SaleId::parse(id).unwrap();
     let sale = app.state.sales.store.get(sid).await.unwrap().unwrap();
-    let raw = app
-        .mongo()
-        .await
-        .collection::<mongodb::bson::Document>("flash_sales")
-        .find_one(mongodb::bson::doc! { "_id": sid.oid() })
-        .await
-        .unwrap()
-        .unwrap();
+    let raw = app.stored_sale(id).await;
     (
         sale.status,
         sale.end_reason,
