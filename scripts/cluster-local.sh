@@ -187,7 +187,7 @@ if ((use_lb)); then
   lb="http://127.0.0.1:$lb_port"
   wait_until "nginx" "$last_pid" "$start_timeout" http_ok "$lb/healthz"
 else
-  log "nginx not installed (or FLASHSALE_NO_LB=1): no load balancer"
+  log "FLASHSALE_NO_LB=1: no load balancer"
 fi
 
 # --- up: run until a signal or until a child exits ---------------------------------------
@@ -195,7 +195,7 @@ if [[ "$mode" == up ]]; then
   cat <<EOF
 
 flashsale cluster is running:
-  load balancer  ${lb:-"(none: nginx not installed)"}
+  load balancer  ${lb:-"(none: FLASHSALE_NO_LB=1)"}
   app1           $app1   (metrics $app1/metrics)
   app2           $app2   (metrics $app2/metrics)
   redis          $REDIS_URL

@@ -120,7 +120,7 @@ if command -v cargo >/dev/null 2>&1; then
       rustup component add "${missing_components[@]}"
       did_something=1
     else
-      log "warning: cargo ${missing_components[*]} missing (needed by scripts/test.sh) and rustup not found"
+      die "cargo ${missing_components[*]} missing (needed by scripts/test.sh) and rustup not found: install them with your Rust toolchain"
     fi
   fi
 else

@@ -157,16 +157,7 @@ impl Group {
     }
 
     async fn wait(&self, replicas: u32, timeout: Duration) -> Result<(), AckError> {
-        let cmd = CustomCommand::new_static("WAIT", ClusterHash::Custom(self.slot), false);
-        let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
-        let acked: Result<i64, Error> = self
-            .client
-            .custom(
-                cmd,
-                vec![Value::Integer(i64::from(replicas)), Value::Integer(ms)],
-            )
-            .await;
-        match acked {
+        match wait(&self.client, self.slot, replicas, timeout).await {
             Ok(n) if n >= i64::from(replicas) => Ok(()),
             Ok(n) => Err(AckError::Short {
                 acked: n,
@@ -175,4 +166,23 @@ impl Group {
             Err(e) => Err(AckError::Failed(e.to_string())),
         }
     }
+}
+
+/// `WAIT replicas timeout` on `client`, routed to the primary of `slot` (on a
+/// Cluster; ignored otherwise). Returns how many replicas acknowledged every
+/// write this connection made before it.
+pub async fn wait(
+    client: &Client,
+    slot: u16,
+    replicas: u32,
+    timeout: Duration,
+) -> Result<i64, Error> {
+    let cmd = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), false);
+    let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+    client
+        .custom(
+            cmd,
+            vec![Value::Integer(i64::from(replicas)), Value::Integer(ms)],
+        )
+        .await
 }

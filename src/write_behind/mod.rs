@@ -320,18 +320,8 @@ impl WriteBehind {
                 false,
             )
             .await?;
-        let wait = CustomCommand::new_static(
-            "WAIT",
-            ClusterHash::Custom(fred::util::redis_keyslot(key.as_bytes())),
-            false,
-        );
-        let ms = i64::try_from(self.ack_timeout.as_millis()).unwrap_or(i64::MAX);
-        let acked: i64 = client
-            .custom(
-                wait,
-                vec![Value::Integer(i64::from(self.replicas)), Value::Integer(ms)],
-            )
-            .await?;
+        let slot = fred::util::redis_keyslot(key.as_bytes());
+        let acked = crate::redis::ack::wait(client, slot, self.replicas, self.ack_timeout).await?;
         if acked < i64::from(self.replicas) {
             return Err(WriteBehindError::Unreplicated {
                 acked,
