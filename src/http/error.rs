@@ -81,11 +81,6 @@ impl ApiError {
         tracing::error!(error = %ErrorChain(err), "{context}");
         Self::new(ErrorCode::Internal, "internal error")
     }
-
-    /// A module error or refusal with its stable code and its message.
-    fn coded(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self::new(code, message)
-    }
 }
 
 impl fmt::Display for ApiError {
@@ -124,14 +119,14 @@ impl From<mongodb::error::Error> for ApiError {
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
-        Self::coded(e.code(), e.to_string())
+        Self::new(e.code(), e.to_string())
     }
 }
 
 impl From<UserError> for ApiError {
     fn from(e: UserError) -> Self {
         match e {
-            UserError::EmailTaken => Self::coded(e.code(), e.to_string()),
+            UserError::EmailTaken => Self::new(e.code(), e.to_string()),
             UserError::Store(s) => s.into(),
         }
     }
@@ -140,7 +135,7 @@ impl From<UserError> for ApiError {
 impl From<Limited> for ApiError {
     /// 429 RATE_LIMITED with Retry-After and the IETF RateLimit fields.
     fn from(l: Limited) -> Self {
-        Self::coded(ErrorCode::RateLimited, "too many requests, slow down")
+        Self::new(ErrorCode::RateLimited, "too many requests, slow down")
             .with_details(json!({ "limit": l.name, "retryAfterSeconds": l.retry_after_secs }))
             .with_retry_after(l.retry_after_secs)
             .with_header(
@@ -158,7 +153,7 @@ impl From<Denied> for ApiError {
     fn from(d: Denied) -> Self {
         match d {
             Denied::Blocked { rule, message } => {
-                Self::coded(ErrorCode::Blocked, message).with_details(json!({ "rule": rule }))
+                Self::new(ErrorCode::Blocked, message).with_details(json!({ "rule": rule }))
             }
             Denied::Limited(l) => l.into(),
         }
@@ -171,11 +166,11 @@ impl From<SaleError> for ApiError {
             SaleError::Invalid(f, m) => ApiError::field(f, m),
             SaleError::Overlap(ref ids) => {
                 let details = json!({ "overlapping": ids });
-                Self::coded(e.code(), e.to_string()).with_details(details)
+                Self::new(e.code(), e.to_string()).with_details(details)
             }
             SaleError::Busy => ApiError::unavailable(),
             SaleError::Store(s) => s.into(),
-            other => Self::coded(other.code(), other.to_string()),
+            other => Self::new(other.code(), other.to_string()),
         }
     }
 }
@@ -186,7 +181,7 @@ impl From<Refusal> for ApiError {
         let message: String;
         let mut retry_after = None;
         match r {
-            Refusal::NotFound => return Self::coded(r.code(), "flash sale not found"),
+            Refusal::NotFound => return Self::new(r.code(), "flash sale not found"),
             Refusal::NotStarted { start_ms } => {
                 message = "the flash sale has not started yet".to_owned();
                 details = json!({ "startTime": crate::clock::rfc3339_ms(start_ms) });
@@ -234,7 +229,7 @@ impl From<Refusal> for ApiError {
                 details = json!({ "rule": "multi-account-ip", "maxAccountsPerIp": max_accounts });
             }
         }
-        let e = Self::coded(r.code(), message).with_details(details);
+        let e = Self::new(r.code(), message).with_details(details);
         match retry_after {
             Some(secs) => e.with_retry_after(secs),
             None => e,
