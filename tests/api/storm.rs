@@ -1,6 +1,11 @@
 //! `Storm`: concurrent buyers hammering one sale through one or more
 //! instances, recording every answer; for the fault tests and the SIGTERM
-//! test. Each buyer is a fresh user with a minted token.
+//! test. Each buyer is a fresh user with a minted token and behaves as
+//! DESIGN.md asks of a client: every purchase carries an Idempotency-Key, and
+//! an answer that leaves the outcome unknown (503, a timeout, a dropped
+//! connection) is retried with the same key until a definite answer comes,
+//! also after `stop` (for a bounded time), so an order that Redis executed
+//! but could not answer is still counted once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,6 +27,10 @@ pub async fn big_sale(api: &Api) -> String {
     sale["id"].as_str().unwrap().to_owned()
 }
 
+/// How long buyers go on retrying an attempt of unknown outcome after
+/// `stop`.
+const SETTLE: Duration = Duration::from_secs(15);
+
 /// What the buyers saw, shared by the workers.
 #[derive(Debug, Default)]
 struct Tally {
@@ -36,6 +45,9 @@ struct Tally {
     /// Requests that got no answer (refused, reset) other than by timing out.
     transport_errors: AtomicUsize,
     timeouts: AtomicUsize,
+    /// Buyers whose last attempt still had an unknown outcome when the
+    /// settling time after `stop` ran out.
+    unresolved: AtomicUsize,
     /// The longest a request took to get its answer.
     slowest: Mutex<Duration>,
 }
@@ -114,6 +126,7 @@ impl Storm {
             malformed: t.malformed.load(Ordering::Relaxed),
             transport_errors: t.transport_errors.load(Ordering::Relaxed),
             timeouts: t.timeouts.load(Ordering::Relaxed),
+            unresolved: t.unresolved.load(Ordering::Relaxed),
             slowest: *t.slowest.lock().unwrap(),
         }
     }
@@ -132,14 +145,33 @@ async fn buy_until_stopped(
         .build()
         .unwrap();
     let mut i = w;
-    while !stop.load(Ordering::Relaxed) {
+    let mut attempts = 0u64;
+    // The key of an attempt whose outcome is unknown, to send again.
+    let mut pending: Option<String> = None;
+    let mut settle_until: Option<Instant> = None;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            let until = *settle_until.get_or_insert_with(|| Instant::now() + SETTLE);
+            if pending.is_none() {
+                break;
+            }
+            if Instant::now() >= until {
+                tally.unresolved.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
         i += 1;
         let which = i % bases.len();
         let base = &bases[which];
+        let key = pending.take().unwrap_or_else(|| {
+            attempts += 1;
+            format!("storm-{w}-{attempts}")
+        });
         let sent_at = Instant::now();
         let sent = client
             .post(format!("{base}/api/purchase-product"))
             .bearer_auth(&token)
+            .header("Idempotency-Key", &key)
             .json(&json!({ "flashSaleId": sale, "quantity": 1 }))
             .send()
             .await;
@@ -152,6 +184,7 @@ async fn buy_until_stopped(
                     &tally.transport_errors
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
+                pending = Some(key);
                 // Pacing, not synchronisation: an instance that is down
                 // refuses at once, so back off instead of spinning.
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -189,6 +222,7 @@ async fn buy_until_stopped(
         }
         *tally.statuses.lock().unwrap().entry(status).or_default() += 1;
         if status == 503 {
+            pending = Some(key);
             // Pacing, as above: Retry-After asks clients to slow down.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -203,6 +237,8 @@ pub struct StormResult {
     pub malformed: usize,
     pub transport_errors: usize,
     pub timeouts: usize,
+    /// Buyers left with an attempt of unknown outcome after `stop`.
+    pub unresolved: usize,
     /// The longest a request took to get its answer.
     pub slowest: Duration,
 }
@@ -214,7 +250,7 @@ impl StormResult {
     }
 
     /// No 5xx but 503, every 503 with Retry-After, every answer whole, no
-    /// request left hanging.
+    /// request left hanging, no attempt left with an unknown outcome.
     pub fn assert_clean(&self) {
         let five_hundreds: usize = self
             .statuses
@@ -236,5 +272,9 @@ impl StormResult {
             "every answer is an order or an error body"
         );
         assert_eq!(self.timeouts, 0, "no request hung until the client timeout");
+        assert_eq!(
+            self.unresolved, 0,
+            "every attempt of unknown outcome got a definite answer on retry"
+        );
     }
 }
