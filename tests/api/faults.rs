@@ -322,3 +322,70 @@ async fn a_scheduler_leader_frozen_past_its_lease_is_replaced_and_changes_nothin
     );
     assert_eq!(again.get_str("status").unwrap(), "ended");
 }
+
+/// Buyers the server admits at once in the overload test (`MAX_IN_FLIGHT`).
+const CAPACITY: usize = 8;
+
+#[tokio::test]
+async fn ten_times_the_admitted_load_keeps_selling_and_refuses_the_rest_fast() {
+    let redis = RedisServer::start();
+    let db = unique_db();
+    let mongo_url = mongo::shared_url();
+    let app = spawn_app_on(&redis.url(), &mongo_url, &db, |s| {
+        background_write_behind(s);
+        s.insert("MAX_IN_FLIGHT", CAPACITY.to_string());
+    })
+    .await;
+    let sale = big_sale(&app).await;
+
+    // Capacity: as many buyers as the server admits, for a few seconds.
+    let at_capacity = Storm::start_unpaced(std::slice::from_ref(&app.base), &sale, CAPACITY);
+    assert!(at_capacity.reaches(50).await, "the capacity run got going");
+    let (from, sold_from) = (Instant::now(), at_capacity.accepted());
+    // The measuring window itself, not a synchronisation.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let capacity_rate =
+        (at_capacity.accepted() - sold_from) as f64 / from.elapsed().as_secs_f64();
+    let baseline = at_capacity.stop().await;
+    baseline.assert_clean();
+
+    // Overload: ten times as many buyers, each sending again the moment an
+    // answer comes (a 503 included), for 20 s.
+    let overload = Storm::start_unpaced(std::slice::from_ref(&app.base), &sale, 10 * CAPACITY);
+    assert!(overload.reaches(50).await, "the overload run got going");
+    let (from, sold_from) = (Instant::now(), overload.accepted());
+    // The overload lasts its full length (the fault, not a synchronisation).
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let overload_rate = (overload.accepted() - sold_from) as f64 / from.elapsed().as_secs_f64();
+    let result = overload.stop().await;
+    eprintln!(
+        "overload: {CAPACITY} buyers (MAX_IN_FLIGHT) {capacity_rate:.0} orders/s; {} unpaced buyers \
+         {overload_rate:.0} orders/s ({:.2} of capacity); statuses {:?}; slowest 503 {:?}, slowest answer {:?}",
+        10 * CAPACITY,
+        overload_rate / capacity_rate,
+        result.statuses,
+        result.slowest_refusal,
+        result.slowest,
+    );
+    // Outcomes, not times: every answer is an order or a 503 with
+    // Retry-After, none hung, none is another 5xx...
+    result.assert_clean();
+    let other: usize = result
+        .statuses
+        .iter()
+        .filter(|(s, _)| !matches!(**s, 201 | 429 | 503))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(other, 0, "only orders, 429s and 503s: {:?}", result.statuses);
+    // ...the overload was real (the excess was refused) and orders kept being
+    // accepted through it...
+    assert!(
+        result.statuses.get(&503).is_some_and(|n| *n > 0),
+        "the excess was refused with 503"
+    );
+    assert!(overload_rate > 0.0, "orders were accepted under overload");
+    // ...and every one of them, from both runs, is in MongoDB once.
+    let mut accepted = baseline.accepted;
+    accepted.extend(result.accepted);
+    assert_all_written(&app.state, &mongo_url, &db, &sale, &accepted).await;
+}

@@ -50,6 +50,8 @@ struct Tally {
     unresolved: AtomicUsize,
     /// The longest a request took to get its answer.
     slowest: Mutex<Duration>,
+    /// The longest a 429 or 503 took to come back.
+    slowest_refusal: Mutex<Duration>,
 }
 
 #[derive(Debug)]
@@ -60,17 +62,28 @@ pub struct Storm {
 }
 
 impl Storm {
-    /// Starts `workers` buyers, each sending to `bases` in turn.
+    /// Starts `workers` buyers, each sending to `bases` in turn; a buyer
+    /// that got a 503 waits 20 ms before it tries again.
     pub fn start(bases: &[String], sale: &str, workers: usize) -> Self {
+        Self::start_paced(bases, sale, workers, Duration::from_millis(20))
+    }
+
+    /// As `start`, but a buyer sends its next request the moment an answer
+    /// comes, 503 or not: the heaviest load that many clients can offer.
+    pub fn start_unpaced(bases: &[String], sale: &str, workers: usize) -> Self {
+        Self::start_paced(bases, sale, workers, Duration::ZERO)
+    }
+
+    fn start_paced(bases: &[String], sale: &str, workers: usize, pacing: Duration) -> Self {
         let tally = Arc::new(Tally::default());
         let stop = Arc::new(AtomicBool::new(false));
         let workers = (0..workers)
             .map(|w| {
                 let (tally, stop) = (tally.clone(), stop.clone());
                 let (bases, sale) = (bases.to_vec(), sale.to_owned());
-                tokio::spawn(
-                    async move { buy_until_stopped(w, &bases, &sale, &tally, &stop).await },
-                )
+                tokio::spawn(async move {
+                    buy_until_stopped(w, &bases, &sale, &tally, &stop, pacing).await
+                })
             })
             .collect();
         Self {
@@ -128,6 +141,7 @@ impl Storm {
             timeouts: t.timeouts.load(Ordering::Relaxed),
             unresolved: t.unresolved.load(Ordering::Relaxed),
             slowest: *t.slowest.lock().unwrap(),
+            slowest_refusal: *t.slowest_refusal.lock().unwrap(),
         }
     }
 }
@@ -138,6 +152,7 @@ async fn buy_until_stopped(
     sale: &str,
     tally: &Tally,
     stop: &AtomicBool,
+    pacing: Duration,
 ) {
     let token = customer_token();
     let client = reqwest::Client::builder()
@@ -193,8 +208,13 @@ async fn buy_until_stopped(
         };
         let status = r.status().as_u16();
         {
+            let took = sent_at.elapsed();
             let mut slowest = tally.slowest.lock().unwrap();
-            *slowest = (*slowest).max(sent_at.elapsed());
+            *slowest = (*slowest).max(took);
+            if matches!(status, 429 | 503) {
+                let mut slowest = tally.slowest_refusal.lock().unwrap();
+                *slowest = (*slowest).max(took);
+            }
         }
         if status == 503 && !r.headers().contains_key("retry-after") {
             tally
@@ -224,7 +244,9 @@ async fn buy_until_stopped(
         if status == 503 {
             pending = Some(key);
             // Pacing, as above: Retry-After asks clients to slow down.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            if !pacing.is_zero() {
+                tokio::time::sleep(pacing).await;
+            }
         }
     }
 }
@@ -241,6 +263,8 @@ pub struct StormResult {
     pub unresolved: usize,
     /// The longest a request took to get its answer.
     pub slowest: Duration,
+    /// The longest a 429 or 503 took to come back.
+    pub slowest_refusal: Duration,
 }
 
 impl StormResult {
