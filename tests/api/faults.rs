@@ -344,8 +344,7 @@ async fn ten_times_the_admitted_load_keeps_selling_and_refuses_the_rest_fast() {
     let (from, sold_from) = (Instant::now(), at_capacity.accepted());
     // The measuring window itself, not a synchronisation.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let capacity_rate =
-        (at_capacity.accepted() - sold_from) as f64 / from.elapsed().as_secs_f64();
+    let capacity_rate = (at_capacity.accepted() - sold_from) as f64 / from.elapsed().as_secs_f64();
     let baseline = at_capacity.stop().await;
     baseline.assert_clean();
 
@@ -376,7 +375,11 @@ async fn ten_times_the_admitted_load_keeps_selling_and_refuses_the_rest_fast() {
         .filter(|(s, _)| !matches!(**s, 201 | 429 | 503))
         .map(|(_, n)| n)
         .sum();
-    assert_eq!(other, 0, "only orders, 429s and 503s: {:?}", result.statuses);
+    assert_eq!(
+        other, 0,
+        "only orders, 429s and 503s: {:?}",
+        result.statuses
+    );
     // ...the overload was real (the excess was refused) and orders kept being
     // accepted through it...
     assert!(
