@@ -86,9 +86,9 @@ fi
 # --- the other tools the scripts and tests call ------------------------------
 # The test command also validates docker-compose.yml (docker-compose), the
 # Prometheus config and alert rules (promtool) and runs nginx in front of the
-# local two-instance cluster; each check fails, naming its package, when its
-# tool is missing.
-tools=(jq curl faketime pgrep nginx promtool docker-compose)
+# local two-instance cluster, and checks the k6 scripts' syntax (node); each
+# check fails, naming its package, when its tool is missing.
+tools=(jq curl faketime pgrep nginx promtool docker-compose node)
 missing_packages=()
 for tool in "${tools[@]}"; do
   if ! command -v "$tool" >/dev/null 2>&1; then

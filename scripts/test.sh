@@ -62,6 +62,19 @@ step "tests" run_tests
 # The API against its OpenAPI document: schemathesis fuzzes the debug build.
 step "api-fuzz" bash scripts/schemathesis.sh
 
+# The k6 scripts (load/k6): k6 itself is not packaged for Debian, so their
+# syntax is checked with node (load/k6/package.json makes them ES modules).
+k6_syntax() {
+  require node
+  local f rc=0
+  for f in load/k6/*.js; do
+    node --check "$f" || { log "k6: $f does not parse"; rc=1; }
+  done
+  return "$rc"
+}
+step_display="node --check load/k6/*.js"
+step "k6-syntax" k6_syntax
+
 # --- cluster: the two-instance topology end to end, then the deployment files.
 # scripts/cluster-local.sh check starts Redis, secantusd-py, two instances and
 # (when installed) nginx as local processes and runs a smoke check through

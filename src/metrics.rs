@@ -39,6 +39,42 @@ pub const MONGODB_ERRORS_TOTAL: &str = "flashsale_mongodb_errors_total";
 pub const REDIS_PERSISTENCE: &str = "flashsale_redis_persistence_info";
 pub const ADMISSION_REJECTED_TOTAL: &str = "flashsale_admission_rejected_total";
 
+/// Every metric name above: what dashboards and alerts may query.
+pub const NAMES: &[&str] = &[
+    HTTP_REQUESTS_TOTAL,
+    HTTP_REQUEST_DURATION_SECONDS,
+    PURCHASES_TOTAL,
+    PURCHASE_SCRIPT_DURATION_SECONDS,
+    UNITS_SOLD_TOTAL,
+    SALE_STOCK_UNITS,
+    SALE_SOLD_UNITS,
+    WRITE_BEHIND_PENDING,
+    WRITE_BEHIND_LAG_SECONDS,
+    WRITE_BEHIND_BATCH_SIZE,
+    WRITE_BEHIND_FLUSHED_TOTAL,
+    WRITE_BEHIND_FAILED_TOTAL,
+    WS_CONNECTIONS,
+    WS_MESSAGES_SENT_TOTAL,
+    WS_SLOW_CLIENTS_DROPPED_TOTAL,
+    SCHEDULER_LEADER,
+    SCHEDULER_TRANSITIONS_TOTAL,
+    RATE_LIMITED_TOTAL,
+    FRAUD_EVENTS_TOTAL,
+    REDIS_ERRORS_TOTAL,
+    REDIS_UNCONFIRMED_TOTAL,
+    REDIS_FAILOVERS_TOTAL,
+    MONGODB_ERRORS_TOTAL,
+    REDIS_PERSISTENCE,
+    ADMISSION_REJECTED_TOTAL,
+];
+
+/// Histograms among [`NAMES`]: exported as `_bucket`, `_sum` and `_count`.
+pub const HISTOGRAMS: &[&str] = &[
+    HTTP_REQUEST_DURATION_SECONDS,
+    PURCHASE_SCRIPT_DURATION_SECONDS,
+    WRITE_BEHIND_BATCH_SIZE,
+];
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
@@ -236,4 +272,27 @@ pub fn purchase_outcome(outcome: &'static str) {
         || metrics::counter!(PURCHASES_TOTAL, "outcome" => outcome),
     )
     .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_lists_every_metric_constant_of_this_file() {
+        let source = include_str!("metrics.rs");
+        let declared: Vec<&str> = source
+            .lines()
+            .filter(|l| l.starts_with("pub const ") && l.contains(": &str = \"flashsale_"))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect();
+        assert!(declared.len() >= 20, "found {declared:?}");
+        for name in &declared {
+            assert!(NAMES.contains(name), "{name} is missing from NAMES");
+        }
+        assert_eq!(declared.len(), NAMES.len(), "NAMES lists each once");
+        for h in HISTOGRAMS {
+            assert!(NAMES.contains(h));
+        }
+    }
 }

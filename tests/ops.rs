@@ -97,23 +97,83 @@ async fn metrics_show_purchases_http_and_write_behind_after_a_purchase_run() {
     assert!(text.contains("# TYPE flashsale_http_request_duration_seconds histogram"));
     assert!(text.contains("# TYPE flashsale_purchases_total counter"));
 
-    // promtool, when installed, accepts the exposition.
-    if Command::new("promtool").arg("--version").output().is_ok() {
-        let exposition = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(exposition.path(), &text).unwrap();
-        let out = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(std::fs::File::open(exposition.path()).unwrap())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "promtool check metrics: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+    // promtool accepts the exposition (scripts/setup.sh installs it).
+    let exposition = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(exposition.path(), &text).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(exposition.path()).unwrap())
+        .output()
+        .expect(
+            "promtool not found: install the Debian package prometheus (scripts/setup.sh does)",
         );
-    } else {
-        eprintln!("promtool not installed; skipped `promtool check metrics`");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every `flashsale_*` name in the PromQL of `deploy/grafana/dashboards/*.json`.
+fn dashboard_metric_names() -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/dashboards");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut exprs = Vec::new();
+        collect_exprs(&json, &mut exprs);
+        assert!(!exprs.is_empty(), "{} has no queries", path.display());
+        for expr in exprs {
+            let mut rest = expr.as_str();
+            while let Some(i) = rest.find("flashsale_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[i + name.len()..];
+                names.push((name, path.display().to_string()));
+            }
+        }
+    }
+    names
+}
+
+fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr", serde_json::Value::String(e)) => out.push(e.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_the_service_exports() {
+    use flashsale::metrics::{HISTOGRAMS, NAMES};
+    let names = dashboard_metric_names();
+    assert!(names.len() >= 20, "the dashboard queries {names:?}");
+    for (name, file) in &names {
+        let exported = NAMES.contains(&name.as_str())
+            || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+                name.strip_suffix(suffix)
+                    .is_some_and(|base| HISTOGRAMS.contains(&base))
+            });
+        assert!(
+            exported,
+            "{file} queries {name}, which /metrics does not export (src/metrics.rs NAMES)"
+        );
     }
 }
 

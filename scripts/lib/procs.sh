@@ -214,6 +214,7 @@ debian_package() {
     timeout) echo coreutils ;;
     pgrep | kill) echo procps ;;
     promtool) echo prometheus ;;
+    node) echo nodejs ;;
     *) echo "$1" ;; # redis-server, jq, curl, python3, faketime, nginx, docker-compose
   esac
 }
