@@ -235,9 +235,22 @@ mod tests {
                 h.insert("x-forwarded-for", v);
             }
             let peer: IpAddr = "10.0.0.1".parse().unwrap();
-            let _ = crate::net::client_ip(peer, &h, &TrustProxy::Hops(3));
+            let hops = TrustProxy::Hops { hops: 3, from: vec!["10.0.0.0/8".parse().unwrap()] };
+            let _ = crate::net::client_ip(peer, &h, &hops);
             let _ = crate::net::client_ip(peer, &h, &"10.0.0.0/8".parse::<TrustProxy>().unwrap());
         }
+    }
+
+    #[test]
+    fn a_purchase_body_without_quantity_is_refused_naming_the_field() {
+        use crate::http::handlers::purchase::PurchaseBody;
+        let e = parse_json::<PurchaseBody>(br#"{"flashSaleId":"65f1c0ffee0123456789abcd"}"#)
+            .expect_err("quantity is required");
+        assert_eq!(e.code, ErrorCode::ValidationFailed);
+        assert!(e.message.contains("quantity"), "{}", e.message);
+        assert_eq!(e.details.as_deref().unwrap()["field"], "quantity");
+        let e = parse_json::<PurchaseBody>(br#"{"quantity":1,"extra":true}"#).unwrap_err();
+        assert_eq!(e.details.as_deref().unwrap()["field"], "extra");
     }
 
     #[test]

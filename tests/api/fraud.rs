@@ -2,7 +2,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Settings, TestApp, assert_error, iso_in, spawn_app_on, spawn_app_with, xlen};
+use crate::helpers::{
+    Settings, TestApp, assert_error, client_from, iso_in, purchase_via, spawn_app_on,
+    spawn_app_with, xlen,
+};
 use crate::support::eventually;
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -29,7 +32,12 @@ async fn purchase_from(
 
 #[tokio::test]
 async fn a_denied_network_is_refused_before_any_work_on_every_route() {
-    let app = spawn_app_with(set(&[("IP_DENY", "10.0.0.0/8"), ("TRUST_PROXY", "1")])).await;
+    let app = spawn_app_with(set(&[
+        ("IP_DENY", "10.0.0.0/8"),
+        ("TRUST_PROXY", "1"),
+        ("TRUST_PROXY_FROM", "127.0.0.1"),
+    ]))
+    .await;
     let sale = app.open_sale(10, 2, 2).await;
     let id = sale["id"].as_str().unwrap();
     let (_, buyer) = app.customer("b@x.io").await;
@@ -266,6 +274,7 @@ async fn rotating_trusted_forwarded_addresses_cannot_grow_the_limiter_past_its_c
         ("RATE_PURCHASE_PER_IP", "1000"),
         ("RATE_LIMIT_MAX_KEYS", "100"),
         ("TRUST_PROXY", "1"),
+        ("TRUST_PROXY_FROM", "127.0.0.1"),
     ]))
     .await;
     let sale = app.open_sale(10_000, 1000, 5).await;
@@ -475,6 +484,7 @@ async fn one_account_from_many_addresses_is_blocked_when_the_rule_says_block() {
         ("FRAUD_RULE_MANY_IPS", "block"),
         ("FRAUD_MANY_IPS", "2"),
         ("TRUST_PROXY", "1"),
+        ("TRUST_PROXY_FROM", "127.0.0.1"),
     ]))
     .await;
     let sale = app.open_sale(10, 5, 1).await;
@@ -519,4 +529,75 @@ async fn signin_is_limited_per_account_and_per_ip() {
             .status(),
         200
     );
+}
+
+#[tokio::test]
+async fn a_direct_client_outside_trust_proxy_from_cannot_pick_its_address() {
+    // The proxy connects from 127.0.0.1; 127.0.0.2 and 127.0.0.3 reach the
+    // app port directly and claim to be forwarded for someone else.
+    let app = spawn_app_with(set(&[
+        ("TRUST_PROXY", "1"),
+        ("TRUST_PROXY_FROM", "127.0.0.1"),
+        ("IP_DENY", "127.0.0.2"),
+        ("RATE_PURCHASE_PER_IP", "2"),
+    ]))
+    .await;
+    let sale = app.open_sale(100, 100, 5).await;
+    let id = sale["id"].as_str().unwrap();
+    let (_, buyer) = app.customer("b@x.io").await;
+
+    // A denied address stays denied whatever it forwards.
+    let denied = client_from("127.0.0.2");
+    let xff = [("x-forwarded-for", "192.0.2.7")];
+    let e = assert_error(
+        purchase_via(&denied, &app, &buyer, id, 1, &xff).await,
+        403,
+        "BLOCKED",
+    )
+    .await;
+    assert_eq!(e["error"]["details"]["rule"], "ip-deny");
+
+    // A direct client rotating forged addresses still meets its own per-IP limit.
+    let direct = client_from("127.0.0.3");
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let forged = format!("198.51.100.{i}");
+        let r = purchase_via(
+            &direct,
+            &app,
+            &buyer,
+            id,
+            1,
+            &[("x-forwarded-for", &forged)],
+        )
+        .await;
+        statuses.push(r.status().as_u16());
+    }
+    assert!(statuses.contains(&429), "never limited: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 429),
+        "{statuses:?}"
+    );
+    let sold = statuses.iter().filter(|s| **s == 201).count() as i64;
+    assert_eq!(
+        app.state.fraud.purchase_ip.len(),
+        1,
+        "one key: the socket address"
+    );
+
+    // The trusted proxy's header is still believed.
+    let e = assert_error(
+        purchase_from(&app, &buyer, id, 1, "127.0.0.2").await,
+        403,
+        "BLOCKED",
+    )
+    .await;
+    assert_eq!(e["error"]["details"]["rule"], "ip-deny");
+    assert_eq!(
+        purchase_from(&app, &buyer, id, 1, "192.0.2.7")
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(app.get_sale(id).await["availableUnits"], 100 - sold - 1);
 }

@@ -436,6 +436,36 @@ impl Api {
     }
 }
 
+/// An HTTP client whose connections leave from `source`, another loopback
+/// address than 127.0.0.1 (all of 127.0.0.0/8 reaches the app on Linux), so a
+/// test can stand for a second client machine.
+pub fn client_from(source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .local_address(Some(source.parse().expect("a source address")))
+        .build()
+        .unwrap()
+}
+
+/// A purchase sent by `client` (see [`client_from`]) with extra headers.
+pub async fn purchase_via(
+    client: &reqwest::Client,
+    app: &Api,
+    token: &str,
+    sale: &str,
+    quantity: i64,
+    headers: &[(&str, &str)],
+) -> Response {
+    let mut r = client
+        .post(app.url("/api/purchase-product"))
+        .bearer_auth(token)
+        .json(&json!({ "flashSaleId": sale, "quantity": quantity }));
+    for (name, value) in headers {
+        r = r.header(*name, *value);
+    }
+    r.send().await.expect("request")
+}
+
 /// RFC 3339 time `secs` from now.
 pub fn iso_in(secs: i64) -> String {
     let ms = mongodb::bson::DateTime::now().timestamp_millis() + secs * 1000;
