@@ -241,6 +241,7 @@ impl Fraud {
             | Refusal::InsufficientStock { .. }
             | Refusal::NotStarted { .. }
             | Refusal::IdempotencyMismatch { .. }
+            | Refusal::IdempotencyOtherSale { .. }
                 if self.cfg.rule_refusal_burst != RuleAction::Off =>
             {
                 self.velocity.note_refusal(user);
