@@ -87,9 +87,22 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         };
         // serde's message names the field and the expected type; it holds no
         // internal detail, only facts about the client's input.
-        ApiError::validation(format!("{kind}: {e}"))
-            .with_details(serde_json::json!({ "line": e.line(), "column": e.column() }))
+        let mut details = serde_json::json!({ "line": e.line(), "column": e.column() });
+        if let Some(field) = named_field(&e.to_string()) {
+            details["field"] = field.into();
+        }
+        ApiError::validation(format!("{kind}: {e}")).with_details(details)
     })
+}
+
+/// The field a missing-, unknown- or duplicate-field message of serde names,
+/// so clients read it from `details.field` as for every other field error.
+fn named_field(message: &str) -> Option<&str> {
+    ["missing field `", "unknown field `", "duplicate field `"]
+        .iter()
+        .find_map(|p| message.split_once(p))
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(field, _)| field)
 }
 
 /// Query string parameters, refusing names outside `allowed` and repeats.

@@ -454,6 +454,29 @@ async fn a_keyed_retry_refused_by_the_per_user_rate_limit_gets_its_order_once_al
 }
 
 #[tokio::test]
+async fn a_purchase_without_quantity_is_400_naming_the_field_and_sells_nothing() {
+    let app = spawn_app().await;
+    let sale = app.open_sale(10, 5, 5).await;
+    let id = sale["id"].as_str().unwrap();
+    let (_, token) = app.customer("b@x.io").await;
+    let e = assert_error(
+        app.post(
+            "/api/purchase-product",
+            Some(&token),
+            &json!({ "flashSaleId": id }),
+        )
+        .await,
+        400,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(e["error"]["details"]["field"], "quantity", "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("quantity"));
+    assert_eq!(app.get_sale(id).await["availableUnits"], 10);
+    assert_eq!(xlen(app.redis(), id), 0);
+}
+
+#[tokio::test]
 async fn invalid_quantities_change_nothing() {
     let app = spawn_app().await;
     let sale = app.open_sale(10, 5, 5).await;
