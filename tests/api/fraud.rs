@@ -601,3 +601,54 @@ async fn a_direct_client_outside_trust_proxy_from_cannot_pick_its_address() {
     );
     assert_eq!(app.get_sale(id).await["availableUnits"], 100 - sold - 1);
 }
+
+#[tokio::test]
+async fn a_wrong_password_flood_from_one_address_does_not_lock_the_victim_out_elsewhere() {
+    let app = spawn_app_with(set(&[
+        ("RATE_SIGNIN_PER_ACCOUNT", "3"),
+        ("RATE_SIGNIN_PER_ACCOUNT_GLOBAL", "8"),
+    ]))
+    .await;
+    app.customer("victim@x.io").await; // one sign-in from 127.0.0.1
+    let signin = |from: &'static str, password: &'static str| {
+        let url = app.url("/api/signin");
+        async move {
+            client_from(from)
+                .post(url)
+                .json(&json!({ "email": "victim@x.io", "password": password }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let mut codes = Vec::new();
+    for _ in 0..10 {
+        codes.push(
+            signin("127.0.0.2", "wrong-password")
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(codes[..3], [401, 401, 401]);
+    assert!(codes[3..].iter().all(|c| *c == 429), "{codes:?}");
+    // The victim, from their own address, is not locked out.
+    assert_eq!(signin("127.0.0.3", "buyer-password").await.status(), 200);
+
+    // Guessing spread over addresses meets the gentler per-account limit:
+    // 5 of its 8 are spent (1 + 3 + 1), 3 more from a new address...
+    for _ in 0..3 {
+        assert_eq!(signin("127.0.0.4", "wrong-password").await.status(), 401);
+    }
+    // ...and then every address waits.
+    let r = signin("127.0.0.5", "wrong-password").await;
+    assert!(
+        r.headers()["ratelimit-policy"]
+            .to_str()
+            .unwrap()
+            .contains("signin-account-global"),
+        "{:?}",
+        r.headers()
+    );
+    assert_error(r, 429, "RATE_LIMITED").await;
+}

@@ -36,6 +36,8 @@ pub fn base_settings(redis_url: &str, mongo_url: &str, db: &str) -> Settings {
         ("MONGO_DB", db.to_owned()),
         ("SECRET_KEY", SECRET.to_owned()),
         ("PASSWORD_ITERATIONS", "1000".to_owned()),
+        // Cheap hashing keeps sign-ins fast; start-up refuses it without this.
+        ("PASSWORD_ITERATIONS_INSECURE", "1".to_owned()),
         ("HASH_CONCURRENCY", "4".to_owned()),
         ("ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
         ("ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
@@ -52,6 +54,7 @@ pub fn base_settings(redis_url: &str, mongo_url: &str, db: &str) -> Settings {
         ("RATE_PURCHASE_PER_USER", "0".to_owned()),
         ("RATE_SIGNIN_PER_IP", "0".to_owned()),
         ("RATE_SIGNIN_PER_ACCOUNT", "0".to_owned()),
+        ("RATE_SIGNIN_PER_ACCOUNT_GLOBAL", "0".to_owned()),
         ("RATE_SIGNUP_PER_IP", "0".to_owned()),
         ("PURCHASE_ATTEMPTS_PER_WINDOW", "0".to_owned()),
         ("DEFAULT_MAX_ACCOUNTS_PER_IP", "0".to_owned()),
