@@ -3,7 +3,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Settings, TestApp, assert_error, client_from, iso_in, purchase_via, spawn_app_on,
+    Settings, TestApp, assert_error, client_from, iso_in, purchase_via, spawn_app, spawn_app_on,
     spawn_app_with, xlen,
 };
 use crate::support::eventually;
@@ -164,6 +164,55 @@ async fn blocklist_entries_are_validated_and_expire() {
         "FORBIDDEN",
     )
     .await;
+    // A customer can neither add nor remove an entry.
+    let kept = app
+        .post(
+            "/api/admin/blocklist",
+            t,
+            &json!({ "type": "ip", "value": "10.1.1.1", "reason": "kept" }),
+        )
+        .await;
+    assert_eq!(kept.status(), 201);
+    assert_error(
+        app.post(
+            "/api/admin/blocklist",
+            Some(&customer),
+            &json!({ "type": "ip", "value": "10.2.2.2" }),
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    )
+    .await;
+    let r = app
+        .client
+        .delete(app.url("/api/admin/blocklist?type=ip&value=10.1.1.1"))
+        .bearer_auth(&customer)
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 403, "FORBIDDEN").await;
+    let l: Value = app
+        .get("/api/admin/blocklist", t)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let values: Vec<&str> = l
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["value"].as_str())
+        .collect();
+    assert_eq!(values, ["10.1.1.1/32"], "the customer changed nothing");
+    let r = app
+        .client
+        .delete(app.url("/api/admin/blocklist?type=ip&value=10.1.1.1"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let r = app
         .post(
             "/api/admin/blocklist",
@@ -600,6 +649,133 @@ async fn a_direct_client_outside_trust_proxy_from_cannot_pick_its_address() {
         201
     );
     assert_eq!(app.get_sale(id).await["availableUnits"], 100 - sold - 1);
+}
+
+#[tokio::test]
+async fn an_address_blocked_through_the_admin_api_is_refused_a_purchase_and_others_are_not() {
+    let app = spawn_app().await;
+    let sale = app.open_sale(10, 5, 5).await;
+    let id = sale["id"].as_str().unwrap();
+    let (_, buyer) = app.customer("b@x.io").await;
+    let other_machine = client_from("127.0.0.2");
+    assert_eq!(
+        purchase_via(&other_machine, &app, &buyer, id, 1, &[])
+            .await
+            .status(),
+        201,
+        "served before the block"
+    );
+
+    let r = app
+        .post(
+            "/api/admin/blocklist",
+            Some(&app.admin_token),
+            &json!({ "type": "ip", "value": "127.0.0.2", "reason": "bot farm" }),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let ip: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let applied = eventually(PATIENCE, || async {
+        app.state.fraud.blocklist.is_ip_blocked(ip)
+    })
+    .await;
+    assert!(applied, "the block never applied");
+
+    let e = assert_error(
+        purchase_via(&other_machine, &app, &buyer, id, 1, &[]).await,
+        403,
+        "BLOCKED",
+    )
+    .await;
+    assert_eq!(e["error"]["details"]["rule"], "blocklist-ip");
+    // The same account from another address is still served.
+    assert_eq!(app.purchase(&buyer, id, json!(1)).await.status(), 201);
+    assert_eq!(app.get_sale(id).await["availableUnits"], 8);
+    assert_eq!(xlen(app.redis(), id), 2);
+}
+
+#[tokio::test]
+async fn an_allowed_address_skips_the_per_ip_limit_that_refuses_another() {
+    let app = spawn_app_with(set(&[
+        ("RATE_PURCHASE_PER_IP", "1"),
+        ("IP_ALLOW", "127.0.0.2"),
+    ]))
+    .await;
+    let sale = app.open_sale(100, 100, 5).await;
+    let id = sale["id"].as_str().unwrap();
+    let (_, buyer) = app.customer("b@x.io").await;
+    let allowed = client_from("127.0.0.2");
+    let mut limited = Vec::new();
+    let mut exempt = Vec::new();
+    for _ in 0..5 {
+        limited.push(app.purchase(&buyer, id, json!(1)).await.status().as_u16());
+        exempt.push(
+            purchase_via(&allowed, &app, &buyer, id, 1, &[])
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert!(
+        limited.contains(&429),
+        "127.0.0.1 was never limited: {limited:?}"
+    );
+    assert_eq!(exempt, [201; 5], "the allowed address is never limited");
+    let sold = limited.iter().filter(|s| **s == 201).count() as i64 + 5;
+    assert_eq!(app.get_sale(id).await["availableUnits"], 100 - sold);
+}
+
+#[tokio::test]
+async fn the_sign_up_limit_answers_429_with_retry_after_and_creates_nobody() {
+    let app = spawn_app_with(set(&[("RATE_SIGNUP_PER_IP", "2")])).await;
+    assert_eq!(
+        app.signup("A", "a@x.io", "long-password").await.status(),
+        201
+    );
+    assert_eq!(
+        app.signup("B", "b@x.io", "long-password").await.status(),
+        201
+    );
+    let r = app.signup("C", "c@x.io", "long-password").await;
+    assert!(
+        r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert!(
+        r.headers()["ratelimit-policy"]
+            .to_str()
+            .unwrap()
+            .contains("signup-ip")
+    );
+    assert_error(r, 429, "RATE_LIMITED").await;
+    // A taken email is refused by the limit too, before it can answer 409.
+    assert_error(
+        app.signup("A", "a@x.io", "long-password").await,
+        429,
+        "RATE_LIMITED",
+    )
+    .await;
+    let users = app
+        .mongo()
+        .await
+        .collection::<mongodb::bson::Document>("users");
+    let c = users
+        .count_documents(mongodb::bson::doc! { "email": "c@x.io" })
+        .await
+        .unwrap();
+    assert_eq!(c, 0, "the refused sign-up created nobody");
+    // Another address has its own allowance.
+    let r = client_from("127.0.0.2")
+        .post(app.url("/api/signup"))
+        .json(&json!({ "name": "D", "email": "d@x.io", "password": "long-password" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
 }
 
 #[tokio::test]
