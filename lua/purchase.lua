@@ -11,7 +11,9 @@ KEYS[4]  {sale:<id>}:lb       zset  <userId> scored by the order sequence of the
 KEYS[5]  {sale:<id>}:seq      string  last order sequence number
 KEYS[6]  {sale:<id>}:orders   stream  accepted orders, drained to MongoDB by the write-behind
 KEYS[7]  {sale:<id>}:idem:<userId>:<key>  string  the first reply for an Idempotency-Key
-         (pass any key of the same slot when ARGV[4] is 0)
+         (pass any key of the same slot when ARGV[4] is 0). That a key is not
+         reused on another sale is checked by the caller before this script,
+         on {user:<userId>}:idem:<key> (another slot, so not here).
 KEYS[8]  {sale:<id>}:ip:<ipKey>  set  accounts that bought from this client IP (IPv6 by /64)
 KEYS[9]  {sale:<id>}:att:<userId>  string  the buyer's attempts in the current window
 
@@ -27,6 +29,9 @@ one client IP (0: no cap).
 
 The time is read from Redis (TIME), never from the caller.
 Every check runs before the first write, so an error can never leave half a purchase.
+The Idempotency-Key is looked up before the attempts window is counted: a
+retry gets its first order back even when the window is spent, and a replay
+is not an attempt.
 
 Reply: an array of integers; the first is the outcome.
   {0, seq, remaining, purchasedAtMs, unitPriceCents, userTotal}  ACCEPTED
@@ -43,7 +48,9 @@ Reply: an array of integers; the first is the outcome.
   {11, maxAccountsPerIp}                                       IP_ACCOUNT_LIMIT (too many accounts from this IP)
 
 Only ATTEMPT_LIMIT's counter is written on a refusal; every other refusal
-writes nothing.
+writes nothing. DUPLICATE writes only its key's own expiry, unchanged: a
+write on this connection, so a WAIT after the reply (REDIS_ACK_REPLICAS)
+also covers the first order, written earlier in the replication stream.
 ]]
 
 local meta = redis.call('HMGET', KEYS[1], 'start', 'end', 'maxUser', 'maxTx', 'price', 'state', 'maxIpAccts')
@@ -53,6 +60,22 @@ end
 local user = ARGV[1]
 local qty = tonumber(ARGV[2])
 local idem_ttl = tonumber(ARGV[4])
+
+-- A retry of an order gets it back before anything can refuse it.
+if idem_ttl > 0 then
+  local prev = redis.call('GET', KEYS[7])
+  if prev then
+    local seq, rem, ts, price, pq = string.match(prev, '^(%d+):(%d+):(%d+):(%d+):(%d+)$')
+    if tonumber(pq) ~= qty then
+      return {9, tonumber(pq)}
+    end
+    local left = redis.call('PTTL', KEYS[7])
+    if left > 0 then
+      redis.call('PEXPIRE', KEYS[7], left)
+    end
+    return {8, tonumber(seq), tonumber(rem), tonumber(ts), tonumber(price), tonumber(pq)}
+  end
+end
 
 -- Attempts per buyer per window hold across every instance.
 local max_attempts = tonumber(ARGV[5])
@@ -68,17 +91,6 @@ if max_attempts > 0 then
       ttl = tonumber(ARGV[6])
     end
     return {10, max_attempts, ttl}
-  end
-end
-
-if idem_ttl > 0 then
-  local prev = redis.call('GET', KEYS[7])
-  if prev then
-    local seq, rem, ts, price, pq = string.match(prev, '^(%d+):(%d+):(%d+):(%d+):(%d+)$')
-    if tonumber(pq) ~= qty then
-      return {9, tonumber(pq)}
-    end
-    return {8, tonumber(seq), tonumber(rem), tonumber(ts), tonumber(price), tonumber(pq)}
   end
 end
 

@@ -23,8 +23,9 @@ pub fn ip_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The client's address: the socket peer, or, when the peer is a trusted proxy,
-/// the first untrusted address of X-Forwarded-For read right to left.
+/// The client's address: the socket peer, or, when the peer is a trusted proxy
+/// (inside `TRUST_PROXY_FROM` with a hop count, or inside the `TRUST_PROXY`
+/// networks), the address X-Forwarded-For names for it, read right to left.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trust: &TrustProxy) -> IpAddr {
     let peer = canonical(peer);
     let hops = || {
@@ -38,7 +39,12 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trust: &TrustProxy) -> IpAdd
     };
     match trust {
         TrustProxy::None => peer,
-        TrustProxy::Hops(n) => {
+        TrustProxy::Hops { hops: n, from } => {
+            // Only a peer inside the proxies' networks may speak for someone
+            // else: a client reaching the port directly is its socket address.
+            if !from.iter().any(|net| net.contains(&peer)) {
+                return peer;
+            }
             // The peer is hop 1; each further trusted hop is one more entry from the right.
             let mut ip = peer;
             for (i, entry) in hops().enumerate() {
@@ -98,11 +104,38 @@ mod tests {
         assert_eq!(client_ip(peer, &xff("1.2.3.4"), &TrustProxy::None), peer);
     }
 
+    fn hops_from(hops: u8, from: &str) -> TrustProxy {
+        TrustProxy::Hops {
+            hops,
+            from: vec![from.parse().unwrap()],
+        }
+    }
+
     #[test]
     fn one_trusted_hop_takes_the_rightmost_entry() {
         let peer: IpAddr = "10.0.0.1".parse().unwrap();
-        let ip = client_ip(peer, &xff("6.6.6.6, 1.2.3.4"), &TrustProxy::Hops(1));
+        let ip = client_ip(peer, &xff("6.6.6.6, 1.2.3.4"), &hops_from(1, "10.0.0.0/8"));
         assert_eq!(ip, "1.2.3.4".parse::<IpAddr>().unwrap());
+        let two = client_ip(peer, &xff("6.6.6.6, 1.2.3.4"), &hops_from(2, "10.0.0.0/8"));
+        assert_eq!(two, "6.6.6.6".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_hop_count_ignores_forwarded_for_from_a_peer_outside_the_proxy_networks() {
+        let trust = hops_from(1, "10.0.0.0/8");
+        let direct: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(client_ip(direct, &xff("1.2.3.4"), &trust), direct);
+        // IPv4-mapped peers are compared as IPv4.
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(
+            client_ip(mapped, &xff("1.2.3.4"), &trust),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+        let mapped_direct: IpAddr = "::ffff:203.0.113.9".parse().unwrap();
+        assert_eq!(
+            client_ip(mapped_direct, &xff("1.2.3.4"), &trust),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

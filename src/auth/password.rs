@@ -37,8 +37,10 @@ pub struct PasswordHasher {
     iterations: NonZeroU32,
     permits: Arc<Semaphore>,
     rng: SystemRandom,
-    /// A hash of a random password, verified against on unknown emails so
-    /// that both failures cost the same time.
+    /// A hash of a random password at the configured count, verified against
+    /// on unknown emails so that both failures cost the same time. Stored
+    /// hashes converge on the same count: a sign-in whose hash has another
+    /// count stores a new one ([`Self::needs_rehash`]).
     dummy: Arc<String>,
 }
 
@@ -55,6 +57,18 @@ impl PasswordHasher {
             rng,
             dummy: Arc::new(dummy),
         })
+    }
+
+    /// The iteration count of new hashes (`PASSWORD_ITERATIONS`).
+    pub fn iterations(&self) -> u32 {
+        self.iterations.get()
+    }
+
+    /// True when `stored` was hashed with another iteration count than the
+    /// configured one: after a successful verification the caller re-hashes
+    /// the password, so every account (and the dummy) costs the same.
+    pub fn needs_rehash(&self, stored: &str) -> bool {
+        iterations_of(stored) != Some(self.iterations.get())
     }
 
     pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
@@ -143,6 +157,22 @@ mod tests {
         assert!(!h.verify("correct horse", None).await.unwrap());
         let salt = a.split('$').nth(2).unwrap();
         assert_eq!(B64.decode(salt).unwrap().len(), SALT_LEN);
+    }
+
+    #[tokio::test]
+    async fn the_dummy_costs_the_configured_count_and_older_counts_are_rehashed() {
+        let old = PasswordHasher::new(1_000, 1).unwrap();
+        let h = PasswordHasher::new(2_000, 1).unwrap();
+        assert_eq!(iterations_of(&h.dummy), Some(2_000));
+        assert_eq!(h.iterations(), 2_000);
+        let stored = old.hash("correct horse").await.unwrap();
+        // An older count still verifies (it is stored in the hash)...
+        assert!(h.verify("correct horse", Some(&stored)).await.unwrap());
+        // ...and is due a re-hash at the configured one.
+        assert!(h.needs_rehash(&stored));
+        let fresh = h.hash("correct horse").await.unwrap();
+        assert!(!h.needs_rehash(&fresh));
+        assert!(h.needs_rehash("garbage"));
     }
 
     #[test]

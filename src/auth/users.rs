@@ -181,6 +181,19 @@ impl UserStore {
             .collect())
     }
 
+    /// Replaces an account's password hash with `new`, only while it is still
+    /// `old` (a password changed meanwhile is left alone). True if replaced.
+    pub async fn replace_hash(&self, id: UserId, old: &str, new: &str) -> Result<bool, StoreError> {
+        let r = self
+            .coll
+            .update_one(
+                doc! { "_id": id.oid(), "passwordHash": old },
+                doc! { "$set": { "passwordHash": new } },
+            )
+            .await?;
+        Ok(r.modified_count == 1)
+    }
+
     /// Makes the account with `email` an admin with this password hash.
     pub async fn promote(&self, email: &str, password_hash: &str) -> Result<bool, StoreError> {
         let r = self

@@ -19,8 +19,12 @@ pub const DEFAULT_ADMIN_NAME: &str = "Administrator";
 
 pub const ENV_PASSWORD_ITERATIONS: &str = "PASSWORD_ITERATIONS";
 pub const DEFAULT_PASSWORD_ITERATIONS: u32 = 600_000;
-/// Lowest accepted iteration count; anything below 600,000 is for tests only.
-pub const MIN_PASSWORD_ITERATIONS: u32 = 1_000;
+/// Lowest iteration count start-up accepts.
+pub const MIN_PASSWORD_ITERATIONS: u32 = 100_000;
+/// Test-only: `1` lets `PASSWORD_ITERATIONS` go down to
+/// [`MIN_INSECURE_PASSWORD_ITERATIONS`], so test suites sign in fast.
+pub const ENV_PASSWORD_ITERATIONS_INSECURE: &str = "PASSWORD_ITERATIONS_INSECURE";
+pub const MIN_INSECURE_PASSWORD_ITERATIONS: u32 = 1_000;
 pub const ENV_HASH_CONCURRENCY: &str = "HASH_CONCURRENCY";
 pub const DEFAULT_HASH_CONCURRENCY: usize = 2;
 
@@ -37,8 +41,9 @@ pub struct AuthConfig {
 }
 
 /// Reads `SECRET_KEY` (required), `JWT_ISSUER`, `JWT_TTL_SECONDS`,
-/// `PASSWORD_ITERATIONS`, `HASH_CONCURRENCY` and `ADMIN_EMAIL` /
-/// `ADMIN_PASSWORD` (both or neither) / `ADMIN_NAME`.
+/// `PASSWORD_ITERATIONS` (and the test-only `PASSWORD_ITERATIONS_INSECURE`),
+/// `HASH_CONCURRENCY` and `ADMIN_EMAIL` / `ADMIN_PASSWORD` (both or neither) /
+/// `ADMIN_NAME`.
 pub(super) fn read(src: &dyn Source) -> Result<AuthConfig, ConfigError> {
     let r = Reader::new(src);
     let secret_key = r.required(ENV_SECRET_KEY)?;
@@ -74,17 +79,48 @@ pub(super) fn read(src: &dyn Source) -> Result<AuthConfig, ConfigError> {
             60,
             7 * 24 * 3_600,
         )?),
-        password_iterations: r.ranged(
-            ENV_PASSWORD_ITERATIONS,
-            DEFAULT_PASSWORD_ITERATIONS,
-            MIN_PASSWORD_ITERATIONS,
-            10_000_000,
-        )?,
+        password_iterations: read_password_iterations(&r)?,
         hash_concurrency: r.ranged(ENV_HASH_CONCURRENCY, DEFAULT_HASH_CONCURRENCY, 1, 256)?,
         admin_email,
         admin_password,
         admin_name: r.string_or(ENV_ADMIN_NAME, DEFAULT_ADMIN_NAME),
     })
+}
+
+/// `PASSWORD_ITERATIONS`, at least [`MIN_PASSWORD_ITERATIONS`] unless
+/// `PASSWORD_ITERATIONS_INSECURE=1` says this is a test.
+fn read_password_iterations(r: &Reader<'_>) -> Result<u32, ConfigError> {
+    let insecure = match r.optional(ENV_PASSWORD_ITERATIONS_INSECURE).as_deref() {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(_) => {
+            return Err(ConfigError::new(
+                ENV_PASSWORD_ITERATIONS_INSECURE,
+                "must be 1 (tests only) or 0",
+            ));
+        }
+    };
+    let min = if insecure {
+        MIN_INSECURE_PASSWORD_ITERATIONS
+    } else {
+        MIN_PASSWORD_ITERATIONS
+    };
+    let n = r.ranged(
+        ENV_PASSWORD_ITERATIONS,
+        DEFAULT_PASSWORD_ITERATIONS,
+        MIN_INSECURE_PASSWORD_ITERATIONS,
+        10_000_000,
+    )?;
+    if n < min {
+        return Err(ConfigError::new(
+            ENV_PASSWORD_ITERATIONS,
+            format!(
+                "{n} is below {min}, too cheap to guess against \
+                 (tests may set {ENV_PASSWORD_ITERATIONS_INSECURE}=1)"
+            ),
+        ));
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -138,6 +174,40 @@ mod tests {
     #[test]
     fn low_password_iterations_are_refused() {
         let m = with_key(&[(ENV_PASSWORD_ITERATIONS, "10")]);
+        assert_eq!(refused(read, &m), ENV_PASSWORD_ITERATIONS);
+        let m = with_key(&[(ENV_PASSWORD_ITERATIONS, "99999")]);
+        let e = read(&map(&m)).expect_err("below 100,000");
+        assert_eq!(e.var, ENV_PASSWORD_ITERATIONS);
+        assert!(
+            e.to_string().contains("PASSWORD_ITERATIONS_INSECURE"),
+            "{e}"
+        );
+        let m = with_key(&[(ENV_PASSWORD_ITERATIONS, "100000")]);
+        assert_eq!(read(&map(&m)).unwrap().password_iterations, 100_000);
+    }
+
+    #[test]
+    fn the_test_only_flag_allows_cheap_hashing_and_nothing_cheaper() {
+        let cheap = |n| {
+            with_key(&[
+                (ENV_PASSWORD_ITERATIONS, n),
+                (ENV_PASSWORD_ITERATIONS_INSECURE, "1"),
+            ])
+        };
+        assert_eq!(
+            read(&map(&cheap("1000"))).unwrap().password_iterations,
+            1_000
+        );
+        assert_eq!(refused(read, &cheap("999")), ENV_PASSWORD_ITERATIONS);
+        let m = with_key(&[
+            (ENV_PASSWORD_ITERATIONS, "1000"),
+            (ENV_PASSWORD_ITERATIONS_INSECURE, "yes"),
+        ]);
+        assert_eq!(refused(read, &m), ENV_PASSWORD_ITERATIONS_INSECURE);
+        let m = with_key(&[
+            (ENV_PASSWORD_ITERATIONS, "1000"),
+            (ENV_PASSWORD_ITERATIONS_INSECURE, "0"),
+        ]);
         assert_eq!(refused(read, &m), ENV_PASSWORD_ITERATIONS);
     }
 

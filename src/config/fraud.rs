@@ -14,8 +14,13 @@ pub const ENV_RATE_PURCHASE_PER_USER: &str = "RATE_PURCHASE_PER_USER";
 pub const DEFAULT_RATE_PURCHASE_PER_USER: u32 = 5;
 pub const ENV_RATE_SIGNIN_PER_IP: &str = "RATE_SIGNIN_PER_IP";
 pub const DEFAULT_RATE_SIGNIN_PER_IP: u32 = 30;
+/// Sign-ins per minute per account from one address (IPv6 by /64).
 pub const ENV_RATE_SIGNIN_PER_ACCOUNT: &str = "RATE_SIGNIN_PER_ACCOUNT";
 pub const DEFAULT_RATE_SIGNIN_PER_ACCOUNT: u32 = 5;
+/// Sign-ins per minute per account from all addresses together: higher, so a
+/// flood from a few addresses cannot lock the owner out.
+pub const ENV_RATE_SIGNIN_PER_ACCOUNT_GLOBAL: &str = "RATE_SIGNIN_PER_ACCOUNT_GLOBAL";
+pub const DEFAULT_RATE_SIGNIN_PER_ACCOUNT_GLOBAL: u32 = 50;
 pub const ENV_RATE_SIGNUP_PER_IP: &str = "RATE_SIGNUP_PER_IP";
 pub const DEFAULT_RATE_SIGNUP_PER_IP: u32 = 10;
 pub const ENV_RATE_LIMIT_MAX_KEYS: &str = "RATE_LIMIT_MAX_KEYS";
@@ -48,7 +53,10 @@ pub struct FraudConfig {
     pub purchase_per_user: u32,
     /// Sign-ins per minute.
     pub signin_per_ip: u32,
+    /// Per account and address.
     pub signin_per_account: u32,
+    /// Per account, all addresses together.
+    pub signin_per_account_global: u32,
     /// Sign-ups per minute per IP.
     pub signup_per_ip: u32,
     pub limiter_max_keys: usize,
@@ -100,6 +108,10 @@ pub(super) fn read(src: &dyn Source) -> Result<FraudConfig, ConfigError> {
         purchase_per_user: rate(ENV_RATE_PURCHASE_PER_USER, DEFAULT_RATE_PURCHASE_PER_USER)?,
         signin_per_ip: rate(ENV_RATE_SIGNIN_PER_IP, DEFAULT_RATE_SIGNIN_PER_IP)?,
         signin_per_account: rate(ENV_RATE_SIGNIN_PER_ACCOUNT, DEFAULT_RATE_SIGNIN_PER_ACCOUNT)?,
+        signin_per_account_global: rate(
+            ENV_RATE_SIGNIN_PER_ACCOUNT_GLOBAL,
+            DEFAULT_RATE_SIGNIN_PER_ACCOUNT_GLOBAL,
+        )?,
         signup_per_ip: rate(ENV_RATE_SIGNUP_PER_IP, DEFAULT_RATE_SIGNUP_PER_IP)?,
         limiter_max_keys: r.ranged(
             ENV_RATE_LIMIT_MAX_KEYS,
@@ -151,6 +163,11 @@ mod tests {
     fn defaults_apply_when_nothing_is_set() {
         let c = read(&map(&[])).unwrap();
         assert_eq!(c.purchase_per_ip, DEFAULT_RATE_PURCHASE_PER_IP);
+        assert_eq!(c.signin_per_account, DEFAULT_RATE_SIGNIN_PER_ACCOUNT);
+        assert_eq!(
+            c.signin_per_account_global,
+            DEFAULT_RATE_SIGNIN_PER_ACCOUNT_GLOBAL
+        );
         assert_eq!(c.limiter_max_keys, DEFAULT_RATE_LIMIT_MAX_KEYS);
         assert!(c.ip_deny.is_empty() && c.ip_allow.is_empty());
         assert_eq!(c.rule_new_account, RuleAction::Record);
@@ -175,6 +192,7 @@ mod tests {
         for (var, bad) in [
             (ENV_RATE_PURCHASE_PER_IP, "-1"),
             (ENV_RATE_SIGNUP_PER_IP, "10000001"),
+            (ENV_RATE_SIGNIN_PER_ACCOUNT_GLOBAL, "many"),
             (ENV_RATE_LIMIT_MAX_KEYS, "99"),
             (ENV_PURCHASE_ATTEMPTS_WINDOW_MS, "0"),
             (ENV_IP_DENY, "10.0.0.0/8,nonsense"),

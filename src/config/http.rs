@@ -15,6 +15,9 @@ pub const ENV_BIND: &str = "BIND_ADDR";
 pub const DEFAULT_BIND: &str = "0.0.0.0";
 
 pub const ENV_TRUST_PROXY: &str = "TRUST_PROXY";
+/// The proxies' networks: with a hop count in `TRUST_PROXY`, X-Forwarded-For
+/// is believed only from a socket peer inside one of them. Required then.
+pub const ENV_TRUST_PROXY_FROM: &str = "TRUST_PROXY_FROM";
 
 pub const ENV_MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
@@ -41,15 +44,30 @@ pub struct HttpConfig {
 }
 
 /// Which peers may set X-Forwarded-For.
+///
+/// Parsed from `TRUST_PROXY` alone, a hop count has no networks yet: [`read`]
+/// adds `TRUST_PROXY_FROM` and refuses a hop count without it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum TrustProxy {
     /// Use the socket peer address; ignore X-Forwarded-For entirely.
     #[default]
     None,
-    /// Trust this many proxy hops in front of the service.
-    Hops(u8),
+    /// Trust this many proxy hops in front of the service, when the socket
+    /// peer (the nearest proxy) is inside `from` (`TRUST_PROXY_FROM`); a
+    /// client reaching the port directly is taken at its socket address.
+    Hops { hops: u8, from: Vec<IpNet> },
     /// Trust proxies whose address is inside one of these networks.
     Cidrs(Vec<IpNet>),
+}
+
+impl TrustProxy {
+    /// `n` hops, believed from no peer until networks are added.
+    fn hops(n: u8) -> Self {
+        Self::Hops {
+            hops: n,
+            from: Vec::new(),
+        }
+    }
 }
 
 impl FromStr for TrustProxy {
@@ -58,11 +76,11 @@ impl FromStr for TrustProxy {
         let s = s.trim();
         match s {
             "" | "false" | "0" | "none" => return Ok(Self::None),
-            "true" => return Ok(Self::Hops(1)),
+            "true" => return Ok(Self::hops(1)),
             _ => {}
         }
         if let Ok(n) = s.parse::<u8>() {
-            return Ok(Self::Hops(n));
+            return Ok(Self::hops(n));
         }
         list(s)
             .map(|part| {
@@ -76,9 +94,11 @@ impl FromStr for TrustProxy {
 }
 
 /// Reads `BIND_ADDR`, `PORT`, `MAX_BODY_BYTES`, `HEADER_READ_TIMEOUT_MS`,
-/// `MAX_CONNECTIONS`, `MAX_IN_FLIGHT`, `SHUTDOWN_GRACE_MS` and `TRUST_PROXY`.
+/// `MAX_CONNECTIONS`, `MAX_IN_FLIGHT`, `SHUTDOWN_GRACE_MS`, `TRUST_PROXY` and
+/// `TRUST_PROXY_FROM`.
 pub(super) fn read(src: &dyn Source) -> Result<HttpConfig, ConfigError> {
     let r = Reader::new(src);
+    let trust_proxy = read_trust_proxy(&r)?;
     Ok(HttpConfig {
         bind: r.parse_or(ENV_BIND, DEFAULT_BIND.parse().expect("valid default"))?,
         port: r.parse_or(ENV_PORT, DEFAULT_PORT)?,
@@ -88,8 +108,28 @@ pub(super) fn read(src: &dyn Source) -> Result<HttpConfig, ConfigError> {
         max_connections: r.ranged(ENV_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS, 1, 1_000_000)?,
         max_in_flight: r.ranged(ENV_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT, 1, 1_000_000)?,
         shutdown_grace: r.millis(ENV_SHUTDOWN_GRACE_MS, DEFAULT_SHUTDOWN_GRACE_MS)?,
-        trust_proxy: r.parse_or(ENV_TRUST_PROXY, TrustProxy::None)?,
+        trust_proxy,
     })
+}
+
+/// `TRUST_PROXY`, with `TRUST_PROXY_FROM` required by a hop count (the binary
+/// binds every interface, so without it any client reaching the port could
+/// name its own address) and refused otherwise (it would do nothing).
+fn read_trust_proxy(r: &Reader<'_>) -> Result<TrustProxy, ConfigError> {
+    let from = r.nets(ENV_TRUST_PROXY_FROM)?;
+    match r.parse_or(ENV_TRUST_PROXY, TrustProxy::None)? {
+        TrustProxy::Hops { .. } if from.is_empty() => Err(ConfigError::new(
+            ENV_TRUST_PROXY_FROM,
+            "is required when TRUST_PROXY is a hop count: the proxies' networks \
+             (CIDRs), the only peers whose X-Forwarded-For is believed",
+        )),
+        TrustProxy::Hops { hops, .. } => Ok(TrustProxy::Hops { hops, from }),
+        _ if !from.is_empty() => Err(ConfigError::new(
+            ENV_TRUST_PROXY_FROM,
+            "applies only when TRUST_PROXY is a hop count",
+        )),
+        other => Ok(other),
+    }
 }
 
 #[cfg(test)]
@@ -129,7 +169,7 @@ mod tests {
 
     #[test]
     fn trust_proxy_accepts_hops_and_cidrs() {
-        assert_eq!("2".parse::<TrustProxy>().unwrap(), TrustProxy::Hops(2));
+        assert_eq!("2".parse::<TrustProxy>().unwrap(), TrustProxy::hops(2));
         assert_eq!("".parse::<TrustProxy>().unwrap(), TrustProxy::None);
         let TrustProxy::Cidrs(n) = "10.0.0.0/8, 127.0.0.1".parse::<TrustProxy>().unwrap() else {
             panic!("expected cidrs")
@@ -140,5 +180,46 @@ mod tests {
             refused(read, &[(ENV_TRUST_PROXY, "nonsense")]),
             ENV_TRUST_PROXY
         );
+    }
+
+    #[test]
+    fn a_hop_count_needs_the_proxies_networks() {
+        assert_eq!(
+            refused(read, &[(ENV_TRUST_PROXY, "1")]),
+            ENV_TRUST_PROXY_FROM
+        );
+        let e = read(&map(&[(ENV_TRUST_PROXY, "true")])).expect_err("refused");
+        assert!(e.to_string().contains("TRUST_PROXY_FROM"), "{e}");
+        let c = read(&map(&[
+            (ENV_TRUST_PROXY, "2"),
+            (ENV_TRUST_PROXY_FROM, "172.28.0.10, 10.0.0.0/8"),
+        ]))
+        .unwrap();
+        let TrustProxy::Hops { hops: 2, from } = c.trust_proxy else {
+            panic!("expected two hops, got {:?}", c.trust_proxy)
+        };
+        assert_eq!(from.len(), 2);
+        assert_eq!(
+            refused(
+                read,
+                &[
+                    (ENV_TRUST_PROXY, "1"),
+                    (ENV_TRUST_PROXY_FROM, "proxy.local")
+                ]
+            ),
+            ENV_TRUST_PROXY_FROM
+        );
+    }
+
+    #[test]
+    fn trust_proxy_from_without_a_hop_count_is_refused() {
+        for trust in ["", "none", "10.0.0.0/8"] {
+            let m = [(ENV_TRUST_PROXY, trust), (ENV_TRUST_PROXY_FROM, "10.0.0.1")];
+            assert_eq!(
+                refused(read, &m),
+                ENV_TRUST_PROXY_FROM,
+                "TRUST_PROXY={trust}"
+            );
+        }
     }
 }

@@ -181,7 +181,7 @@ impl fmt::Debug for Secret {
 /// An IP network in CIDR form, or a bare address as a /32 or /128.
 ///
 /// The one place addresses and networks are parsed: `IP_DENY`, `IP_ALLOW`,
-/// `TRUST_PROXY` and the admin blocklist all go through it.
+/// `TRUST_PROXY`, `TRUST_PROXY_FROM` and the admin blocklist all go through it.
 pub fn parse_net(s: &str) -> Option<IpNet> {
     let s = s.trim();
     s.parse::<IpNet>()

@@ -91,6 +91,13 @@ impl CallKeys {
     }
 }
 
+/// The sale an Idempotency-Key of `user` was first used on. Tagged by user,
+/// not sale, so a key is seen from every sale (another slot than the sale's,
+/// hence written before the purchase script and not inside it).
+pub fn user_idempotency(user: &str, key: &str) -> String {
+    format!("{{user:{user}}}:idem:{key}")
+}
+
 /// A per-product lock key serialising sale creation for one product.
 pub fn product_lock(product_hex: &str) -> String {
     format!("flashsale:lock:product:{product_hex}")

@@ -5,6 +5,11 @@
 //! Invariant: a purchase is a single script call; nothing else ever
 //! decrements stock. A sale's other hot state (seed, snapshot, cancel) is
 //! `crate::hot`.
+//!
+//! A purchase with an Idempotency-Key costs one more round trip, before the
+//! script: `SET {user:<id>}:idem:<key> <saleId> NX GET` binds the key to its
+//! first sale, so the same key on another sale is refused. It cannot live in
+//! the script, which may touch only the sale's slot. Unkeyed purchases skip it.
 
 pub mod closed;
 pub mod keys;
@@ -113,13 +118,21 @@ impl PurchaseEngine {
     }
 
     /// Buys units in one atomic script call, or answers from memory when this
-    /// instance already knows the sale is over.
+    /// instance already knows the sale is over. A keyed purchase first binds
+    /// its key to the sale ([`Self::bind_key`]).
     pub async fn purchase(&self, req: &PurchaseRequest<'_>) -> Result<PurchaseOutcome, StoreError> {
         // A keyed retry must reach Redis so it can get its first order back.
         if req.idempotency_key.is_none()
             && let Some(answer) = self.closed_answer(req.sale)
         {
             return Ok(PurchaseOutcome::Refused(answer));
+        }
+        if let Some(key) = req.idempotency_key
+            && let Some(sale) = self.bind_key(req.user, key, req.sale).await?
+        {
+            return Ok(PurchaseOutcome::Refused(Refusal::IdempotencyOtherSale {
+                sale,
+            }));
         }
         let hot = self.call_keys(req.sale);
         let user = req.user.hex();
@@ -187,6 +200,39 @@ impl PurchaseEngine {
             acks.confirm(i, hot.names.tag.as_bytes()).await?;
         }
         Ok(outcome)
+    }
+
+    /// Binds a user's Idempotency-Key to `sale` unless it is bound already,
+    /// and returns the other sale it is bound to, if so. Bound to `sale`
+    /// itself, the purchase goes on: the script replays the first order, or,
+    /// when the bind succeeded but the script never ran (an outage, a
+    /// timeout), the retry buys as the first attempt would have.
+    async fn bind_key(
+        &self,
+        user: UserId,
+        key: &str,
+        sale: SaleId,
+    ) -> Result<Option<SaleId>, StoreError> {
+        use fred::types::{Expiration, SetOptions};
+        let ttl = self.inner.idempotency_ttl.as_secs().max(1);
+        let previous: Option<String> = self
+            .inner
+            .pool
+            .set(
+                keys::user_idempotency(&user.hex(), key),
+                sale.hex(),
+                Some(Expiration::EX(i64::try_from(ttl).unwrap_or(i64::MAX))),
+                Some(SetOptions::NX),
+                true,
+            )
+            .await?;
+        match previous {
+            None => Ok(None),
+            Some(bound) if bound == sale.hex() => Ok(None),
+            Some(bound) => SaleId::parse(&bound).map(Some).map_err(|_| {
+                StoreError::Corrupt(format!("idempotency record names no sale: {bound:?}"))
+            }),
+        }
     }
 
     fn call_keys(&self, sale: SaleId) -> Arc<CallKeys> {

@@ -2,6 +2,7 @@
 //! Business refusals are outcomes, not errors.
 
 use crate::error::ErrorCode;
+use crate::ids::SaleId;
 
 /// An accepted (or replayed) order as the script recorded it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +29,9 @@ pub enum PurchaseOutcome {
 }
 
 /// Why a purchase sold nothing. A type of its own, so code that renders a
-/// refusal cannot be handed a success.
+/// refusal cannot be handed a success. All but `IdempotencyOtherSale` come
+/// from the script; that one (the key already names a purchase on another
+/// sale) from the check on `{user:<id>}:idem:<key>` before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     NotFound,
@@ -39,6 +42,7 @@ pub enum Refusal {
     TransactionLimit { max_per_transaction: i64 },
     UserLimit { remaining: i64, max_per_user: i64 },
     IdempotencyMismatch { first_quantity: i64 },
+    IdempotencyOtherSale { sale: SaleId },
     AttemptLimit { limit: i64, retry_after_ms: i64 },
     IpAccountLimit { max_accounts: i64 },
 }
@@ -123,7 +127,9 @@ impl Refusal {
             Self::InsufficientStock { .. } => ErrorCode::InsufficientStock,
             Self::TransactionLimit { .. } => ErrorCode::TransactionLimitExceeded,
             Self::UserLimit { .. } => ErrorCode::UserPurchaseLimitReached,
-            Self::IdempotencyMismatch { .. } => ErrorCode::IdempotencyKeyReused,
+            Self::IdempotencyMismatch { .. } | Self::IdempotencyOtherSale { .. } => {
+                ErrorCode::IdempotencyKeyReused
+            }
             Self::AttemptLimit { .. } => ErrorCode::RateLimited,
             Self::IpAccountLimit { .. } => ErrorCode::Blocked,
         }
@@ -140,6 +146,7 @@ impl Refusal {
             Self::TransactionLimit { .. } => "transaction_limit",
             Self::UserLimit { .. } => "user_limit",
             Self::IdempotencyMismatch { .. } => "idempotency_mismatch",
+            Self::IdempotencyOtherSale { .. } => "idempotency_other_sale",
             Self::AttemptLimit { .. } => "attempt_limit",
             Self::IpAccountLimit { .. } => "ip_account_limit",
         }

@@ -36,7 +36,11 @@ pub struct Fraud {
     pub purchase_ip: Limiter<IpAddr>,
     pub purchase_user: Limiter<UserId>,
     pub signin_ip: Limiter<IpAddr>,
-    pub signin_account: Limiter<String>,
+    /// Per account (normalised email) and address key: wrong passwords from
+    /// one address cannot lock the owner out of the account elsewhere.
+    pub signin_account: Limiter<(String, IpAddr)>,
+    /// Per account alone, higher: guessing spread over many addresses.
+    pub signin_account_global: Limiter<String>,
     pub signup_ip: Limiter<IpAddr>,
     pub blocklist: Arc<Blocklist>,
     pub velocity: Velocity,
@@ -80,6 +84,11 @@ impl Fraud {
             purchase_user: Limiter::per_second("purchase-user", cfg.purchase_per_user, max),
             signin_ip: Limiter::per_minute("signin-ip", cfg.signin_per_ip, max),
             signin_account: Limiter::per_minute("signin-account", cfg.signin_per_account, max),
+            signin_account_global: Limiter::per_minute(
+                "signin-account-global",
+                cfg.signin_per_account_global,
+                max,
+            ),
             signup_ip: Limiter::per_minute("signup-ip", cfg.signup_per_ip, max),
             blocklist,
             velocity: Velocity::new(cfg),
@@ -126,6 +135,14 @@ impl Fraud {
                 .record_sampled(FraudEvent::blocked(l.name, user, ip, sale));
             Denied::Limited(l)
         })
+    }
+
+    /// The per-account sign-in limits: per account and address, then per
+    /// account alone (a refused first check spends nothing of the second).
+    pub fn check_signin_account(&self, email: String, ip: IpAddr) -> Result<(), Denied> {
+        let here = (email, ip_key(ip));
+        self.limited(self.signin_account.check(&here), ip, None, None)?;
+        self.limited(self.signin_account_global.check(&here.0), ip, None, None)
     }
 
     /// Everything that must pass before a purchase reaches Redis.
@@ -241,6 +258,7 @@ impl Fraud {
             | Refusal::InsufficientStock { .. }
             | Refusal::NotStarted { .. }
             | Refusal::IdempotencyMismatch { .. }
+            | Refusal::IdempotencyOtherSale { .. }
                 if self.cfg.rule_refusal_burst != RuleAction::Off =>
             {
                 self.velocity.note_refusal(user);
@@ -265,6 +283,7 @@ impl Fraud {
         self.purchase_user.sweep();
         self.signin_ip.sweep();
         self.signin_account.sweep();
+        self.signin_account_global.sweep();
         self.signup_ip.sweep();
         self.velocity.sweep();
         self.log.sweep();

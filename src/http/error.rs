@@ -216,6 +216,10 @@ impl From<Refusal> for ApiError {
                 message = "this Idempotency-Key was used for a different purchase".to_owned();
                 details = json!({ "firstQuantity": first_quantity });
             }
+            Refusal::IdempotencyOtherSale { sale } => {
+                message = "this Idempotency-Key was used on another flash sale".to_owned();
+                details = json!({ "flashSaleId": sale.hex() });
+            }
             Refusal::AttemptLimit {
                 limit,
                 retry_after_ms,
@@ -296,6 +300,13 @@ mod tests {
             ),
             (
                 Refusal::IdempotencyMismatch { first_quantity: 1 },
+                "IDEMPOTENCY_KEY_REUSED",
+                422,
+            ),
+            (
+                Refusal::IdempotencyOtherSale {
+                    sale: crate::ids::SaleId::new(),
+                },
                 "IDEMPOTENCY_KEY_REUSED",
                 422,
             ),

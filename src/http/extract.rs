@@ -87,9 +87,22 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         };
         // serde's message names the field and the expected type; it holds no
         // internal detail, only facts about the client's input.
-        ApiError::validation(format!("{kind}: {e}"))
-            .with_details(serde_json::json!({ "line": e.line(), "column": e.column() }))
+        let mut details = serde_json::json!({ "line": e.line(), "column": e.column() });
+        if let Some(field) = named_field(&e.to_string()) {
+            details["field"] = field.into();
+        }
+        ApiError::validation(format!("{kind}: {e}")).with_details(details)
     })
+}
+
+/// The field a missing-, unknown- or duplicate-field message of serde names,
+/// so clients read it from `details.field` as for every other field error.
+fn named_field(message: &str) -> Option<&str> {
+    ["missing field `", "unknown field `", "duplicate field `"]
+        .iter()
+        .find_map(|p| message.split_once(p))
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(field, _)| field)
 }
 
 /// Query string parameters, refusing names outside `allowed` and repeats.
@@ -235,9 +248,22 @@ mod tests {
                 h.insert("x-forwarded-for", v);
             }
             let peer: IpAddr = "10.0.0.1".parse().unwrap();
-            let _ = crate::net::client_ip(peer, &h, &TrustProxy::Hops(3));
+            let hops = TrustProxy::Hops { hops: 3, from: vec!["10.0.0.0/8".parse().unwrap()] };
+            let _ = crate::net::client_ip(peer, &h, &hops);
             let _ = crate::net::client_ip(peer, &h, &"10.0.0.0/8".parse::<TrustProxy>().unwrap());
         }
+    }
+
+    #[test]
+    fn a_purchase_body_without_quantity_is_refused_naming_the_field() {
+        use crate::http::handlers::purchase::PurchaseBody;
+        let e = parse_json::<PurchaseBody>(br#"{"flashSaleId":"65f1c0ffee0123456789abcd"}"#)
+            .expect_err("quantity is required");
+        assert_eq!(e.code, ErrorCode::ValidationFailed);
+        assert!(e.message.contains("quantity"), "{}", e.message);
+        assert_eq!(e.details.as_deref().unwrap()["field"], "quantity");
+        let e = parse_json::<PurchaseBody>(br#"{"quantity":1,"extra":true}"#).unwrap_err();
+        assert_eq!(e.details.as_deref().unwrap()["field"], "extra");
     }
 
     #[test]

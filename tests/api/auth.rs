@@ -274,3 +274,43 @@ async fn bad_bodies_get_400_or_413_and_change_nothing() {
     assert_error(r, 415, "UNSUPPORTED_MEDIA_TYPE").await;
     assert_eq!(user_count(&app).await, before);
 }
+
+#[tokio::test]
+async fn a_sign_in_rehashes_an_older_iteration_count_at_the_configured_one() {
+    let old = spawn_app().await; // PASSWORD_ITERATIONS 1000
+    assert_eq!(
+        old.signup("A", "a@x.io", "long-password").await.status(),
+        201
+    );
+    let users = old
+        .mongo()
+        .await
+        .collection::<mongodb::bson::Document>("users");
+    let hash = || async {
+        users
+            .find_one(doc! { "email": "a@x.io" })
+            .await
+            .unwrap()
+            .unwrap()
+            .get_str("passwordHash")
+            .unwrap()
+            .to_owned()
+    };
+    let before = hash().await;
+    assert_eq!(flashsale::auth::iterations_of(&before), Some(1000));
+
+    // The same accounts, served by an instance configured with more.
+    let new = crate::helpers::spawn_app_on(&old.redis_url, &old.mongo_url, &old.db_name, |s| {
+        s.insert("PASSWORD_ITERATIONS", "2000".to_owned());
+    })
+    .await;
+    assert_eq!(new.signin("a@x.io", "wrong-password").await.status(), 401);
+    assert_eq!(hash().await, before, "a failed sign-in changes nothing");
+    assert_eq!(new.signin("a@x.io", "long-password").await.status(), 200);
+    let after = hash().await;
+    assert_eq!(flashsale::auth::iterations_of(&after), Some(2000));
+    assert_ne!(after, before);
+    // The new hash verifies on either instance.
+    assert_eq!(new.signin("a@x.io", "long-password").await.status(), 200);
+    assert_eq!(old.signin("a@x.io", "long-password").await.status(), 200);
+}

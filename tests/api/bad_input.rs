@@ -31,6 +31,11 @@ async fn snapshot(app: &TestApp, sale: &str) -> Vec<i64> {
             .parse()
             .unwrap(),
     );
+    // 1 while the sale is open, 0 once cancelled.
+    let state = app
+        .redis()
+        .cli(&["HGET", &format!("{{sale:{sale}}}:meta"), "state"]);
+    out.push(i64::from(state.trim() != "cancelled"));
     out
 }
 
@@ -176,6 +181,80 @@ async fn every_endpoint_answers_hostile_input_with_a_4xx_and_changes_nothing() {
         k.body = None;
         cases.push(k);
     }
+    // Cancel, DELETE of a blocklist entry and reconcile: a customer is
+    // refused, and an admin's malformed or unknown target changes nothing.
+    let cancel = format!("/api/flash-sales/{id}/cancel");
+    let mut cancels = vec![case("customer cancels", "POST", &cancel, c, b"")];
+    for (what, path) in [
+        ("cancel non-hex id", "/api/flash-sales/not-an-id/cancel"),
+        (
+            "cancel unknown id",
+            "/api/flash-sales/0123456789abcdef01234567/cancel",
+        ),
+        ("cancel operator id", "/api/flash-sales/{\"$ne\":1}/cancel"),
+        ("cancel NUL id", "/api/flash-sales/%00/cancel"),
+        ("cancel long id", &format!("/api/flash-sales/{long}/cancel")),
+    ] {
+        cancels.push(case(what, "POST", path, a, b""));
+    }
+    for mut k in cancels {
+        k.body = None;
+        cases.push(k);
+    }
+    let blocklisted = "type=ip&value=10.9.9.9";
+    for (what, query, tok) in [
+        ("customer deletes", blocklisted, c),
+        ("no token deletes", blocklisted, None),
+        ("delete without type", "value=10.9.9.9", a),
+        ("delete without value", "type=ip", a),
+        ("delete unknown type", "type=robot&value=10.9.9.9", a),
+        ("delete bad address", "type=ip&value=10.9.9.9.9", a),
+        ("delete bad user id", "type=user&value=nope", a),
+        ("delete operator value", "type=ip&value[$ne]=x", a),
+        (
+            "delete repeated type",
+            "type=ip&type=user&value=10.9.9.9",
+            a,
+        ),
+        (
+            "delete unknown parameter",
+            "type=ip&value=10.9.9.9&all=1",
+            a,
+        ),
+        ("delete absent entry", "type=ip&value=10.8.8.8", a),
+    ] {
+        let mut k = case(
+            what,
+            "DELETE",
+            &format!("/api/admin/blocklist?{query}"),
+            tok,
+            b"",
+        );
+        k.body = None;
+        cases.push(k);
+    }
+    for (what, query, tok) in [
+        ("customer reconciles", format!("flashSaleId={id}"), c),
+        ("reconcile bad id", "flashSaleId=zzz".to_owned(), a),
+        ("reconcile operator id", "flashSaleId[$ne]=x".to_owned(), a),
+        (
+            "reconcile repeated id",
+            format!("flashSaleId={id}&flashSaleId={id}"),
+            a,
+        ),
+        ("reconcile unknown parameter", "fix=true".to_owned(), a),
+        ("reconcile long id", format!("flashSaleId={long}"), a),
+    ] {
+        let mut k = case(
+            what,
+            "GET",
+            &format!("/api/admin/reconcile?{query}"),
+            tok,
+            b"",
+        );
+        k.body = None;
+        cases.push(k);
+    }
     let long_path = format!("/api/products/{}", "a".repeat(5_000));
     let mut k = case("very long path", "GET", &long_path, a, b"");
     k.body = None;
@@ -295,6 +374,15 @@ async fn every_endpoint_answers_hostile_input_with_a_4xx_and_changes_nothing() {
         ));
     }
 
+    // An entry the hostile DELETEs must leave in place.
+    let r = app
+        .post(
+            "/api/admin/blocklist",
+            a,
+            &serde_json::json!({ "type": "ip", "value": "10.9.9.9" }),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
     let before = snapshot(&app, &id).await;
     let mut failures = Vec::new();
     for k in &cases {

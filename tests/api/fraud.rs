@@ -2,7 +2,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Settings, TestApp, assert_error, iso_in, spawn_app_on, spawn_app_with, xlen};
+use crate::helpers::{
+    Settings, TestApp, assert_error, client_from, iso_in, purchase_via, spawn_app, spawn_app_on,
+    spawn_app_with, xlen,
+};
 use crate::support::eventually;
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -29,7 +32,12 @@ async fn purchase_from(
 
 #[tokio::test]
 async fn a_denied_network_is_refused_before_any_work_on_every_route() {
-    let app = spawn_app_with(set(&[("IP_DENY", "10.0.0.0/8"), ("TRUST_PROXY", "1")])).await;
+    let app = spawn_app_with(set(&[
+        ("IP_DENY", "10.0.0.0/8"),
+        ("TRUST_PROXY", "1"),
+        ("TRUST_PROXY_FROM", "127.0.0.1"),
+    ]))
+    .await;
     let sale = app.open_sale(10, 2, 2).await;
     let id = sale["id"].as_str().unwrap();
     let (_, buyer) = app.customer("b@x.io").await;
@@ -156,6 +164,55 @@ async fn blocklist_entries_are_validated_and_expire() {
         "FORBIDDEN",
     )
     .await;
+    // A customer can neither add nor remove an entry.
+    let kept = app
+        .post(
+            "/api/admin/blocklist",
+            t,
+            &json!({ "type": "ip", "value": "10.1.1.1", "reason": "kept" }),
+        )
+        .await;
+    assert_eq!(kept.status(), 201);
+    assert_error(
+        app.post(
+            "/api/admin/blocklist",
+            Some(&customer),
+            &json!({ "type": "ip", "value": "10.2.2.2" }),
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    )
+    .await;
+    let r = app
+        .client
+        .delete(app.url("/api/admin/blocklist?type=ip&value=10.1.1.1"))
+        .bearer_auth(&customer)
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 403, "FORBIDDEN").await;
+    let l: Value = app
+        .get("/api/admin/blocklist", t)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let values: Vec<&str> = l
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["value"].as_str())
+        .collect();
+    assert_eq!(values, ["10.1.1.1/32"], "the customer changed nothing");
+    let r = app
+        .client
+        .delete(app.url("/api/admin/blocklist?type=ip&value=10.1.1.1"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let r = app
         .post(
             "/api/admin/blocklist",
@@ -266,6 +323,7 @@ async fn rotating_trusted_forwarded_addresses_cannot_grow_the_limiter_past_its_c
         ("RATE_PURCHASE_PER_IP", "1000"),
         ("RATE_LIMIT_MAX_KEYS", "100"),
         ("TRUST_PROXY", "1"),
+        ("TRUST_PROXY_FROM", "127.0.0.1"),
     ]))
     .await;
     let sale = app.open_sale(10_000, 1000, 5).await;
@@ -475,6 +533,7 @@ async fn one_account_from_many_addresses_is_blocked_when_the_rule_says_block() {
         ("FRAUD_RULE_MANY_IPS", "block"),
         ("FRAUD_MANY_IPS", "2"),
         ("TRUST_PROXY", "1"),
+        ("TRUST_PROXY_FROM", "127.0.0.1"),
     ]))
     .await;
     let sale = app.open_sale(10, 5, 1).await;
@@ -519,4 +578,253 @@ async fn signin_is_limited_per_account_and_per_ip() {
             .status(),
         200
     );
+}
+
+#[tokio::test]
+async fn a_direct_client_outside_trust_proxy_from_cannot_pick_its_address() {
+    // The proxy connects from 127.0.0.1; 127.0.0.2 and 127.0.0.3 reach the
+    // app port directly and claim to be forwarded for someone else.
+    let app = spawn_app_with(set(&[
+        ("TRUST_PROXY", "1"),
+        ("TRUST_PROXY_FROM", "127.0.0.1"),
+        ("IP_DENY", "127.0.0.2"),
+        ("RATE_PURCHASE_PER_IP", "2"),
+    ]))
+    .await;
+    let sale = app.open_sale(100, 100, 5).await;
+    let id = sale["id"].as_str().unwrap();
+    let (_, buyer) = app.customer("b@x.io").await;
+
+    // A denied address stays denied whatever it forwards.
+    let denied = client_from("127.0.0.2");
+    let xff = [("x-forwarded-for", "192.0.2.7")];
+    let e = assert_error(
+        purchase_via(&denied, &app, &buyer, id, 1, &xff).await,
+        403,
+        "BLOCKED",
+    )
+    .await;
+    assert_eq!(e["error"]["details"]["rule"], "ip-deny");
+
+    // A direct client rotating forged addresses still meets its own per-IP limit.
+    let direct = client_from("127.0.0.3");
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let forged = format!("198.51.100.{i}");
+        let r = purchase_via(
+            &direct,
+            &app,
+            &buyer,
+            id,
+            1,
+            &[("x-forwarded-for", &forged)],
+        )
+        .await;
+        statuses.push(r.status().as_u16());
+    }
+    assert!(statuses.contains(&429), "never limited: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 429),
+        "{statuses:?}"
+    );
+    let sold = statuses.iter().filter(|s| **s == 201).count() as i64;
+    assert_eq!(
+        app.state.fraud.purchase_ip.len(),
+        1,
+        "one key: the socket address"
+    );
+
+    // The trusted proxy's header is still believed.
+    let e = assert_error(
+        purchase_from(&app, &buyer, id, 1, "127.0.0.2").await,
+        403,
+        "BLOCKED",
+    )
+    .await;
+    assert_eq!(e["error"]["details"]["rule"], "ip-deny");
+    assert_eq!(
+        purchase_from(&app, &buyer, id, 1, "192.0.2.7")
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(app.get_sale(id).await["availableUnits"], 100 - sold - 1);
+}
+
+#[tokio::test]
+async fn an_address_blocked_through_the_admin_api_is_refused_a_purchase_and_others_are_not() {
+    let app = spawn_app().await;
+    let sale = app.open_sale(10, 5, 5).await;
+    let id = sale["id"].as_str().unwrap();
+    let (_, buyer) = app.customer("b@x.io").await;
+    let other_machine = client_from("127.0.0.2");
+    assert_eq!(
+        purchase_via(&other_machine, &app, &buyer, id, 1, &[])
+            .await
+            .status(),
+        201,
+        "served before the block"
+    );
+
+    let r = app
+        .post(
+            "/api/admin/blocklist",
+            Some(&app.admin_token),
+            &json!({ "type": "ip", "value": "127.0.0.2", "reason": "bot farm" }),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let ip: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let applied = eventually(PATIENCE, || async {
+        app.state.fraud.blocklist.is_ip_blocked(ip)
+    })
+    .await;
+    assert!(applied, "the block never applied");
+
+    let e = assert_error(
+        purchase_via(&other_machine, &app, &buyer, id, 1, &[]).await,
+        403,
+        "BLOCKED",
+    )
+    .await;
+    assert_eq!(e["error"]["details"]["rule"], "blocklist-ip");
+    // The same account from another address is still served.
+    assert_eq!(app.purchase(&buyer, id, json!(1)).await.status(), 201);
+    assert_eq!(app.get_sale(id).await["availableUnits"], 8);
+    assert_eq!(xlen(app.redis(), id), 2);
+}
+
+#[tokio::test]
+async fn an_allowed_address_skips_the_per_ip_limit_that_refuses_another() {
+    let app = spawn_app_with(set(&[
+        ("RATE_PURCHASE_PER_IP", "1"),
+        ("IP_ALLOW", "127.0.0.2"),
+    ]))
+    .await;
+    let sale = app.open_sale(100, 100, 5).await;
+    let id = sale["id"].as_str().unwrap();
+    let (_, buyer) = app.customer("b@x.io").await;
+    let allowed = client_from("127.0.0.2");
+    let mut limited = Vec::new();
+    let mut exempt = Vec::new();
+    for _ in 0..5 {
+        limited.push(app.purchase(&buyer, id, json!(1)).await.status().as_u16());
+        exempt.push(
+            purchase_via(&allowed, &app, &buyer, id, 1, &[])
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert!(
+        limited.contains(&429),
+        "127.0.0.1 was never limited: {limited:?}"
+    );
+    assert_eq!(exempt, [201; 5], "the allowed address is never limited");
+    let sold = limited.iter().filter(|s| **s == 201).count() as i64 + 5;
+    assert_eq!(app.get_sale(id).await["availableUnits"], 100 - sold);
+}
+
+#[tokio::test]
+async fn the_sign_up_limit_answers_429_with_retry_after_and_creates_nobody() {
+    let app = spawn_app_with(set(&[("RATE_SIGNUP_PER_IP", "2")])).await;
+    assert_eq!(
+        app.signup("A", "a@x.io", "long-password").await.status(),
+        201
+    );
+    assert_eq!(
+        app.signup("B", "b@x.io", "long-password").await.status(),
+        201
+    );
+    let r = app.signup("C", "c@x.io", "long-password").await;
+    assert!(
+        r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert!(
+        r.headers()["ratelimit-policy"]
+            .to_str()
+            .unwrap()
+            .contains("signup-ip")
+    );
+    assert_error(r, 429, "RATE_LIMITED").await;
+    // A taken email is refused by the limit too, before it can answer 409.
+    assert_error(
+        app.signup("A", "a@x.io", "long-password").await,
+        429,
+        "RATE_LIMITED",
+    )
+    .await;
+    let users = app
+        .mongo()
+        .await
+        .collection::<mongodb::bson::Document>("users");
+    let c = users
+        .count_documents(mongodb::bson::doc! { "email": "c@x.io" })
+        .await
+        .unwrap();
+    assert_eq!(c, 0, "the refused sign-up created nobody");
+    // Another address has its own allowance.
+    let r = client_from("127.0.0.2")
+        .post(app.url("/api/signup"))
+        .json(&json!({ "name": "D", "email": "d@x.io", "password": "long-password" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+#[tokio::test]
+async fn a_wrong_password_flood_from_one_address_does_not_lock_the_victim_out_elsewhere() {
+    let app = spawn_app_with(set(&[
+        ("RATE_SIGNIN_PER_ACCOUNT", "3"),
+        ("RATE_SIGNIN_PER_ACCOUNT_GLOBAL", "8"),
+    ]))
+    .await;
+    app.customer("victim@x.io").await; // one sign-in from 127.0.0.1
+    let signin = |from: &'static str, password: &'static str| {
+        let url = app.url("/api/signin");
+        async move {
+            client_from(from)
+                .post(url)
+                .json(&json!({ "email": "victim@x.io", "password": password }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let mut codes = Vec::new();
+    for _ in 0..10 {
+        codes.push(
+            signin("127.0.0.2", "wrong-password")
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(codes[..3], [401, 401, 401]);
+    assert!(codes[3..].iter().all(|c| *c == 429), "{codes:?}");
+    // The victim, from their own address, is not locked out.
+    assert_eq!(signin("127.0.0.3", "buyer-password").await.status(), 200);
+
+    // Guessing spread over addresses meets the gentler per-account limit:
+    // 5 of its 8 are spent (1 + 3 + 1), 3 more from a new address...
+    for _ in 0..3 {
+        assert_eq!(signin("127.0.0.4", "wrong-password").await.status(), 401);
+    }
+    // ...and then every address waits.
+    let r = signin("127.0.0.5", "wrong-password").await;
+    assert!(
+        r.headers()["ratelimit-policy"]
+            .to_str()
+            .unwrap()
+            .contains("signin-account-global"),
+        "{:?}",
+        r.headers()
+    );
+    assert_error(r, 429, "RATE_LIMITED").await;
 }

@@ -36,6 +36,8 @@ pub fn base_settings(redis_url: &str, mongo_url: &str, db: &str) -> Settings {
         ("MONGO_DB", db.to_owned()),
         ("SECRET_KEY", SECRET.to_owned()),
         ("PASSWORD_ITERATIONS", "1000".to_owned()),
+        // Cheap hashing keeps sign-ins fast; start-up refuses it without this.
+        ("PASSWORD_ITERATIONS_INSECURE", "1".to_owned()),
         ("HASH_CONCURRENCY", "4".to_owned()),
         ("ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
         ("ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
@@ -52,6 +54,7 @@ pub fn base_settings(redis_url: &str, mongo_url: &str, db: &str) -> Settings {
         ("RATE_PURCHASE_PER_USER", "0".to_owned()),
         ("RATE_SIGNIN_PER_IP", "0".to_owned()),
         ("RATE_SIGNIN_PER_ACCOUNT", "0".to_owned()),
+        ("RATE_SIGNIN_PER_ACCOUNT_GLOBAL", "0".to_owned()),
         ("RATE_SIGNUP_PER_IP", "0".to_owned()),
         ("PURCHASE_ATTEMPTS_PER_WINDOW", "0".to_owned()),
         ("DEFAULT_MAX_ACCOUNTS_PER_IP", "0".to_owned()),
@@ -434,6 +437,36 @@ impl Api {
         )
         .await
     }
+}
+
+/// An HTTP client whose connections leave from `source`, another loopback
+/// address than 127.0.0.1 (all of 127.0.0.0/8 reaches the app on Linux), so a
+/// test can stand for a second client machine.
+pub fn client_from(source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .local_address(Some(source.parse().expect("a source address")))
+        .build()
+        .unwrap()
+}
+
+/// A purchase sent by `client` (see [`client_from`]) with extra headers.
+pub async fn purchase_via(
+    client: &reqwest::Client,
+    app: &Api,
+    token: &str,
+    sale: &str,
+    quantity: i64,
+    headers: &[(&str, &str)],
+) -> Response {
+    let mut r = client
+        .post(app.url("/api/purchase-product"))
+        .bearer_auth(token)
+        .json(&json!({ "flashSaleId": sale, "quantity": quantity }));
+    for (name, value) in headers {
+        r = r.header(*name, *value);
+    }
+    r.send().await.expect("request")
 }
 
 /// RFC 3339 time `secs` from now.

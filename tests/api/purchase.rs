@@ -335,6 +335,148 @@ async fn an_idempotent_replay_returns_the_first_order_and_sells_nothing_more() {
 }
 
 #[tokio::test]
+async fn a_keyed_retry_gets_its_first_order_after_the_attempts_window_is_spent() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.insert("PURCHASE_ATTEMPTS_PER_WINDOW", "2".to_owned());
+        s.insert("PURCHASE_ATTEMPTS_WINDOW_MS", "600000".to_owned());
+    })
+    .await;
+    let sale = app.open_sale(10, 5, 5).await;
+    let id = sale["id"].as_str().unwrap();
+    let (_, token) = app.customer("b@x.io").await;
+    let first = app.purchase_keyed(&token, id, 1, "retry-me").await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(app.purchase(&token, id, json!(1)).await.status(), 201);
+    let e = assert_error(
+        app.purchase(&token, id, json!(1)).await,
+        429,
+        "RATE_LIMITED",
+    )
+    .await;
+    assert_eq!(e["error"]["details"]["limit"], "attempts-per-sale");
+
+    // The window is spent, yet the retry of the first order gets it back.
+    let again = app.purchase_keyed(&token, id, 1, "retry-me").await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again, first);
+    // A new key is a new attempt, and still refused.
+    assert_error(
+        app.purchase_keyed(&token, id, 1, "a-new-one").await,
+        429,
+        "RATE_LIMITED",
+    )
+    .await;
+    assert_eq!(app.get_sale(id).await["availableUnits"], 8);
+    assert_eq!(xlen(app.redis(), id), 2);
+}
+
+#[tokio::test]
+async fn the_same_key_on_another_sale_is_refused_and_sells_nothing_there() {
+    let app = spawn_app().await;
+    let a = app.open_sale(10, 5, 5).await;
+    let b = app.open_sale(10, 5, 5).await;
+    let (a, b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    let (_, token) = app.customer("b@x.io").await;
+    let first = app.purchase_keyed(&token, a, 1, "one-order").await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+
+    let e = assert_error(
+        app.purchase_keyed(&token, b, 1, "one-order").await,
+        422,
+        "IDEMPOTENCY_KEY_REUSED",
+    )
+    .await;
+    assert_eq!(e["error"]["details"]["flashSaleId"], a);
+    assert_eq!(app.get_sale(b).await["availableUnits"], 10);
+    assert_eq!(xlen(app.redis(), b), 0);
+    // The key still names its first order on its own sale.
+    let again = app.purchase_keyed(&token, a, 1, "one-order").await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    assert_eq!(app.get_sale(a).await["availableUnits"], 9);
+    // Keys are per user: another buyer may use the same key on sale b.
+    let (_, other) = app.customer("o@x.io").await;
+    assert_eq!(
+        app.purchase_keyed(&other, b, 1, "one-order").await.status(),
+        201
+    );
+}
+
+#[tokio::test]
+async fn a_key_bound_to_its_sale_before_the_script_ran_still_buys_on_a_retry() {
+    // The per-user record is written before the purchase script; if the
+    // script then failed (Redis gone, a timeout), the retry must still buy.
+    let app = spawn_app().await;
+    let sale = app.open_sale(10, 5, 5).await;
+    let id = sale["id"].as_str().unwrap();
+    let (uid, token) = app.customer("b@x.io").await;
+    let record = format!("{{user:{uid}}}:idem:half-done");
+    assert_eq!(app.redis().cli(&["SET", &record, id, "EX", "600"]), "OK");
+    let r = app.purchase_keyed(&token, id, 2, "half-done").await;
+    assert_eq!(r.status(), 201);
+    assert!(r.headers().get("idempotent-replayed").is_none());
+    assert_eq!(app.get_sale(id).await["availableUnits"], 8);
+    let ttl: i64 = app.redis().cli(&["TTL", &record]).parse().unwrap();
+    assert!(ttl > 0, "the record keeps an expiry: {ttl}");
+}
+
+#[tokio::test]
+async fn a_keyed_retry_refused_by_the_per_user_rate_limit_gets_its_order_once_allowed() {
+    // Documented: the in-process limits answer before Redis, keyed or not;
+    // the refusal sells nothing and the retry after Retry-After replays.
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.insert("RATE_PURCHASE_PER_USER", "1".to_owned());
+    })
+    .await;
+    let sale = app.open_sale(10, 5, 5).await;
+    let id = sale["id"].as_str().unwrap();
+    let (_, token) = app.customer("b@x.io").await;
+    let first: Value = app
+        .purchase_keyed(&token, id, 1, "k")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = app.purchase_keyed(&token, id, 1, "k").await;
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_error(r, 429, "RATE_LIMITED").await;
+    let replayed = crate::helpers::eventually(std::time::Duration::from_secs(10), || async {
+        let r = app.purchase_keyed(&token, id, 1, "k").await;
+        r.status() == 201 && r.json::<Value>().await.unwrap() == first
+    })
+    .await;
+    assert!(replayed);
+    assert_eq!(app.get_sale(id).await["availableUnits"], 9);
+}
+
+#[tokio::test]
+async fn a_purchase_without_quantity_is_400_naming_the_field_and_sells_nothing() {
+    let app = spawn_app().await;
+    let sale = app.open_sale(10, 5, 5).await;
+    let id = sale["id"].as_str().unwrap();
+    let (_, token) = app.customer("b@x.io").await;
+    let e = assert_error(
+        app.post(
+            "/api/purchase-product",
+            Some(&token),
+            &json!({ "flashSaleId": id }),
+        )
+        .await,
+        400,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(e["error"]["details"]["field"], "quantity", "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("quantity"));
+    assert_eq!(app.get_sale(id).await["availableUnits"], 10);
+    assert_eq!(xlen(app.redis(), id), 0);
+}
+
+#[tokio::test]
 async fn invalid_quantities_change_nothing() {
     let app = spawn_app().await;
     let sale = app.open_sale(10, 5, 5).await;

@@ -108,11 +108,12 @@ pub async fn signin(state: &AppState, req: Request<Incoming>, ip: IpAddr) -> Htt
     let (parts, body) = req.into_parts();
     let b: SigninBody =
         extract::json(&parts.headers, body, state.config.http.max_body_bytes).await?;
-    // Per account too, so password guessing spread over many IPs is slowed.
+    // Per account too, so password guessing is slowed: per account and
+    // address first, so a flood from one address cannot lock the owner out
+    // elsewhere, then a gentler limit per account alone for guessing spread
+    // over many addresses.
     if !trusted && let Some(email) = normalize_email(&b.email) {
-        state
-            .fraud
-            .limited(state.fraud.signin_account.check(&email), ip, None, None)?;
+        state.fraud.check_signin_account(email, ip)?;
     }
     let invalid = || ApiError::new(ErrorCode::InvalidCredentials, "invalid email or password");
     if b.password.is_empty() || b.password.chars().count() > 128 {
@@ -131,6 +132,9 @@ pub async fn signin(state: &AppState, req: Request<Incoming>, ip: IpAddr) -> Htt
     let Some(user) = user.filter(|_| ok_pw) else {
         return Err(invalid());
     };
+    if state.hasher.needs_rehash(&user.password_hash) {
+        rehash(state, &user, &b.password).await;
+    }
     let token = state
         .keys
         .issue_for(
@@ -144,4 +148,28 @@ pub async fn signin(state: &AppState, req: Request<Incoming>, ip: IpAddr) -> Htt
         access_token: token,
         expires_in: state.keys.ttl().as_secs(),
     })
+}
+
+/// Stores `password` hashed at the configured iteration count in place of an
+/// older count, so every account converges on the cost the dummy hash has
+/// (no timing split by account age). A failure only delays it to the next
+/// sign-in.
+async fn rehash(state: &AppState, user: &User, password: &str) {
+    let stored = match state.hasher.hash(password).await {
+        Ok(h) => state
+            .users
+            .replace_hash(user.user_id(), &user.password_hash, &h)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match stored {
+        Ok(_) => tracing::info!(
+            user = %user.id,
+            from = crate::auth::iterations_of(&user.password_hash).unwrap_or(0),
+            to = state.hasher.iterations(),
+            "password re-hashed at the configured iteration count"
+        ),
+        Err(e) => tracing::warn!(user = %user.id, error = %e, "password re-hash failed"),
+    }
 }

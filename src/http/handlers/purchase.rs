@@ -26,14 +26,10 @@ const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PurchaseBody {
     pub flash_sale_id: String,
-    /// A JSON integer; fractions, strings and numbers beyond u32 are refused
-    /// by the decoder, zero and anything above [`MAX_QUANTITY`] below.
-    #[serde(default = "one")]
+    /// Required: a body without it is refused naming the field, never read
+    /// as 1. A JSON integer; fractions, strings and numbers beyond u32 are
+    /// refused by the decoder, zero and anything above [`MAX_QUANTITY`] below.
     pub quantity: u32,
-}
-
-fn one() -> u32 {
-    1
 }
 
 /// The 201 body of a purchase.
