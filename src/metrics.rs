@@ -38,6 +38,8 @@ pub const REDIS_FAILOVERS_TOTAL: &str = "flashsale_redis_failovers_total";
 pub const MONGODB_ERRORS_TOTAL: &str = "flashsale_mongodb_errors_total";
 pub const REDIS_PERSISTENCE: &str = "flashsale_redis_persistence_info";
 pub const ADMISSION_REJECTED_TOTAL: &str = "flashsale_admission_rejected_total";
+pub const PASSWORD_HASH_REFUSED_TOTAL: &str = "flashsale_password_hash_refused_total";
+pub const SIGNIN_PENALIZED_TOTAL: &str = "flashsale_signin_penalized_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -151,7 +153,15 @@ fn describe() {
     );
     describe_counter!(
         ADMISSION_REJECTED_TOTAL,
-        "Requests refused with 503 because too many were in flight"
+        "Requests refused with 503 because too many were in flight, by class (all: the instance's limit; auth: sign-in and sign-up's share)"
+    );
+    describe_counter!(
+        PASSWORD_HASH_REFUSED_TOTAL,
+        "Sign-ins and sign-ups refused with 503 because the password hash queue was full or too slow"
+    );
+    describe_counter!(
+        SIGNIN_PENALIZED_TOTAL,
+        "Sign-ins refused with 429 before any work because their address failed too many sign-ins"
     );
 }
 
@@ -222,6 +232,22 @@ pub fn http_request(route: &'static str, method: &'static str, status: &'static 
         || metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, "route" => route),
     )
     .record(secs);
+}
+
+/// Counts a request refused by admission control; `class` is `all` (the
+/// instance's in-flight limit) or `auth` (sign-in and sign-up's share).
+pub fn admission_rejected(class: &'static str) {
+    metrics::counter!(ADMISSION_REJECTED_TOTAL, "class" => class).increment(1);
+}
+
+/// Counts a sign-in or sign-up refused because hashing was busy.
+pub fn hash_refused() {
+    metrics::counter!(PASSWORD_HASH_REFUSED_TOTAL).increment(1);
+}
+
+/// Counts a sign-in refused because its address failed too many.
+pub fn signin_penalized() {
+    metrics::counter!(SIGNIN_PENALIZED_TOTAL).increment(1);
 }
 
 /// Counts one purchase attempt under its outcome label.

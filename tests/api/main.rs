@@ -10,6 +10,7 @@ mod bad_input;
 mod clock;
 mod cluster;
 mod faults;
+mod flood;
 mod fraud;
 mod health;
 mod products;

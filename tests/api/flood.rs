@@ -1,0 +1,241 @@
+//! A sign-in flood at the opening of a sale: hundreds of addresses sign in
+//! with made-up emails while buyers purchase and real customers sign in.
+//! Buyers must get their real outcome (never a 503), and real customers must
+//! get in; the flood must cost only itself.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, customer_token, spawn_app_with};
+use crate::storm::big_sale;
+use crate::support::eventually;
+
+/// Addresses the flood comes from in one round, and sign-ins per address
+/// (9,000 in all, each address within the per-address sign-in rate).
+const FLOOD_ADDRESSES: u8 = 150;
+const FLOOD_ADDRESS_BLOCKS: u8 = 2;
+const SIGNINS_PER_ADDRESS: usize = 30;
+const BUYERS: usize = 24;
+const CUSTOMERS: usize = 5;
+const ROUNDS: u8 = 3;
+
+/// A client whose connections come from `ip` (any 127.0.0.0/8 address is
+/// local here), so the server sees a distinct peer per flood address.
+fn client_from(ip: Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(IpAddr::V4(ip))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// What one round saw, by who sent it.
+#[derive(Debug, Default)]
+struct Seen {
+    flood: Mutex<HashMap<u16, usize>>,
+    buyers: Mutex<HashMap<String, usize>>,
+    /// Per real customer: time to a successful sign-in and the messages of
+    /// the 503s on the way.
+    customers: Mutex<Vec<(Duration, Vec<String>)>>,
+    flood_answers: AtomicUsize,
+}
+
+fn count<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, usize>>, key: K) {
+    *map.lock().unwrap().entry(key).or_default() += 1;
+}
+
+async fn flood_from(base: String, ip: Ipv4Addr, round: u8, seen: Arc<Seen>) {
+    let client = client_from(ip);
+    for i in 0..SIGNINS_PER_ADDRESS {
+        let email = format!("nobody-{round}-{ip}-{i}@flood.example");
+        let sent = client
+            .post(format!("{base}/api/signin"))
+            .json(&json!({ "email": email, "password": "not-a-real-password" }))
+            .send()
+            .await;
+        let status = sent.map_or(0, |r| r.status().as_u16());
+        count(&seen.flood, status);
+        seen.flood_answers.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn buy_until(base: String, sale: String, stop: Arc<AtomicBool>, seen: Arc<Seen>) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let token = customer_token();
+    while !stop.load(Ordering::Relaxed) {
+        let r = client
+            .post(format!("{base}/api/purchase-product"))
+            .bearer_auth(&token)
+            .json(&json!({ "flashSaleId": sale, "quantity": 1 }))
+            .send()
+            .await;
+        let outcome = match r {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let code = r
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v["error"]["code"].as_str().map(str::to_owned));
+                format!("{status} {}", code.unwrap_or_default())
+            }
+            Err(e) => format!("no answer: {e}"),
+        };
+        count(&seen.buyers, outcome);
+    }
+}
+
+/// A real customer signing in the way a client should: on 503 it waits as
+/// Retry-After asks and tries again, for up to 30 s.
+async fn real_signin(base: String, ip: Ipv4Addr, email: String, seen: Arc<Seen>) {
+    let client = client_from(ip);
+    let started = Instant::now();
+    let mut unavailable = Vec::new();
+    loop {
+        let r = client
+            .post(format!("{base}/api/signin"))
+            .json(&json!({ "email": email, "password": "real-customer-password" }))
+            .send()
+            .await
+            .expect("the server answers a real customer");
+        match r.status().as_u16() {
+            200 => break,
+            503 if started.elapsed() < Duration::from_secs(30) => {
+                let wait: u64 = r.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                let body: Value = r.json().await.unwrap();
+                unavailable.push(body["error"]["message"].as_str().unwrap().to_owned());
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+            }
+            other => panic!(
+                "a real customer's sign-in got {other}: {}",
+                r.text().await.unwrap_or_default()
+            ),
+        }
+    }
+    seen.customers
+        .lock()
+        .unwrap()
+        .push((started.elapsed(), unavailable));
+}
+
+async fn one_round(app: &TestApp, sale: &str, round: u8) -> Seen {
+    let seen = Arc::new(Seen::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let buyers: Vec<_> = (0..BUYERS)
+        .map(|_| {
+            tokio::spawn(buy_until(
+                app.base.clone(),
+                sale.to_owned(),
+                stop.clone(),
+                seen.clone(),
+            ))
+        })
+        .collect();
+    // Each round floods from addresses of its own, so every round is a
+    // full flood (addresses of an earlier round are already penalised).
+    let flood: Vec<_> = (0..FLOOD_ADDRESS_BLOCKS)
+        .flat_map(|block| (1..=FLOOD_ADDRESSES).map(move |host| (block, host)))
+        .map(|(block, host)| {
+            let ip = Ipv4Addr::new(127, 10 + round, block, host);
+            tokio::spawn(flood_from(app.base.clone(), ip, round, seen.clone()))
+        })
+        .collect();
+    // Real customers sign in once the flood is in full swing.
+    let swinging = eventually(Duration::from_secs(60), || async {
+        seen.flood_answers.load(Ordering::Relaxed) >= 300
+    })
+    .await;
+    assert!(swinging, "the flood got going");
+    let customers: Vec<_> = (0..CUSTOMERS)
+        .map(|c| {
+            let ip = Ipv4Addr::new(127, 20 + round, 0, c as u8 + 1);
+            tokio::spawn(real_signin(
+                app.base.clone(),
+                ip,
+                customer_email(c),
+                seen.clone(),
+            ))
+        })
+        .collect();
+    for c in customers {
+        c.await.unwrap();
+    }
+    for f in flood {
+        f.await.unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for b in buyers {
+        b.await.unwrap();
+    }
+    Arc::try_unwrap(seen).unwrap()
+}
+
+fn customer_email(c: usize) -> String {
+    format!("real-customer-{c}@example.com")
+}
+
+#[tokio::test]
+async fn a_signin_flood_neither_starves_buyers_nor_locks_real_customers_out() {
+    let app = spawn_app_with(|s| {
+        // A real hash cost and a real share of the in-flight limit, as in
+        // production; only the per-address sign-in rate is left on.
+        s.insert("PASSWORD_ITERATIONS", "100000".to_owned());
+        s.insert("HASH_CONCURRENCY", "2".to_owned());
+        s.insert("MAX_IN_FLIGHT", "1024".to_owned());
+        s.insert("RATE_SIGNIN_PER_IP", "30".to_owned());
+    })
+    .await;
+    for c in 0..CUSTOMERS {
+        let r = app
+            .signup("Real", &customer_email(c), "real-customer-password")
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    let sale = big_sale(&app).await;
+
+    for round in 0..ROUNDS {
+        let seen = one_round(&app, &sale, round).await;
+        let flood = seen.flood.lock().unwrap().clone();
+        let buyers = seen.buyers.lock().unwrap().clone();
+        let customers = seen.customers.lock().unwrap().clone();
+        eprintln!(
+            "flood round {round}: flood answers {flood:?}; buyers {buyers:?}; real sign-ins (time, 503s) {customers:?}"
+        );
+        // The flood got only refusals: wrong credentials, its own rate and
+        // failure limits, or busy; it never broke the server.
+        let flood_total: usize = flood.values().sum();
+        assert_eq!(
+            flood_total,
+            usize::from(FLOOD_ADDRESSES) * usize::from(FLOOD_ADDRESS_BLOCKS) * SIGNINS_PER_ADDRESS
+        );
+        for status in flood.keys() {
+            assert!(
+                matches!(status, 401 | 429 | 503),
+                "the flood got {status}: {flood:?}"
+            );
+        }
+        // Every buyer got its real outcome: an order, never a 503 or 429.
+        let bought = buyers.get("201 ").copied().unwrap_or(0);
+        assert!(bought > 0, "buyers bought during the flood: {buyers:?}");
+        for outcome in buyers.keys() {
+            assert!(
+                outcome == "201 " || outcome.starts_with("409 ") || outcome.starts_with("403 "),
+                "a buyer got {outcome} during the flood: {buyers:?}"
+            );
+        }
+        // Every real customer signed in.
+        assert_eq!(customers.len(), CUSTOMERS, "every real customer got in");
+    }
+}
