@@ -5,12 +5,12 @@ mod helpers;
 mod storm;
 mod support;
 
+mod abuse;
 mod auth;
 mod bad_input;
 mod clock;
 mod cluster;
 mod faults;
-mod flood;
 mod fraud;
 mod health;
 mod products;

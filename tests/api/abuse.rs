@@ -1,7 +1,8 @@
-//! A sign-in flood at the opening of a sale: hundreds of addresses sign in
-//! with made-up emails while buyers purchase and real customers sign in.
-//! Buyers must get their real outcome (never a 503), and real customers must
-//! get in; the flood must cost only itself.
+//! Attacks on the opening second of a sale that must cost only the
+//! attacker: a sign-in flood (hundreds of addresses signing in with made-up
+//! emails while buyers purchase and real customers sign in: buyers get their
+//! real outcome, never a 503, and real customers get in), and request bodies
+//! sent a byte at a time (they hold no in-flight slot and end with a 408).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -238,4 +239,52 @@ async fn a_signin_flood_neither_starves_buyers_nor_locks_real_customers_out() {
         // Every real customer signed in.
         assert_eq!(customers.len(), CUSTOMERS, "every real customer got in");
     }
+}
+
+/// Opens a connection that sends a purchase's headers and the first byte of
+/// its body, then nothing more.
+async fn slow_body(addr: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /api/purchase-product HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: 64\r\n\r\n{{",
+        customer_token()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn bodies_sent_a_byte_at_a_time_hold_no_slot_and_end_with_408() {
+    let app = spawn_app_with(|s| {
+        s.insert("MAX_IN_FLIGHT", "1".to_owned());
+        s.insert("BODY_READ_TIMEOUT_MS", "1500".to_owned());
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    // Five slow senders, more than the one in-flight slot...
+    let mut slow = Vec::new();
+    for _ in 0..5 {
+        slow.push(slow_body(&addr).await);
+    }
+    // ...and the slot is still free for a real request meanwhile.
+    let r = app.get("/api/products", Some(&app.admin_token)).await;
+    assert_eq!(r.status(), 200, "slow bodies hold no in-flight slot");
+    // Each slow sender gets a 408 with the error body once its time is up.
+    for mut stream in slow {
+        use tokio::io::AsyncReadExt;
+        // The server answers and closes: the rest of the body never came.
+        let mut answer = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer)).await;
+        assert!(
+            read.is_ok_and(|r| r.is_ok()),
+            "the slow sender got an answer and the connection closed"
+        );
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("\"REQUEST_TIMEOUT\""), "{text}");
+    }
+    assert_eq!(app.state.admission.available_permits(), 1);
 }
