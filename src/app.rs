@@ -208,11 +208,8 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
         &config.auth.issuer,
         config.auth.token_ttl,
     );
-    let hasher = PasswordHasher::new(
-        config.auth.password_iterations,
-        config.auth.hash_concurrency,
-    )
-    .context("failed to set up password hashing")?;
+    let hasher = PasswordHasher::new(config.auth.password_iterations, config.auth.hash_limits)
+        .context("failed to set up password hashing")?;
     let users = UserStore::new(&db);
     let products = ProductStore::new(&db);
     let orders = OrderStore::new(&db);
@@ -271,6 +268,7 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
         cfg: config.realtime.clone(),
     });
     let admission = Arc::new(tokio::sync::Semaphore::new(config.http.max_in_flight));
+    let auth_admission = crate::state::AuthAdmission::new(config.http.auth_max_in_flight);
     Ok(AppState {
         config,
         db,
@@ -289,6 +287,7 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
         sockets,
         hub,
         admission,
+        auth_admission,
         instance,
         fraud,
         fraud_store,

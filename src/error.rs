@@ -42,6 +42,8 @@ macro_rules! error_codes {
 error_codes! {
     ValidationFailed => "VALIDATION_FAILED", BAD_REQUEST;
     PayloadTooLarge => "PAYLOAD_TOO_LARGE", PAYLOAD_TOO_LARGE;
+    /// The request body did not fully arrive within `BODY_READ_TIMEOUT_MS`.
+    RequestTimeout => "REQUEST_TIMEOUT", REQUEST_TIMEOUT;
     UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE", UNSUPPORTED_MEDIA_TYPE;
     Unauthorized => "UNAUTHORIZED", UNAUTHORIZED;
     InvalidToken => "INVALID_TOKEN", UNAUTHORIZED;

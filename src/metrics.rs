@@ -38,6 +38,8 @@ pub const REDIS_FAILOVERS_TOTAL: &str = "flashsale_redis_failovers_total";
 pub const MONGODB_ERRORS_TOTAL: &str = "flashsale_mongodb_errors_total";
 pub const REDIS_PERSISTENCE: &str = "flashsale_redis_persistence_info";
 pub const ADMISSION_REJECTED_TOTAL: &str = "flashsale_admission_rejected_total";
+pub const PASSWORD_HASH_REFUSED_TOTAL: &str = "flashsale_password_hash_refused_total";
+pub const SIGNIN_PENALIZED_TOTAL: &str = "flashsale_signin_penalized_total";
 
 /// Every metric name above: what dashboards and alerts may query.
 pub const NAMES: &[&str] = &[
@@ -66,6 +68,8 @@ pub const NAMES: &[&str] = &[
     MONGODB_ERRORS_TOTAL,
     REDIS_PERSISTENCE,
     ADMISSION_REJECTED_TOTAL,
+    PASSWORD_HASH_REFUSED_TOTAL,
+    SIGNIN_PENALIZED_TOTAL,
 ];
 
 /// Histograms among [`NAMES`]: exported as `_bucket`, `_sum` and `_count`.
@@ -187,7 +191,15 @@ fn describe() {
     );
     describe_counter!(
         ADMISSION_REJECTED_TOTAL,
-        "Requests refused with 503 because too many were in flight"
+        "Requests refused with 503 because too many were in flight, by class (all: the instance's limit; auth: sign-in and sign-up's share)"
+    );
+    describe_counter!(
+        PASSWORD_HASH_REFUSED_TOTAL,
+        "Sign-ins and sign-ups refused with 503 because the password hash queue was full or too slow"
+    );
+    describe_counter!(
+        SIGNIN_PENALIZED_TOTAL,
+        "Sign-ins refused with 429 before any work because their address failed too many sign-ins"
     );
 }
 
@@ -258,6 +270,22 @@ pub fn http_request(route: &'static str, method: &'static str, status: &'static 
         || metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, "route" => route),
     )
     .record(secs);
+}
+
+/// Counts a request refused by admission control; `class` is `all` (the
+/// instance's in-flight limit) or `auth` (sign-in and sign-up's share).
+pub fn admission_rejected(class: &'static str) {
+    metrics::counter!(ADMISSION_REJECTED_TOTAL, "class" => class).increment(1);
+}
+
+/// Counts a sign-in or sign-up refused because hashing was busy.
+pub fn hash_refused() {
+    metrics::counter!(PASSWORD_HASH_REFUSED_TOTAL).increment(1);
+}
+
+/// Counts a sign-in refused because its address failed too many.
+pub fn signin_penalized() {
+    metrics::counter!(SIGNIN_PENALIZED_TOTAL).increment(1);
 }
 
 /// Counts one purchase attempt under its outcome label.

@@ -43,8 +43,38 @@ pub struct AppState {
     pub sockets: Arc<Sockets>,
     /// Admission control: one permit per request being handled.
     pub admission: Arc<tokio::sync::Semaphore>,
+    /// Sign-in and sign-up's share of `admission`: one of these too per
+    /// authentication request, so they can never take every permit. Most of
+    /// it for addresses with no failed sign-in lately, an eighth for the
+    /// others, so a flood of failing sign-ins cannot crowd out real customers.
+    pub auth_admission: AuthAdmission,
     pub fraud: Arc<Fraud>,
     pub fraud_store: FraudStore,
     /// This process's name among instances (scheduler lease, stream consumer).
     pub instance: String,
+}
+
+/// The two parts of sign-in and sign-up's share of the in-flight limit.
+#[derive(Debug)]
+pub struct AuthAdmission {
+    /// Sign-ins from addresses without a failed sign-in in the window.
+    pub clean: Arc<tokio::sync::Semaphore>,
+    /// Sign-ins from addresses with failures, and sign-ups.
+    pub failing: Arc<tokio::sync::Semaphore>,
+}
+
+impl AuthAdmission {
+    /// Splits `permits`: an eighth (at least one) for failing addresses and
+    /// sign-ups, the rest (at least one) for clean addresses. The failing
+    /// share is small because each of its requests still costs a MongoDB
+    /// lookup, and those lookups queue with the real customers' ones.
+    pub fn new(permits: usize) -> Self {
+        let failing = (permits / 8).max(1);
+        Self {
+            clean: Arc::new(tokio::sync::Semaphore::new(
+                permits.saturating_sub(failing).max(1),
+            )),
+            failing: Arc::new(tokio::sync::Semaphore::new(failing)),
+        }
+    }
 }

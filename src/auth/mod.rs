@@ -8,7 +8,7 @@ mod token_cache;
 mod users;
 
 pub use jwt::{Claims, JwtError, Keys};
-pub use password::{PasswordError, PasswordHasher, iterations_of};
+pub use password::{HashLimits, PasswordError, PasswordHasher, iterations_of};
 pub use role::Role;
 pub use token_cache::TokenCache;
 pub use users::{NewUser, User, UserError, UserStore, normalize_email};

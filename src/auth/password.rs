@@ -1,18 +1,29 @@
 //! PBKDF2-HMAC-SHA256 password hashes, computed off the async threads.
 //!
 //! Stored form: `pbkdf2-sha256$<iterations>$<salt b64>$<hash b64>`, so the
-//! iteration count can be raised later without breaking old hashes. At most
-//! `concurrency` derivations run at once, so a sign-in flood cannot take every
-//! blocking thread.
+//! iteration count can be raised later without breaking old hashes.
+//!
+//! Hashing is the most expensive thing a request can ask for, so it is
+//! rationed: at most `concurrency` derivations run at once, at most `queue`
+//! requests wait for one, and none waits longer than `wait`; past either
+//! bound the caller gets [`PasswordError::Busy`] at once (a 503 with
+//! Retry-After). Sign-ins for emails nobody holds (the dummy hash that keeps
+//! their timing equal) go through a lane of their own, limited to half the
+//! derivations and a quarter of the queue, so a flood of made-up emails
+//! cannot keep real customers from signing in.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use ring::pbkdf2;
 use ring::rand::{SecureRandom, SystemRandom};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+pub use crate::config::HashLimits;
 
 const SCHEME: &str = "pbkdf2-sha256";
 const SALT_LEN: usize = 16;
@@ -29,23 +40,96 @@ pub enum PasswordError {
     Task(#[from] tokio::task::JoinError),
     #[error("hashing pool closed")]
     Closed,
+    /// Too many hashes waiting, or this one waited too long: retry shortly.
+    #[error("password hashing is busy")]
+    Busy,
 }
 
-/// Hashes and verifies passwords on the blocking pool with bounded concurrency.
+/// Which lane a hash waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// Sign-up, and sign-in of an account that exists.
+    Account,
+    /// The dummy hash of a sign-in for an email nobody holds.
+    Unknown,
+}
+
+/// Hashes and verifies passwords on the blocking pool, rationed as the
+/// module doc says.
 #[derive(Debug, Clone)]
 pub struct PasswordHasher {
     iterations: NonZeroU32,
-    permits: Arc<Semaphore>,
     rng: SystemRandom,
     /// A hash of a random password at the configured count, verified against
     /// on unknown emails so that both failures cost the same time. Stored
     /// hashes converge on the same count: a sign-in whose hash has another
     /// count stores a new one ([`Self::needs_rehash`]).
     dummy: Arc<String>,
+    gate: Arc<Gate>,
+}
+
+/// The rationing: one semaphore for derivations, one more in front of it
+/// for the unknown-email lane, and a count of waiters per lane.
+#[derive(Debug)]
+struct Gate {
+    derivations: Semaphore,
+    unknown_derivations: Semaphore,
+    waiting: [AtomicUsize; 2],
+    queue: [usize; 2],
+    wait: Duration,
+}
+
+/// A derivation slot; released on drop.
+#[derive(Debug)]
+struct Slot<'a> {
+    _unknown: Option<SemaphorePermit<'a>>,
+    _derivation: SemaphorePermit<'a>,
+}
+
+impl Gate {
+    fn new(limits: HashLimits) -> Self {
+        let concurrency = limits.concurrency.max(1);
+        let queue = limits.queue.max(1);
+        Self {
+            derivations: Semaphore::new(concurrency),
+            unknown_derivations: Semaphore::new((concurrency / 2).max(1)),
+            waiting: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            queue: [queue, (queue / 4).max(1)],
+            wait: limits.wait,
+        }
+    }
+
+    async fn slot(&self, lane: Lane) -> Result<Slot<'_>, PasswordError> {
+        let i = lane as usize;
+        // Counted from the moment the request asks until it holds a slot.
+        let waiting = &self.waiting[i];
+        if waiting.fetch_add(1, Ordering::AcqRel) >= self.queue[i] {
+            waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(PasswordError::Busy);
+        }
+        let acquired = tokio::time::timeout(self.wait, async {
+            let unknown = match lane {
+                Lane::Unknown => Some(self.unknown_derivations.acquire().await?),
+                Lane::Account => None,
+            };
+            let derivation = self.derivations.acquire().await?;
+            Ok::<_, tokio::sync::AcquireError>(Slot {
+                _unknown: unknown,
+                _derivation: derivation,
+            })
+        })
+        .await;
+        waiting.fetch_sub(1, Ordering::AcqRel);
+        match acquired {
+            Ok(Ok(slot)) => Ok(slot),
+            Ok(Err(_)) => Err(PasswordError::Closed),
+            Err(_) => Err(PasswordError::Busy),
+        }
+    }
 }
 
 impl PasswordHasher {
-    pub fn new(iterations: u32, concurrency: usize) -> Result<Self, PasswordError> {
+    pub fn new(iterations: u32, limits: HashLimits) -> Result<Self, PasswordError> {
         let iterations = NonZeroU32::new(iterations.max(1)).expect("non-zero");
         let rng = SystemRandom::new();
         let mut pw = [0u8; 16];
@@ -53,9 +137,9 @@ impl PasswordHasher {
         let dummy = hash_blocking(&rng, iterations, &B64.encode(pw))?;
         Ok(Self {
             iterations,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
             rng,
             dummy: Arc::new(dummy),
+            gate: Arc::new(Gate::new(limits)),
         })
     }
 
@@ -72,31 +156,25 @@ impl PasswordHasher {
     }
 
     pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| PasswordError::Closed)?;
+        let _slot = self.gate.slot(Lane::Account).await?;
         let (rng, iterations, pw) = (self.rng.clone(), self.iterations, password.to_owned());
         tokio::task::spawn_blocking(move || hash_blocking(&rng, iterations, &pw)).await?
     }
 
     /// Verifies `password` against `stored` in constant time; `None` runs the
-    /// same work against a dummy hash and returns false.
+    /// same work against a dummy hash (in the unknown-email lane) and returns
+    /// false.
     pub async fn verify(
         &self,
         password: &str,
         stored: Option<&str>,
     ) -> Result<bool, PasswordError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| PasswordError::Closed)?;
         let (stored, known) = match stored {
             Some(s) => (s.to_owned(), true),
             None => (self.dummy.as_str().to_owned(), false),
         };
+        let lane = if known { Lane::Account } else { Lane::Unknown };
+        let _slot = self.gate.slot(lane).await?;
         let pw = password.to_owned();
         let ok = tokio::task::spawn_blocking(move || verify_blocking(&pw, &stored)).await??;
         Ok(ok && known)
@@ -145,9 +223,17 @@ pub fn iterations_of(stored: &str) -> Option<u32> {
 mod tests {
     use super::*;
 
+    fn limits(concurrency: usize, queue: usize, wait_ms: u64) -> HashLimits {
+        HashLimits {
+            concurrency,
+            queue,
+            wait: Duration::from_millis(wait_ms),
+        }
+    }
+
     #[tokio::test]
     async fn hashes_verify_and_differ_per_user() {
-        let h = PasswordHasher::new(1_000, 2).unwrap();
+        let h = PasswordHasher::new(1_000, limits(2, 8, 5_000)).unwrap();
         let a = h.hash("correct horse").await.unwrap();
         let b = h.hash("correct horse").await.unwrap();
         assert_ne!(a, b, "salts must differ");
@@ -161,8 +247,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_dummy_costs_the_configured_count_and_older_counts_are_rehashed() {
-        let old = PasswordHasher::new(1_000, 1).unwrap();
-        let h = PasswordHasher::new(2_000, 1).unwrap();
+        let old = PasswordHasher::new(1_000, limits(1, 8, 5_000)).unwrap();
+        let h = PasswordHasher::new(2_000, limits(1, 8, 5_000)).unwrap();
         assert_eq!(iterations_of(&h.dummy), Some(2_000));
         assert_eq!(h.iterations(), 2_000);
         let stored = old.hash("correct horse").await.unwrap();
@@ -179,5 +265,61 @@ mod tests {
     fn malformed_hashes_are_errors() {
         assert!(verify_blocking("x", "nope").is_err());
         assert!(verify_blocking("x", "pbkdf2-sha256$0$AA$AA").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_at_once() {
+        let gate = Gate::new(limits(1, 1, 60_000));
+        let held = gate.slot(Lane::Account).await.unwrap();
+        // One may wait...
+        let waiter = gate.slot(Lane::Account);
+        tokio::pin!(waiter);
+        assert!(futures_util::poll!(&mut waiter).is_pending());
+        // ...the next is refused without waiting.
+        assert!(matches!(
+            gate.slot(Lane::Account).await,
+            Err(PasswordError::Busy)
+        ));
+        drop(held);
+        assert!(waiter.await.is_ok(), "the waiter gets the slot");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_past_the_deadline_is_refused() {
+        let gate = Gate::new(limits(1, 8, 2_000));
+        let _held = gate.slot(Lane::Account).await.unwrap();
+        let started = tokio::time::Instant::now();
+        assert!(matches!(
+            gate.slot(Lane::Account).await,
+            Err(PasswordError::Busy)
+        ));
+        assert_eq!(started.elapsed(), Duration::from_millis(2_000));
+        assert_eq!(
+            gate.waiting[0].load(Ordering::Acquire),
+            0,
+            "the waiter left the count"
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_emails_cannot_take_every_derivation_or_the_queue() {
+        let gate = Gate::new(limits(2, 8, 60_000));
+        // The unknown lane gets one of the two derivations...
+        let unknown = gate.slot(Lane::Unknown).await.unwrap();
+        let mut more_unknown = Box::pin(gate.slot(Lane::Unknown));
+        assert!(futures_util::poll!(&mut more_unknown).is_pending());
+        // ...and two waiters (a quarter of 8): a third is refused at once.
+        let mut third = Box::pin(gate.slot(Lane::Unknown));
+        assert!(futures_util::poll!(&mut third).is_pending());
+        assert!(matches!(
+            gate.slot(Lane::Unknown).await,
+            Err(PasswordError::Busy)
+        ));
+        // A real account still gets the other derivation at once.
+        let account = gate.slot(Lane::Account);
+        tokio::pin!(account);
+        assert!(futures_util::poll!(&mut account).is_ready());
+        drop(unknown);
+        assert!(more_unknown.await.is_ok());
     }
 }

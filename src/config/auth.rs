@@ -27,6 +27,23 @@ pub const ENV_PASSWORD_ITERATIONS_INSECURE: &str = "PASSWORD_ITERATIONS_INSECURE
 pub const MIN_INSECURE_PASSWORD_ITERATIONS: u32 = 1_000;
 pub const ENV_HASH_CONCURRENCY: &str = "HASH_CONCURRENCY";
 pub const DEFAULT_HASH_CONCURRENCY: usize = 2;
+/// Sign-ins and sign-ups allowed to wait for a hash; more get 503 at once.
+pub const ENV_HASH_QUEUE: &str = "HASH_QUEUE";
+pub const DEFAULT_HASH_QUEUE: usize = 64;
+/// The longest one waits for a hash before it gets 503.
+pub const ENV_HASH_QUEUE_TIMEOUT_MS: &str = "HASH_QUEUE_TIMEOUT_MS";
+pub const DEFAULT_HASH_QUEUE_TIMEOUT_MS: u64 = 2_000;
+
+/// How much hashing one instance does at once, and how much it lets wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashLimits {
+    /// Derivations running at once (each takes one blocking thread).
+    pub concurrency: usize,
+    /// Requests allowed to wait for a derivation; more are refused at once.
+    pub queue: usize,
+    /// The longest a request waits for a derivation before it is refused.
+    pub wait: Duration,
+}
 
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -34,7 +51,7 @@ pub struct AuthConfig {
     pub issuer: String,
     pub token_ttl: Duration,
     pub password_iterations: u32,
-    pub hash_concurrency: usize,
+    pub hash_limits: HashLimits,
     pub admin_email: Option<String>,
     pub admin_password: Option<Secret>,
     pub admin_name: String,
@@ -42,8 +59,8 @@ pub struct AuthConfig {
 
 /// Reads `SECRET_KEY` (required), `JWT_ISSUER`, `JWT_TTL_SECONDS`,
 /// `PASSWORD_ITERATIONS` (and the test-only `PASSWORD_ITERATIONS_INSECURE`),
-/// `HASH_CONCURRENCY` and `ADMIN_EMAIL` / `ADMIN_PASSWORD` (both or neither) /
-/// `ADMIN_NAME`.
+/// `HASH_CONCURRENCY`, `HASH_QUEUE`, `HASH_QUEUE_TIMEOUT_MS` and
+/// `ADMIN_EMAIL` / `ADMIN_PASSWORD` (both or neither) / `ADMIN_NAME`.
 pub(super) fn read(src: &dyn Source) -> Result<AuthConfig, ConfigError> {
     let r = Reader::new(src);
     let secret_key = r.required(ENV_SECRET_KEY)?;
@@ -80,7 +97,11 @@ pub(super) fn read(src: &dyn Source) -> Result<AuthConfig, ConfigError> {
             7 * 24 * 3_600,
         )?),
         password_iterations: read_password_iterations(&r)?,
-        hash_concurrency: r.ranged(ENV_HASH_CONCURRENCY, DEFAULT_HASH_CONCURRENCY, 1, 256)?,
+        hash_limits: HashLimits {
+            concurrency: r.ranged(ENV_HASH_CONCURRENCY, DEFAULT_HASH_CONCURRENCY, 1, 256)?,
+            queue: r.ranged(ENV_HASH_QUEUE, DEFAULT_HASH_QUEUE, 1, 100_000)?,
+            wait: r.millis(ENV_HASH_QUEUE_TIMEOUT_MS, DEFAULT_HASH_QUEUE_TIMEOUT_MS)?,
+        },
         admin_email,
         admin_password,
         admin_name: r.string_or(ENV_ADMIN_NAME, DEFAULT_ADMIN_NAME),

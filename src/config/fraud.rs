@@ -23,6 +23,12 @@ pub const ENV_RATE_SIGNIN_PER_ACCOUNT_GLOBAL: &str = "RATE_SIGNIN_PER_ACCOUNT_GL
 pub const DEFAULT_RATE_SIGNIN_PER_ACCOUNT_GLOBAL: u32 = 50;
 pub const ENV_RATE_SIGNUP_PER_IP: &str = "RATE_SIGNUP_PER_IP";
 pub const DEFAULT_RATE_SIGNUP_PER_IP: u32 = 10;
+/// Failed sign-ins one address may make per window before its sign-ins are
+/// refused (429) until the window ends, with no lookup and no hash.
+pub const ENV_SIGNIN_FAILURES_PER_IP: &str = "SIGNIN_FAILURES_PER_IP";
+pub const DEFAULT_SIGNIN_FAILURES_PER_IP: u32 = 10;
+pub const ENV_SIGNIN_FAILURE_WINDOW_SECS: &str = "SIGNIN_FAILURE_WINDOW_SECS";
+pub const DEFAULT_SIGNIN_FAILURE_WINDOW_SECS: u64 = 300;
 pub const ENV_RATE_LIMIT_MAX_KEYS: &str = "RATE_LIMIT_MAX_KEYS";
 pub const DEFAULT_RATE_LIMIT_MAX_KEYS: usize = 100_000;
 pub const ENV_PURCHASE_ATTEMPTS_PER_WINDOW: &str = "PURCHASE_ATTEMPTS_PER_WINDOW";
@@ -59,6 +65,9 @@ pub struct FraudConfig {
     pub signin_per_account_global: u32,
     /// Sign-ups per minute per IP.
     pub signup_per_ip: u32,
+    /// Failed sign-ins per address per `signin_failure_window`.
+    pub signin_failures_per_ip: u32,
+    pub signin_failure_window: Duration,
     pub limiter_max_keys: usize,
     /// Purchase attempts per buyer per sale per window, held in Redis.
     pub attempts_per_window: u32,
@@ -113,6 +122,13 @@ pub(super) fn read(src: &dyn Source) -> Result<FraudConfig, ConfigError> {
             DEFAULT_RATE_SIGNIN_PER_ACCOUNT_GLOBAL,
         )?,
         signup_per_ip: rate(ENV_RATE_SIGNUP_PER_IP, DEFAULT_RATE_SIGNUP_PER_IP)?,
+        signin_failures_per_ip: rate(ENV_SIGNIN_FAILURES_PER_IP, DEFAULT_SIGNIN_FAILURES_PER_IP)?,
+        signin_failure_window: Duration::from_secs(r.ranged(
+            ENV_SIGNIN_FAILURE_WINDOW_SECS,
+            DEFAULT_SIGNIN_FAILURE_WINDOW_SECS,
+            1,
+            24 * 3_600,
+        )?),
         limiter_max_keys: r.ranged(
             ENV_RATE_LIMIT_MAX_KEYS,
             DEFAULT_RATE_LIMIT_MAX_KEYS,

@@ -27,6 +27,13 @@ pub const ENV_MAX_CONNECTIONS: &str = "MAX_CONNECTIONS";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 pub const ENV_MAX_IN_FLIGHT: &str = "MAX_IN_FLIGHT";
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4_096;
+/// Sign-in and sign-up's share of `MAX_IN_FLIGHT` (default: an eighth), so
+/// an authentication flood leaves the rest to purchases and reads.
+pub const ENV_AUTH_MAX_IN_FLIGHT: &str = "AUTH_MAX_IN_FLIGHT";
+pub const ENV_BODY_READ_TIMEOUT_MS: &str = "BODY_READ_TIMEOUT_MS";
+pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 5_000;
+pub const ENV_HTTP2_MAX_STREAMS: &str = "HTTP2_MAX_STREAMS";
+pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 32;
 pub const ENV_SHUTDOWN_GRACE_MS: &str = "SHUTDOWN_GRACE_MS";
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 
@@ -39,6 +46,13 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Requests handled at once; beyond this, 503 with Retry-After at once.
     pub max_in_flight: usize,
+    /// Of those, how many may be sign-ins and sign-ups.
+    pub auth_max_in_flight: usize,
+    /// A request body must arrive within this, or the answer is 408. The
+    /// body is read before the request takes an in-flight slot.
+    pub body_read_timeout: Duration,
+    /// Concurrent streams on one HTTP/2 connection.
+    pub http2_max_streams: u32,
     pub shutdown_grace: Duration,
     pub trust_proxy: TrustProxy,
 }
@@ -94,11 +108,13 @@ impl FromStr for TrustProxy {
 }
 
 /// Reads `BIND_ADDR`, `PORT`, `MAX_BODY_BYTES`, `HEADER_READ_TIMEOUT_MS`,
-/// `MAX_CONNECTIONS`, `MAX_IN_FLIGHT`, `SHUTDOWN_GRACE_MS`, `TRUST_PROXY` and
-/// `TRUST_PROXY_FROM`.
+/// `MAX_CONNECTIONS`, `MAX_IN_FLIGHT`, `AUTH_MAX_IN_FLIGHT`,
+/// `BODY_READ_TIMEOUT_MS`, `HTTP2_MAX_STREAMS`, `SHUTDOWN_GRACE_MS`,
+/// `TRUST_PROXY` and `TRUST_PROXY_FROM`.
 pub(super) fn read(src: &dyn Source) -> Result<HttpConfig, ConfigError> {
     let r = Reader::new(src);
     let trust_proxy = read_trust_proxy(&r)?;
+    let max_in_flight = r.ranged(ENV_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT, 1, 1_000_000)?;
     Ok(HttpConfig {
         bind: r.parse_or(ENV_BIND, DEFAULT_BIND.parse().expect("valid default"))?,
         port: r.parse_or(ENV_PORT, DEFAULT_PORT)?,
@@ -106,7 +122,19 @@ pub(super) fn read(src: &dyn Source) -> Result<HttpConfig, ConfigError> {
         header_read_timeout: r
             .millis(ENV_HEADER_READ_TIMEOUT_MS, DEFAULT_HEADER_READ_TIMEOUT_MS)?,
         max_connections: r.ranged(ENV_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS, 1, 1_000_000)?,
-        max_in_flight: r.ranged(ENV_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT, 1, 1_000_000)?,
+        max_in_flight,
+        auth_max_in_flight: r.ranged(
+            ENV_AUTH_MAX_IN_FLIGHT,
+            (max_in_flight / 8).max(1),
+            1,
+            max_in_flight,
+        )?,
+        body_read_timeout: r.millis_from(
+            ENV_BODY_READ_TIMEOUT_MS,
+            DEFAULT_BODY_READ_TIMEOUT_MS,
+            1,
+        )?,
+        http2_max_streams: r.ranged(ENV_HTTP2_MAX_STREAMS, DEFAULT_HTTP2_MAX_STREAMS, 1, 1_000)?,
         shutdown_grace: r.millis(ENV_SHUTDOWN_GRACE_MS, DEFAULT_SHUTDOWN_GRACE_MS)?,
         trust_proxy,
     })
@@ -144,6 +172,25 @@ mod tests {
         assert_eq!(c.port, DEFAULT_PORT);
         assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(c.shutdown_grace, Duration::from_millis(10_000));
+        assert_eq!(c.auth_max_in_flight, DEFAULT_MAX_IN_FLIGHT / 8);
+        assert_eq!(c.http2_max_streams, DEFAULT_HTTP2_MAX_STREAMS);
+    }
+
+    #[test]
+    fn the_auth_share_cannot_exceed_the_whole() {
+        let c = read(&map(&[(ENV_MAX_IN_FLIGHT, "16")])).unwrap();
+        assert_eq!(c.auth_max_in_flight, 2);
+        assert_eq!(
+            refused(
+                read,
+                &[(ENV_MAX_IN_FLIGHT, "16"), (ENV_AUTH_MAX_IN_FLIGHT, "17")]
+            ),
+            ENV_AUTH_MAX_IN_FLIGHT
+        );
+        assert_eq!(
+            refused(read, &[(ENV_BODY_READ_TIMEOUT_MS, "0")]),
+            ENV_BODY_READ_TIMEOUT_MS
+        );
     }
 
     #[test]

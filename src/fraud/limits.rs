@@ -1,4 +1,5 @@
-//! In-process rate limits (governor, GCRA), keyed per IP, user or account.
+//! In-process rate limits (governor, GCRA), keyed per IP, user or account,
+//! and failure budgets (so many failures per key per window).
 //!
 //! Keyed state is swept on a timer; when an IP-rotation flood fills the map
 //! to its cap anyway, it is swept at once, and if still full new requests are
@@ -132,6 +133,107 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     }
 }
 
+/// Failures counted per key in a fixed window: a key that used up its
+/// budget is refused until its window ends. Checking costs no budget, so it
+/// can run before any work; only failures spend it.
+#[derive(Debug)]
+pub struct FailureBudget<K: Hash + Eq + Clone> {
+    name: &'static str,
+    /// Failures allowed per window; 0 disables the budget.
+    budget: u32,
+    window: Duration,
+    max_keys: usize,
+    /// Per key: failures so far and when its window started.
+    entries: dashmap::DashMap<K, (u32, Instant)>,
+}
+
+impl<K: Hash + Eq + Clone> FailureBudget<K> {
+    pub fn new(name: &'static str, budget: u32, window: Duration, max_keys: usize) -> Self {
+        Self {
+            name,
+            budget,
+            window,
+            max_keys,
+            entries: dashmap::DashMap::new(),
+        }
+    }
+
+    /// Refused when `key` has used up its budget in its current window.
+    pub fn check(&self, key: &K) -> Result<(), Limited> {
+        if self.budget == 0 {
+            return Ok(());
+        }
+        let Some(entry) = self.entries.get(key) else {
+            return Ok(());
+        };
+        let (failures, since) = *entry;
+        let elapsed = since.elapsed();
+        if failures < self.budget || elapsed >= self.window {
+            return Ok(());
+        }
+        Err(Limited {
+            name: self.name,
+            limit: self.budget,
+            window_secs: self.window.as_secs(),
+            retry_after_secs: (self.window - elapsed).as_secs_f64().ceil().max(1.0) as u64,
+        })
+    }
+
+    /// Failures of `key` in its current window.
+    pub fn failures(&self, key: &K) -> u32 {
+        self.entries
+            .get(key)
+            .filter(|e| e.1.elapsed() < self.window)
+            .map_or(0, |e| e.0)
+    }
+
+    /// Spends one failure of `key`'s budget.
+    pub fn record(&self, key: &K) {
+        if self.budget == 0 {
+            return;
+        }
+        if !self.entries.contains_key(key) && self.entries.len() >= self.max_keys {
+            self.sweep();
+            if self.entries.len() >= self.max_keys {
+                // Full of keys still in their window: the new key goes
+                // uncounted rather than memory growing without bound.
+                return;
+            }
+        }
+        let mut entry = self
+            .entries
+            .entry(key.clone())
+            .or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= self.window {
+            *entry = (0, Instant::now());
+        }
+        entry.0 = entry.0.saturating_add(1);
+    }
+
+    /// Gives back one failure of `key`'s budget: for callers that spend it
+    /// up front, when the attempt turned out well.
+    pub fn refund(&self, key: &K) {
+        if let Some(mut entry) = self.entries.get_mut(key) {
+            entry.0 = entry.0.saturating_sub(1);
+        }
+    }
+
+    /// Forgets keys whose window has ended.
+    pub fn sweep(&self) {
+        self.entries
+            .retain(|_, (_, since)| since.elapsed() < self.window);
+    }
+
+    /// Keys held now.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +269,34 @@ mod tests {
         }
         assert!(l.len() <= 100, "{} keys", l.len());
         assert!(refused > 0);
+    }
+
+    #[test]
+    fn a_failure_budget_refuses_only_once_spent_and_checks_cost_nothing() {
+        let b: FailureBudget<u32> = FailureBudget::new("f", 2, Duration::from_secs(60), 100);
+        for _ in 0..10 {
+            assert!(b.check(&1).is_ok(), "checking spends nothing");
+        }
+        b.record(&1);
+        assert!(b.check(&1).is_ok());
+        b.record(&1);
+        let e = b.check(&1).unwrap_err();
+        assert_eq!((e.name, e.limit, e.window_secs), ("f", 2, 60));
+        assert!((1..=60).contains(&e.retry_after_secs));
+        assert!(b.check(&2).is_ok(), "other keys are independent");
+    }
+
+    #[test]
+    fn a_failure_budget_comes_back_after_its_window_and_stays_bounded() {
+        let b: FailureBudget<u32> = FailureBudget::new("f", 1, Duration::from_millis(1), 100);
+        b.record(&1);
+        // The window is one millisecond: wait it out (not a synchronisation).
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(b.check(&1).is_ok(), "a new window");
+        let big: FailureBudget<u32> = FailureBudget::new("f", 1, Duration::from_secs(60), 100);
+        for k in 0..10_000 {
+            big.record(&k);
+        }
+        assert!(big.len() <= 100, "{} keys", big.len());
     }
 }

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use blocklist::{BLOCKLIST_CHANGED, Blocklist, BlocklistEntry, EntryKind, NewEntry};
-pub use limits::{Limited, Limiter};
+pub use limits::{FailureBudget, Limited, Limiter};
 pub use log::{FRAUD_STREAM, FraudAction, FraudEvent, FraudLog};
 pub use store::{EventView, FraudStore, StoredEvent, decode_event};
 pub use velocity::Velocity;
@@ -42,6 +42,13 @@ pub struct Fraud {
     /// Per account alone, higher: guessing spread over many addresses.
     pub signin_account_global: Limiter<String>,
     pub signup_ip: Limiter<IpAddr>,
+    /// Sign-ins per address (IPv6 by /64) that did not succeed, counted up
+    /// front: past the budget, the address is refused until its window ends.
+    pub signin_failures: FailureBudget<IpAddr>,
+    /// Sign-ins per address that named an unknown email or a wrong
+    /// password: an address with any is served from the failing half of
+    /// sign-in's admission share. Never refuses by itself.
+    pub signin_failed: FailureBudget<IpAddr>,
     pub blocklist: Arc<Blocklist>,
     pub velocity: Velocity,
     pub log: FraudLog,
@@ -90,6 +97,18 @@ impl Fraud {
                 max,
             ),
             signup_ip: Limiter::per_minute("signup-ip", cfg.signup_per_ip, max),
+            signin_failures: FailureBudget::new(
+                "signin-failures-ip",
+                cfg.signin_failures_per_ip,
+                cfg.signin_failure_window,
+                max,
+            ),
+            signin_failed: FailureBudget::new(
+                "signin-failed-ip",
+                u32::MAX,
+                cfg.signin_failure_window,
+                max,
+            ),
             blocklist,
             velocity: Velocity::new(cfg),
             log,
@@ -119,6 +138,41 @@ impl Fraud {
         self.log
             .record_sampled(FraudEvent::blocked(rule, None, ip, None));
         Err(blocked(rule, "requests from this address are blocked"))
+    }
+
+    /// The cheap gate of a sign-in, before it takes an in-flight slot: the
+    /// per-address sign-in rate, then the address's failure budget. A
+    /// sign-in that passes is counted as a failure until it succeeds (see
+    /// [`Fraud::signin_succeeded`]), so a flood spends the budget with its
+    /// first requests, not only once their lookups and hashes are done.
+    ///
+    /// Returns whether the address had no failure in its window before this
+    /// one (trusted addresses always count as clean).
+    pub fn admit_signin(&self, ip: IpAddr) -> Result<bool, Denied> {
+        if self.is_trusted(ip) {
+            return Ok(true);
+        }
+        let key = ip_key(ip);
+        self.limited(self.signin_ip.check(&key), ip, None, None)?;
+        self.limited(self.signin_failures.check(&key), ip, None, None)?;
+        self.signin_failures.record(&key);
+        Ok(self.signin_failed.failures(&key) == 0)
+    }
+
+    /// Marks `ip` as an address whose sign-in named an unknown email or a
+    /// wrong password.
+    pub fn signin_failed(&self, ip: IpAddr) {
+        if !self.is_trusted(ip) {
+            self.signin_failed.record(&ip_key(ip));
+        }
+    }
+
+    /// Gives back the failure [`Fraud::admit_signin`] counted in advance:
+    /// the sign-in succeeded, or it was refused before any work (503).
+    pub fn signin_succeeded(&self, ip: IpAddr) {
+        if !self.is_trusted(ip) {
+            self.signin_failures.refund(&ip_key(ip));
+        }
     }
 
     /// A rate limit outcome as the 429 response, with its fraud event.
@@ -285,6 +339,8 @@ impl Fraud {
         self.signin_account.sweep();
         self.signin_account_global.sweep();
         self.signup_ip.sweep();
+        self.signin_failures.sweep();
+        self.signin_failed.sweep();
         self.velocity.sweep();
         self.log.sweep();
     }

@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde_json::{Value, json};
 
-use crate::auth::{AuthError, UserError};
+use crate::auth::{AuthError, PasswordError, UserError};
 use crate::engine::Refusal;
 use crate::error::{ErrorChain, ErrorCode, StoreError};
 use crate::fraud::{Denied, Limited};
@@ -128,6 +128,24 @@ impl From<UserError> for ApiError {
         match e {
             UserError::EmailTaken => Self::new(e.code(), e.to_string()),
             UserError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<PasswordError> for ApiError {
+    /// A busy hasher is an overload (503 with Retry-After); anything else is
+    /// unexpected.
+    fn from(e: PasswordError) -> Self {
+        match e {
+            PasswordError::Busy => {
+                crate::metrics::hash_refused();
+                Self::new(
+                    ErrorCode::Unavailable,
+                    "too many sign-ins at once, retry shortly",
+                )
+                .with_retry_after(1)
+            }
+            other => ApiError::internal("password hashing failed", &other),
         }
     }
 }

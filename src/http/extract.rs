@@ -13,12 +13,28 @@ use crate::auth::{AuthError, CurrentUser, Keys};
 use crate::error::ErrorCode;
 use crate::http::error::ApiError;
 
-/// Reads the whole body, refusing more than `limit` bytes with 413.
+/// Reads the whole body, refusing more than `limit` bytes with 413 and a
+/// body that has not fully arrived within `deadline` with 408: a client
+/// sending a byte at a time costs only its own connection.
 pub async fn body_bytes(
     headers: &HeaderMap,
     body: Incoming,
     limit: usize,
+    deadline: std::time::Duration,
 ) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(deadline, read_body(headers, body, limit)).await {
+        Ok(read) => read,
+        Err(_) => Err(ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!(
+                "the request body did not arrive within {} ms",
+                deadline.as_millis()
+            ),
+        )),
+    }
+}
+
+async fn read_body(headers: &HeaderMap, body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorCode::PayloadTooLarge,
@@ -43,14 +59,11 @@ pub async fn body_bytes(
     }
 }
 
-/// Parses a JSON body strictly: unknown fields, wrong types and malformed JSON
-/// give 400 `VALIDATION_FAILED`; an empty body is treated as `{}` so that
-/// required fields are reported by name.
-pub async fn json<T: DeserializeOwned>(
-    headers: &HeaderMap,
-    body: Incoming,
-    limit: usize,
-) -> Result<T, ApiError> {
+/// Parses a JSON body (already read by the router, within its size and time
+/// limits) strictly: unknown fields, wrong types and malformed JSON give 400
+/// `VALIDATION_FAILED`; an empty body is treated as `{}` so that required
+/// fields are reported by name.
+pub fn json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
     if headers.get_all(CONTENT_TYPE).iter().nth(1).is_some() {
         return Err(ApiError::new(
             ErrorCode::UnsupportedMediaType,
@@ -67,8 +80,7 @@ pub async fn json<T: DeserializeOwned>(
             ));
         }
     }
-    let bytes = body_bytes(headers, body, limit).await?;
-    parse_json(&bytes)
+    parse_json(body)
 }
 
 /// Strict JSON decoding of a complete body.

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{ALLOW, HeaderValue};
 use http::{Method, Request};
 use hyper::body::Incoming;
@@ -294,30 +295,62 @@ async fn dispatch(
     route: Route<'_>,
 ) -> HttpResponse {
     let method = req.method().clone();
+    let probe = matches!(route, Route::Healthz | Route::Readyz | Route::Metrics);
     // IP rules come before any work, except for the probes.
     let ip = crate::net::client_ip(peer.ip(), req.headers(), &state.config.http.trust_proxy);
-    if !matches!(route, Route::Healthz | Route::Readyz | Route::Metrics)
-        && let Err(e) = state.fraud.check_ip(ip)
-    {
+    if !probe && let Err(e) = state.fraud.check_ip(ip) {
         return error(&e.into());
     }
+    // A sign-in over its address's rate or failure budget is refused before
+    // it costs a slot, a MongoDB lookup or a hash.
+    let clean_signin = if route == Route::Signin {
+        match state.fraud.admit_signin(ip) {
+            Ok(clean) => clean,
+            Err(denied) => {
+                crate::metrics::signin_penalized();
+                return error(&denied.into());
+            }
+        }
+    } else {
+        false
+    };
+    // A sign-in refused below did no work: its failure goes back.
+    let refused = |class| {
+        if route == Route::Signin {
+            state.fraud.signin_succeeded(ip);
+        }
+        overloaded(class)
+    };
+    // The body is read before the request takes an in-flight slot, within a
+    // size and a time limit, so a slow sender holds only its own connection.
+    let req = match read_body(state, req).await {
+        Ok(req) => req,
+        Err(e) => return error(&e),
+    };
     // Admission control: past the in-flight limit, refuse at once rather than
     // queue until the client times out. Probes and metrics are never refused.
-    let _permit = if matches!(route, Route::Healthz | Route::Readyz | Route::Metrics) {
+    // Sign-in and sign-up also need one of their class's permits, so they
+    // cannot take the slots purchases and reads need; sign-ins from
+    // addresses without failures keep most of the share.
+    let _auth_permit = if matches!(route, Route::Signin | Route::Signup) {
+        let pool = if clean_signin {
+            &state.auth_admission.clean
+        } else {
+            &state.auth_admission.failing
+        };
+        match pool.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => return refused("auth"),
+        }
+    } else {
+        None
+    };
+    let _permit = if probe {
         None
     } else {
         match state.admission.clone().try_acquire_owned() {
             Ok(p) => Some(p),
-            Err(_) => {
-                metrics::counter!(crate::metrics::ADMISSION_REJECTED_TOTAL).increment(1);
-                return error(
-                    &ApiError::new(
-                        ErrorCode::Unavailable,
-                        "the service is overloaded, retry shortly",
-                    )
-                    .with_retry_after(1),
-                );
-            }
+            Err(_) => return refused("all"),
         }
     };
     let result = match (&method, route) {
@@ -369,6 +402,37 @@ async fn dispatch(
         Ok(res) => res,
         Err(e) => error(&e),
     }
+}
+
+/// The request with its body read: the whole body for methods that carry
+/// one, none for the others (a body sent with GET is not read).
+async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<Request<Bytes>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let bytes = if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        Bytes::new()
+    } else {
+        let cfg = &state.config.http;
+        super::extract::body_bytes(
+            &parts.headers,
+            body,
+            cfg.max_body_bytes,
+            cfg.body_read_timeout,
+        )
+        .await?
+    };
+    Ok(Request::from_parts(parts, bytes))
+}
+
+/// The 503 of admission control, counted under its class.
+fn overloaded(class: &'static str) -> HttpResponse {
+    crate::metrics::admission_rejected(class);
+    error(
+        &ApiError::new(
+            ErrorCode::Unavailable,
+            "the service is overloaded, retry shortly",
+        )
+        .with_retry_after(1),
+    )
 }
 
 #[cfg(test)]

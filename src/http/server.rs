@@ -34,7 +34,7 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>, stop: Cancellation
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(cfg.http2_max_streams);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
 

@@ -5,6 +5,7 @@ mod helpers;
 mod storm;
 mod support;
 
+mod abuse;
 mod auth;
 mod bad_input;
 mod clock;

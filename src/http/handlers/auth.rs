@@ -1,7 +1,7 @@
 //! POST /api/signup and POST /api/signin.
 
+use bytes::Bytes;
 use http::Request;
-use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
 use std::net::IpAddr;
@@ -57,15 +57,14 @@ struct SigninView {
     expires_in: u64,
 }
 
-pub async fn signup(state: &AppState, req: Request<Incoming>, ip: IpAddr) -> HttpResult {
+pub async fn signup(state: &AppState, req: Request<Bytes>, ip: IpAddr) -> HttpResult {
     if !state.fraud.is_trusted(ip) {
         state
             .fraud
             .limited(state.fraud.signup_ip.check(&ip_key(ip)), ip, None, None)?;
     }
     let (parts, body) = req.into_parts();
-    let b: SignupBody =
-        extract::json(&parts.headers, body, state.config.http.max_body_bytes).await?;
+    let b: SignupBody = extract::json(&parts.headers, &body)?;
     let role = b.role.unwrap_or_default();
     if role == Role::Admin {
         // Only an admin may create another admin.
@@ -90,24 +89,16 @@ pub async fn signup(state: &AppState, req: Request<Incoming>, ip: IpAddr) -> Htt
 }
 
 pub(crate) async fn create_user(state: &AppState, new: &NewUser) -> Result<User, ApiError> {
-    let hash = state
-        .hasher
-        .hash(&new.password)
-        .await
-        .map_err(|e| ApiError::internal("password hashing failed", &e))?;
+    let hash = state.hasher.hash(&new.password).await?;
     Ok(state.users.insert(new, hash).await?)
 }
 
-pub async fn signin(state: &AppState, req: Request<Incoming>, ip: IpAddr) -> HttpResult {
+/// POST /api/signin. The router has already applied the per-address rate
+/// and failure budget (`Fraud::admit_signin`).
+pub async fn signin(state: &AppState, req: Request<Bytes>, ip: IpAddr) -> HttpResult {
     let trusted = state.fraud.is_trusted(ip);
-    if !trusted {
-        state
-            .fraud
-            .limited(state.fraud.signin_ip.check(&ip_key(ip)), ip, None, None)?;
-    }
     let (parts, body) = req.into_parts();
-    let b: SigninBody =
-        extract::json(&parts.headers, body, state.config.http.max_body_bytes).await?;
+    let b: SigninBody = extract::json(&parts.headers, &body)?;
     // Per account too, so password guessing is slowed: per account and
     // address first, so a flood from one address cannot lock the owner out
     // elsewhere, then a gentler limit per account alone for guessing spread
@@ -119,19 +110,28 @@ pub async fn signin(state: &AppState, req: Request<Incoming>, ip: IpAddr) -> Htt
     if b.password.is_empty() || b.password.chars().count() > 128 {
         return Err(invalid());
     }
-    // Unknown emails still pay for one hash, so timing does not tell them apart.
+    // Unknown emails still pay for one hash, so timing does not tell them
+    // apart (in a lane of their own, so a flood of them cannot hold up real
+    // accounts).
     let user = match normalize_email(&b.email) {
         Some(email) => state.users.by_email(&email).await?,
         None => None,
     };
+    let known = user.is_some();
+    if !known {
+        state.fraud.signin_failed(ip);
+    }
     let ok_pw = state
         .hasher
         .verify(&b.password, user.as_ref().map(|u| u.password_hash.as_str()))
-        .await
-        .map_err(|e| ApiError::internal("password verification failed", &e))?;
+        .await?;
     let Some(user) = user.filter(|_| ok_pw) else {
+        if known {
+            state.fraud.signin_failed(ip); // a wrong password
+        }
         return Err(invalid());
     };
+    state.fraud.signin_succeeded(ip);
     if state.hasher.needs_rehash(&user.password_hash) {
         rehash(state, &user, &b.password).await;
     }

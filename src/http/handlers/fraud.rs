@@ -1,7 +1,7 @@
 //! Admin endpoints of the fraud controls: the blocklist and the fraud log.
 
+use bytes::Bytes;
 use http::Request;
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -25,18 +25,17 @@ struct EntryBody {
 }
 
 /// GET /api/admin/blocklist
-pub async fn list_blocklist(state: &AppState, req: &Request<Incoming>) -> HttpResult {
+pub async fn list_blocklist(state: &AppState, req: &Request<Bytes>) -> HttpResult {
     admin(state, req)?;
     Query::parse(req.uri().query(), &[])?;
     ok(&state.fraud.blocklist.list().await?)
 }
 
 /// POST /api/admin/blocklist {type: user|ip|allow, value, reason?, ttlSeconds?}
-pub async fn add_to_blocklist(state: &AppState, req: Request<Incoming>) -> HttpResult {
+pub async fn add_to_blocklist(state: &AppState, req: Request<Bytes>) -> HttpResult {
     let caller = admin(state, &req)?;
     let (parts, body) = req.into_parts();
-    let b: EntryBody =
-        extract::json(&parts.headers, body, state.config.http.max_body_bytes).await?;
+    let b: EntryBody = extract::json(&parts.headers, &body)?;
     let new = NewEntry::parse(&b.kind, &b.value, b.reason.as_deref(), b.ttl_seconds)
         .map_err(|(f, m)| ApiError::field(f, m))?;
     let entry = state.fraud.blocklist.add(new, &caller.id.hex()).await?;
@@ -44,7 +43,7 @@ pub async fn add_to_blocklist(state: &AppState, req: Request<Incoming>) -> HttpR
 }
 
 /// DELETE /api/admin/blocklist?type=&value=
-pub async fn remove_from_blocklist(state: &AppState, req: &Request<Incoming>) -> HttpResult {
+pub async fn remove_from_blocklist(state: &AppState, req: &Request<Bytes>) -> HttpResult {
     admin(state, req)?;
     let q = Query::parse(req.uri().query(), &["type", "value"])?;
     let kind = q
@@ -65,7 +64,7 @@ pub async fn remove_from_blocklist(state: &AppState, req: &Request<Incoming>) ->
 }
 
 /// GET /api/fraud/events?flashSaleId=&userId=&rule=&offset=&limit=
-pub async fn events(state: &AppState, req: &Request<Incoming>) -> HttpResult {
+pub async fn events(state: &AppState, req: &Request<Bytes>) -> HttpResult {
     admin(state, req)?;
     let q = Query::parse(
         req.uri().query(),

@@ -1,7 +1,7 @@
 //! GET /api/leaderboard (admin): buyers by first purchase, from Redis.
 
+use bytes::Bytes;
 use http::Request;
-use hyper::body::Incoming;
 
 use super::admin;
 use crate::error::ErrorCode;
@@ -11,7 +11,7 @@ use crate::http::response::{HttpResult, ok};
 use crate::ids::SaleId;
 use crate::state::AppState;
 
-pub async fn page(state: &AppState, req: &Request<Incoming>) -> HttpResult {
+pub async fn page(state: &AppState, req: &Request<Bytes>) -> HttpResult {
     admin(state, req)?;
     let q = Query::parse(req.uri().query(), &["flashSaleId", "offset", "limit"])?;
     let sale = q

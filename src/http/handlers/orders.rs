@@ -1,7 +1,7 @@
 //! GET /api/orders and the admin reconcile report.
 
+use bytes::Bytes;
 use http::Request;
-use hyper::body::Incoming;
 
 use super::{admin, user};
 use crate::http::error::ApiError;
@@ -21,7 +21,7 @@ fn sale_param(q: &Query) -> Result<Option<SaleId>, ApiError> {
 }
 
 /// Customers see their own orders; admins see a sale's (or everyone's).
-pub async fn list(state: &AppState, req: &Request<Incoming>) -> HttpResult {
+pub async fn list(state: &AppState, req: &Request<Bytes>) -> HttpResult {
     let caller = user(state, req)?;
     let q = Query::parse(
         req.uri().query(),
@@ -64,7 +64,7 @@ pub async fn list(state: &AppState, req: &Request<Incoming>) -> HttpResult {
 }
 
 /// Compares, per sale, the units Redis sold with the orders MongoDB holds.
-pub async fn reconcile(state: &AppState, req: &Request<Incoming>) -> HttpResult {
+pub async fn reconcile(state: &AppState, req: &Request<Bytes>) -> HttpResult {
     admin(state, req)?;
     let q = Query::parse(req.uri().query(), &["flashSaleId"])?;
     let report = match sale_param(&q)? {

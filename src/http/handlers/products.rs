@@ -1,7 +1,7 @@
 //! Products: create (admin), list, get.
 
+use bytes::Bytes;
 use http::Request;
-use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::{admin, user};
@@ -21,18 +21,17 @@ struct ProductBody {
     price: f64,
 }
 
-pub async fn create(state: &AppState, req: Request<Incoming>) -> HttpResult {
+pub async fn create(state: &AppState, req: Request<Bytes>) -> HttpResult {
     admin(state, &req)?;
     let (parts, body) = req.into_parts();
-    let b: ProductBody =
-        extract::json(&parts.headers, body, state.config.http.max_body_bytes).await?;
+    let b: ProductBody = extract::json(&parts.headers, &body)?;
     let new = NewProduct::parse(&b.name, b.description.as_deref(), b.price)
         .map_err(|(f, m)| ApiError::field(f, m))?;
     let p = state.products.insert(new).await?;
     created(&ProductView::from(&p))
 }
 
-pub async fn list(state: &AppState, req: Request<Incoming>) -> HttpResult {
+pub async fn list(state: &AppState, req: Request<Bytes>) -> HttpResult {
     user(state, &req)?;
     let q = Query::parse(req.uri().query(), &["offset", "limit"])?;
     let offset = q.int("offset", 0, 0, 1_000_000)?;
@@ -42,7 +41,7 @@ pub async fn list(state: &AppState, req: Request<Incoming>) -> HttpResult {
     ok(&views)
 }
 
-pub async fn get(state: &AppState, req: &Request<Incoming>, id: &str) -> HttpResult {
+pub async fn get(state: &AppState, req: &Request<Bytes>, id: &str) -> HttpResult {
     user(state, req)?;
     let not_found = || ApiError::new(ErrorCode::ProductNotFound, "product not found");
     let id = ProductId::parse(id).map_err(|_| not_found())?;

@@ -2,9 +2,9 @@
 
 use std::net::SocketAddr;
 
+use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Request, StatusCode};
-use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
 use super::user;
@@ -72,7 +72,7 @@ pub fn parse_idempotency_key(v: &HeaderValue) -> Result<&str, ApiError> {
     Ok(s)
 }
 
-pub async fn purchase(state: &AppState, req: Request<Incoming>, peer: SocketAddr) -> HttpResult {
+pub async fn purchase(state: &AppState, req: Request<Bytes>, peer: SocketAddr) -> HttpResult {
     let caller = user(state, &req)?;
     if caller.role != Role::Customer {
         return Err(ApiError::new(
@@ -81,8 +81,7 @@ pub async fn purchase(state: &AppState, req: Request<Incoming>, peer: SocketAddr
         ));
     }
     let (parts, body) = req.into_parts();
-    let b: PurchaseBody =
-        extract::json(&parts.headers, body, state.config.http.max_body_bytes).await?;
+    let b: PurchaseBody = extract::json(&parts.headers, &body)?;
     if b.quantity == 0 || b.quantity > MAX_QUANTITY {
         return Err(ApiError::field(
             "quantity",

@@ -1,7 +1,7 @@
 //! Flash sales: create, list, get, rerun, cancel.
 
+use bytes::Bytes;
 use http::Request;
-use hyper::body::Incoming;
 
 use super::{admin, user};
 use crate::clock::now_ms;
@@ -18,16 +18,15 @@ fn sale_id(id: &str) -> Result<SaleId, ApiError> {
         .map_err(|_| ApiError::new(ErrorCode::FlashSaleNotFound, "flash sale not found"))
 }
 
-pub async fn create(state: &AppState, req: Request<Incoming>) -> HttpResult {
+pub async fn create(state: &AppState, req: Request<Bytes>) -> HttpResult {
     admin(state, &req)?;
     let (parts, body) = req.into_parts();
-    let input: SaleInput =
-        extract::json(&parts.headers, body, state.config.http.max_body_bytes).await?;
+    let input: SaleInput = extract::json(&parts.headers, &body)?;
     let sale = state.sales.create(&input).await?;
     created(&sale.view(Some(sale.total_units), now_ms()))
 }
 
-pub async fn list(state: &AppState, req: &Request<Incoming>) -> HttpResult {
+pub async fn list(state: &AppState, req: &Request<Bytes>) -> HttpResult {
     user(state, req)?;
     let q = Query::parse(req.uri().query(), &["status", "offset", "limit"])?;
     let status = match q.get("status") {
@@ -49,23 +48,22 @@ pub async fn list(state: &AppState, req: &Request<Incoming>) -> HttpResult {
     ok(&views)
 }
 
-pub async fn get(state: &AppState, req: &Request<Incoming>, id: &str) -> HttpResult {
+pub async fn get(state: &AppState, req: &Request<Bytes>, id: &str) -> HttpResult {
     user(state, req)?;
     let (sale, available) = state.sales.get(sale_id(id)?).await?;
     ok(&sale.view(available, now_ms()))
 }
 
-pub async fn rerun(state: &AppState, req: Request<Incoming>, id: &str) -> HttpResult {
+pub async fn rerun(state: &AppState, req: Request<Bytes>, id: &str) -> HttpResult {
     admin(state, &req)?;
     let id = sale_id(id)?;
     let (parts, body) = req.into_parts();
-    let input: RerunInput =
-        extract::json(&parts.headers, body, state.config.http.max_body_bytes).await?;
+    let input: RerunInput = extract::json(&parts.headers, &body)?;
     let sale = state.sales.rerun(id, &input).await?;
     created(&sale.view(Some(sale.total_units), now_ms()))
 }
 
-pub async fn cancel(state: &AppState, req: &Request<Incoming>, id: &str) -> HttpResult {
+pub async fn cancel(state: &AppState, req: &Request<Bytes>, id: &str) -> HttpResult {
     admin(state, req)?;
     let id = sale_id(id)?;
     let sale = state.sales.cancel(id).await?;

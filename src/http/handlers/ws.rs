@@ -4,8 +4,8 @@
 
 use std::net::SocketAddr;
 
+use bytes::Bytes;
 use http::Request;
-use hyper::body::Incoming;
 use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::auth::CurrentUser;
@@ -16,7 +16,7 @@ use crate::http::response::HttpResult;
 use crate::state::AppState;
 
 /// Handles `GET /` or `/ws`: checks the handshake and upgrades.
-pub fn upgrade(state: &AppState, mut req: Request<Incoming>, peer: SocketAddr) -> HttpResult {
+pub fn upgrade(state: &AppState, mut req: Request<Bytes>, peer: SocketAddr) -> HttpResult {
     let cfg = &state.config.realtime;
     if !hyper_tungstenite::is_upgrade_request(&req) {
         return Err(ApiError::new(
