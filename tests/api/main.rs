@@ -5,6 +5,7 @@ mod helpers;
 mod storm;
 mod support;
 
+mod access;
 mod auth;
 mod bad_input;
 mod clock;
@@ -18,3 +19,4 @@ mod realtime;
 mod replication;
 mod sales;
 mod write_behind;
+mod ws_abuse;
