@@ -184,7 +184,12 @@ impl Connection {
                 let changed = tokio::select! {
                     _ = this.shutdown.cancelled() => break,
                     _ = this.kill.cancelled() => break,
-                    _ = &mut expiry => true,
+                    _ = &mut expiry => {
+                        // The timer was set from the token's `exp`.
+                        metrics::counter!(crate::metrics::WS_REVOKED_TOTAL).increment(1);
+                        let _ = tx.try_send(close(CloseCode::Policy, "token expired"));
+                        break;
+                    }
                     r = blocks.changed() => r.is_ok(),
                     r = epochs.changed() => r.is_ok(),
                     _ = ping.tick() => {
