@@ -16,7 +16,8 @@
 #
 # The server runs with the defaults except: IP_ALLOW=127.0.0.1/32 (every
 # request comes from one address, as in scripts/bench.sh),
-# WS_MAX_CONNECTIONS_PER_IP=30000 and MAX_CONNECTIONS=40000 (all watchers
+# WS_MAX_CONNECTIONS_PER_IP=30000, WS_MAX_CONNECTIONS=30000 and
+# MAX_CONNECTIONS=40000 (all watchers
 # share that address). The open-files limit is raised to 65536, or to the
 # hard limit when that is lower; it is reported.
 #
@@ -115,7 +116,7 @@ start_server() {
     "$http_port" "$redis_port" "$mongo_port" flashsale_ws_bench \
     SECRET_KEY="$secret" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password" \
     PASSWORD_ITERATIONS=600000 RUST_LOG="${RUST_LOG:-warn}" \
-    IP_ALLOW=127.0.0.1/32 WS_MAX_CONNECTIONS_PER_IP=30000 MAX_CONNECTIONS=40000
+    IP_ALLOW=127.0.0.1/32 WS_MAX_CONNECTIONS_PER_IP=30000 WS_MAX_CONNECTIONS=30000 MAX_CONNECTIONS=40000
   server_pid="$last_pid"
 }
 
@@ -213,7 +214,7 @@ detail() { # WATCHERS
   echo "sharing: redis-server, secantusd-py, the flashsale server (tokio, one worker per core) and"
   echo "  flashsale-load ws (tokio, one worker per core) all run unpinned on the same $cores cores; the"
   echo "  watchers' receive times include the generator's own wake-up of N tasks on those cores."
-  echo "settings: a fresh server per row (defaults + IP_ALLOW=127.0.0.1/32 WS_MAX_CONNECTIONS_PER_IP=30000"
+  echo "settings: a fresh server per row (defaults + IP_ALLOW=127.0.0.1/32 WS_MAX_CONNECTIONS_PER_IP=30000 WS_MAX_CONNECTIONS=30000"
   echo "  MAX_CONNECTIONS=40000; WS_TICK_MS 100 by default); $PURCHASES purchases ${INTERVAL}s apart (+ 0-${JITTER}s jitter), quantity 1, each by a fresh"
   echo "  customer; at most $CONNECT_CONCURRENCY handshakes in flight, connect rate ${CONNECT_RATE:-unpaced}"
   echo "  delay = purchase sent -> first stockUpdate with availableUnits <= that purchase's remainingUnits,"

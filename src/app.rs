@@ -15,7 +15,7 @@ use mongodb::options::ClientOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Keys, NewUser, PasswordHasher, Role, UserStore, normalize_email};
+use crate::auth::{Keys, NewUser, PasswordHasher, Role, TokenEpochs, UserStore, normalize_email};
 use crate::catalog::ProductStore;
 use crate::config::Config;
 use crate::engine::PurchaseEngine;
@@ -102,6 +102,11 @@ impl App {
             .reload()
             .await
             .context("failed to load the blocklist")?;
+        state
+            .epochs
+            .reload()
+            .await
+            .context("failed to load the token epochs")?;
         let subscriber = crate::redis::build_subscriber(&state.config.redis)
             .context("REDIS_URL: invalid Redis configuration")?;
         let nodes = crate::redis::node_subscribers(&state.config.redis, state.redis.next())
@@ -118,6 +123,7 @@ impl App {
             state.hub.clone(),
             state.hot.clone(),
             state.fraud.blocklist.clone(),
+            state.epochs.clone(),
             state.config.realtime.stock_tick,
         );
         tokio::time::timeout(Duration::from_secs(10), source.connect())
@@ -211,6 +217,7 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let hasher = PasswordHasher::new(config.auth.password_iterations, config.auth.hash_limits)
         .context("failed to set up password hashing")?;
     let users = UserStore::new(&db);
+    let epochs = Arc::new(TokenEpochs::new(pool.clone()));
     let products = ProductStore::new(&db);
     let orders = OrderStore::new(&db);
     let closed = Arc::new(crate::engine::ClosedSales::default());
@@ -261,18 +268,27 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
         crate::fraud::FraudLog::new(pool.clone()),
     ));
     let reconciler = Reconciler::new(pool.clone(), orders.clone(), sale_store);
-    let hub = crate::realtime::Hub::new(config.realtime.max_per_ip);
+    let hub = crate::realtime::Hub::new(crate::realtime::Caps {
+        total: config.realtime.max_connections,
+        per_user: config.realtime.max_per_user,
+        per_ip: config.realtime.max_per_ip,
+    });
     let sockets = Arc::new(crate::realtime::Sockets {
         hub: hub.clone(),
         hot: hot.clone(),
+        blocklist: fraud.blocklist.clone(),
+        epochs: epochs.clone(),
         cfg: config.realtime.clone(),
     });
+    let tickets = crate::auth::WsTickets::new(pool.clone(), config.realtime.ticket_ttl);
     let admission = Arc::new(tokio::sync::Semaphore::new(config.http.max_in_flight));
     let auth_admission = crate::state::AuthAdmission::new(config.http.auth_max_in_flight);
     Ok(AppState {
         config,
         db,
         keys,
+        epochs,
+        tickets,
         hasher,
         users,
         products,
@@ -354,7 +370,10 @@ pub async fn ensure_admin(
         Some(u) if u.role == Role::Admin => Ok("exists"),
         Some(_) => {
             let hash = state.hasher.hash(password).await?;
-            state.users.promote(&email, &hash).await?;
+            if let Some(user) = state.users.promote(&email, &hash).await? {
+                // Tokens the account's previous holder signed in with are revoked.
+                state.epochs.raise(user.user_id(), user.epoch()).await?;
+            }
             tracing::warn!(email = %email, "an existing account was promoted to admin and its password reset");
             Ok("promoted")
         }
@@ -377,8 +396,8 @@ pub async fn state_for_command(config: Config) -> anyhow::Result<Arc<AppState>> 
     Ok(state)
 }
 
-/// Periodic housekeeping: limiter and velocity sweeps, and a blocklist reload
-/// in case a change notification was missed.
+/// Periodic housekeeping: limiter and velocity sweeps, and blocklist and
+/// token epoch reloads in case a change notification was missed.
 async fn upkeep(state: Arc<AppState>, stop: CancellationToken) {
     let mut sweep = tokio::time::interval(Duration::from_secs(10));
     let mut reload = tokio::time::interval(Duration::from_secs(5));
@@ -394,6 +413,9 @@ async fn upkeep(state: Arc<AppState>, stop: CancellationToken) {
             _ = reload.tick() => {
                 if let Err(e) = state.fraud.blocklist.reload().await {
                     tracing::warn!(error = %crate::error::ErrorChain(&e), "blocklist reload failed");
+                }
+                if let Err(e) = state.epochs.reload().await {
+                    tracing::warn!(error = %crate::error::ErrorChain(&e), "token epoch reload failed");
                 }
             }
         }

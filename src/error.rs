@@ -48,6 +48,9 @@ error_codes! {
     Unauthorized => "UNAUTHORIZED", UNAUTHORIZED;
     InvalidToken => "INVALID_TOKEN", UNAUTHORIZED;
     InvalidCredentials => "INVALID_CREDENTIALS", UNAUTHORIZED;
+    /// A valid token issued before its user's role changed or sessions
+    /// were revoked: sign in again.
+    TokenRevoked => "TOKEN_REVOKED", UNAUTHORIZED;
     Forbidden => "FORBIDDEN", FORBIDDEN;
     RouteNotFound => "ROUTE_NOT_FOUND", NOT_FOUND;
     MethodNotAllowed => "METHOD_NOT_ALLOWED", METHOD_NOT_ALLOWED;

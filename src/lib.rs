@@ -15,7 +15,8 @@
 //!
 //! Concerns, each in the file or folder named after it:
 //!
-//! - `auth`: accounts, PBKDF2 passwords, HS256 tokens, roles, `CurrentUser`.
+//! - `auth`: accounts, PBKDF2 passwords, HS256 tokens, roles, `CurrentUser`, token
+//!   epochs (revoking a user's tokens), one-use WebSocket tickets.
 //! - `catalog`: products.
 //! - `engine`: the purchase (one EVALSHA and its outcome), every Redis key of a sale,
 //!   the in-memory answer for closed sales.
@@ -26,7 +27,8 @@
 //! - `reconcile`: per sale, units sold in Redis against orders in MongoDB.
 //! - `leaderboard`: buyers ranked by first purchase, from Redis.
 //! - `fraud`: IP rules, rate limits, blocklist, velocity rules, the fraud log and its sink.
-//! - `realtime`: WebSocket sockets, the per-sale hub, and its Redis sources.
+//! - `realtime`: WebSocket sockets, the per-sale hub (rooms, join snapshots, socket
+//!   caps), and its Redis sources (stock, lifecycle, blocklist and epoch changes).
 //! - `scheduler`: one leader (a Redis lease) moves sales through their lifecycle.
 //!
 //! Wiring, on top:

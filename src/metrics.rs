@@ -28,6 +28,9 @@ pub const WRITE_BEHIND_FAILED_TOTAL: &str = "flashsale_write_behind_failed_total
 pub const WS_CONNECTIONS: &str = "flashsale_ws_connections";
 pub const WS_MESSAGES_SENT_TOTAL: &str = "flashsale_ws_messages_sent_total";
 pub const WS_SLOW_CLIENTS_DROPPED_TOTAL: &str = "flashsale_ws_slow_clients_dropped_total";
+pub const WS_RATE_LIMITED_TOTAL: &str = "flashsale_ws_rate_limited_total";
+pub const WS_REVOKED_TOTAL: &str = "flashsale_ws_revoked_total";
+pub const WS_SNAPSHOT_READS_TOTAL: &str = "flashsale_ws_snapshot_reads_total";
 pub const SCHEDULER_LEADER: &str = "flashsale_scheduler_leader";
 pub const SCHEDULER_TRANSITIONS_TOTAL: &str = "flashsale_scheduler_transitions_total";
 pub const RATE_LIMITED_TOTAL: &str = "flashsale_rate_limited_total";
@@ -70,6 +73,9 @@ pub const NAMES: &[&str] = &[
     ADMISSION_REJECTED_TOTAL,
     PASSWORD_HASH_REFUSED_TOTAL,
     SIGNIN_PENALIZED_TOTAL,
+    WS_RATE_LIMITED_TOTAL,
+    WS_REVOKED_TOTAL,
+    WS_SNAPSHOT_READS_TOTAL,
 ];
 
 /// Histograms among [`NAMES`]: exported as `_bucket`, `_sum` and `_count`.
@@ -161,6 +167,18 @@ fn describe() {
     describe_counter!(
         WS_SLOW_CLIENTS_DROPPED_TOTAL,
         "WebSocket clients dropped for not reading"
+    );
+    describe_counter!(
+        WS_RATE_LIMITED_TOTAL,
+        "WebSockets closed (1008) for sending faster than WS_MESSAGES_PER_SECOND"
+    );
+    describe_counter!(
+        WS_REVOKED_TOTAL,
+        "WebSockets closed (1008) because the token expired or was revoked, or the user was blocked"
+    );
+    describe_counter!(
+        WS_SNAPSHOT_READS_TOTAL,
+        "Sale snapshots read from Redis for WebSocket joins (one per sale per room)"
     );
     describe_gauge!(
         SCHEDULER_LEADER,

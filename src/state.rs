@@ -7,7 +7,7 @@ use std::sync::Arc;
 use fred::prelude::Pool;
 use mongodb::Database;
 
-use crate::auth::{Keys, PasswordHasher, UserStore};
+use crate::auth::{Keys, PasswordHasher, TokenEpochs, UserStore, WsTickets};
 use crate::catalog::ProductStore;
 use crate::config::Config;
 use crate::engine::PurchaseEngine;
@@ -26,6 +26,10 @@ pub struct AppState {
     pub config: Config,
     pub db: Database,
     pub keys: Keys,
+    /// Every user's token epoch, in memory; a token below it is revoked.
+    pub epochs: Arc<TokenEpochs>,
+    /// One-use WebSocket tickets, in Redis.
+    pub tickets: WsTickets,
     pub hasher: PasswordHasher,
     pub users: UserStore,
     pub products: ProductStore,

@@ -221,3 +221,117 @@ async fn sigterm_during_a_purchase_storm_finishes_requests_flushes_orders_and_ex
         accepted.len()
     );
 }
+
+/// deploy/nginx.conf with local upstreams and paths under `dir` (as
+/// scripts/cluster-local.sh derives it), its access log in `dir/access.log`.
+fn local_nginx_conf(dir: &std::path::Path, upstream: &str, port: u16) -> String {
+    let conf = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx.conf"))
+        .expect("deploy/nginx.conf");
+    let d = dir.display();
+    let mut conf = conf;
+    for (from, to) in [
+        ("server app1:5050", format!("server {upstream}")),
+        ("server app2:5050", format!("server {upstream}")),
+        ("listen 5050;", format!("listen 127.0.0.1:{port};")),
+        (
+            "worker_processes auto;",
+            format!("worker_processes 1;\npid {d}/nginx.pid;"),
+        ),
+        (
+            "http {",
+            format!(
+                "http {{\n    client_body_temp_path {d}/client_body;\n    proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;"
+            ),
+        ),
+        (
+            "access_log /dev/stdout upstream_json;",
+            format!("access_log {d}/access.log upstream_json;"),
+        ),
+    ] {
+        assert!(
+            conf.contains(from),
+            "deploy/nginx.conf changed shape: no `{from}`"
+        );
+        conf = conf.replacen(from, &to, 2);
+    }
+    conf
+}
+
+#[tokio::test]
+async fn the_load_balancer_logs_paths_without_query_strings() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = support::free_port();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        local_nginx_conf(dir.path(), app.base.trim_start_matches("http://"), port),
+    )
+    .unwrap();
+    let args = |extra: &[&str]| {
+        let mut c = Command::new("nginx");
+        c.arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .args(extra);
+        c
+    };
+    let check = args(&["-t", "-q"])
+        .output()
+        .expect("nginx (Debian package nginx; scripts/setup.sh installs it)");
+    assert!(
+        check.status.success(),
+        "nginx -t refuses the config: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // One process (no workers to leave behind when the guard kills it).
+    let _nginx = support::ChildGuard::spawn(
+        args(&["-g", "daemon off; master_process off;"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    )
+    .expect("nginx starts");
+    assert!(
+        support::eventually(Duration::from_secs(10), || async {
+            support::port_open(port)
+        })
+        .await,
+        "nginx listens on {port}"
+    );
+
+    let lb = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let r = client
+        .get(format!("{lb}/api/products?offset=0&secret=QUERY-SECRET-1"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "the request went through to the app");
+    let r = client
+        .get(format!("{lb}/ws?ticket=QUERY-SECRET-2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 426, "the request went through to the app");
+
+    let log = dir.path().join("access.log");
+    let logged = support::eventually(Duration::from_secs(10), || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines().count() >= 2
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(logged, "both requests are logged:\n{text}");
+    assert!(
+        !text.contains("QUERY-SECRET"),
+        "a query string reached the access log:\n{text}"
+    );
+    assert!(
+        text.contains("\"path\":\"/api/products\"") && text.contains("\"path\":\"/ws\""),
+        "each request is logged by its path:\n{text}"
+    );
+}

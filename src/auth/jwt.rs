@@ -21,6 +21,10 @@ pub struct Claims {
     /// When the account was created (unix seconds), for the new-account rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<i64>,
+    /// The user's token epoch at issue (`auth::TokenEpochs`); tokens from
+    /// before epochs existed have none and count as 0.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,15 +81,17 @@ impl Keys {
 
     /// A signed token for `sub` valid for the configured lifetime.
     pub fn issue(&self, sub: &str, role: Role) -> Result<String, JwtError> {
-        self.issue_for(sub, role, None)
+        self.issue_for(sub, role, None, 0)
     }
 
-    /// A token that also carries the account's creation time.
+    /// A token that also carries the account's creation time and its token
+    /// epoch (see `auth::TokenEpochs`).
     pub fn issue_for(
         &self,
         sub: &str,
         role: Role,
         created: Option<i64>,
+        epoch: u64,
     ) -> Result<String, JwtError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -98,6 +104,7 @@ impl Keys {
             iat: now,
             exp: now + self.ttl.as_secs(),
             created,
+            epoch,
         };
         Ok(encode(&self.header, &claims, &self.encoding)?)
     }
@@ -146,6 +153,7 @@ mod tests {
                 iat: 1,
                 exp: 99_999_999_999,
                 created: None,
+                epoch: 0,
             },
             &EncodingKey::from_secret(&[7u8; 32]),
         )
@@ -166,6 +174,7 @@ mod tests {
                     iat: 1,
                     exp,
                     created: None,
+                    epoch: 0,
                 },
                 &EncodingKey::from_secret(key),
             )

@@ -1,15 +1,21 @@
-//! Accounts and access: password hashing, JWTs, roles, the user store, and the
-//! `CurrentUser` a verified token stands for (the HTTP layer reads the token).
+//! Accounts and access: password hashing, JWTs, roles, the user store, the
+//! `CurrentUser` a verified token stands for (the HTTP layer reads the
+//! token), token epochs that revoke a user's tokens, and one-use WebSocket
+//! tickets.
 
+mod epochs;
 mod jwt;
 mod password;
 mod role;
+mod ticket;
 mod token_cache;
 mod users;
 
+pub use epochs::{EPOCH_CHANGED, EPOCHS_KEY, TokenEpochs};
 pub use jwt::{Claims, JwtError, Keys};
 pub use password::{HashLimits, PasswordError, PasswordHasher, iterations_of};
 pub use role::Role;
+pub use ticket::WsTickets;
 pub use token_cache::TokenCache;
 pub use users::{NewUser, User, UserError, UserStore, normalize_email};
 
@@ -25,6 +31,10 @@ pub enum AuthError {
     InvalidToken,
     #[error("this operation needs the admin role")]
     NotAdmin,
+    /// The token was issued before its user's epoch was raised (a role
+    /// change, or every session revoked): sign in again.
+    #[error("the token was revoked; sign in again")]
+    Revoked,
 }
 
 impl AuthError {
@@ -34,6 +44,7 @@ impl AuthError {
             Self::MissingToken => ErrorCode::Unauthorized,
             Self::InvalidToken => ErrorCode::InvalidToken,
             Self::NotAdmin => ErrorCode::Forbidden,
+            Self::Revoked => ErrorCode::TokenRevoked,
         }
     }
 }
@@ -45,6 +56,10 @@ pub struct CurrentUser {
     pub role: Role,
     /// Account creation time (unix seconds) when the token carries it.
     pub created_at: Option<i64>,
+    /// The token's epoch: below the user's current one, it is revoked.
+    pub epoch: u64,
+    /// The token's `exp` (unix seconds): a WebSocket closes then.
+    pub expires_at: u64,
 }
 
 impl CurrentUser {
@@ -60,6 +75,8 @@ impl CurrentUser {
             id,
             role: claims.role,
             created_at: claims.created,
+            epoch: claims.epoch,
+            expires_at: claims.exp,
         };
         keys.tokens().insert(token, &user, claims.exp);
         Ok(user)

@@ -93,6 +93,8 @@ mod tests {
             id: UserId::new(),
             role: Role::Customer,
             created_at: Some(1),
+            epoch: 0,
+            expires_at: u64::MAX,
         }
     }
 

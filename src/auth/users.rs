@@ -23,9 +23,18 @@ pub struct User {
     pub role: Role,
     #[serde(rename = "createdAt")]
     pub created_at: DateTime,
+    /// Raised with every role change: tokens issued below it are revoked
+    /// (`auth::TokenEpochs`). Absent (0) on accounts never changed.
+    #[serde(rename = "tokenEpoch", default)]
+    pub token_epoch: i64,
 }
 
 impl User {
+    /// The epoch new tokens of this account carry.
+    pub fn epoch(&self) -> u64 {
+        u64::try_from(self.token_epoch).unwrap_or(0)
+    }
+
     pub fn user_id(&self) -> UserId {
         UserId(self.id)
     }
@@ -140,6 +149,7 @@ impl UserStore {
             password_hash,
             role: new.role,
             created_at: DateTime::now(),
+            token_epoch: 0,
         };
         match self.coll.insert_one(&user).await {
             Ok(_) => Ok(user),
@@ -194,16 +204,41 @@ impl UserStore {
         Ok(r.modified_count == 1)
     }
 
-    /// Makes the account with `email` an admin with this password hash.
-    pub async fn promote(&self, email: &str, password_hash: &str) -> Result<bool, StoreError> {
-        let r = self
+    /// Makes the account with `email` an admin with this password hash,
+    /// raising its token epoch; the account as it now is, if there is one.
+    pub async fn promote(
+        &self,
+        email: &str,
+        password_hash: &str,
+    ) -> Result<Option<User>, StoreError> {
+        Ok(self
             .coll
-            .update_one(
+            .find_one_and_update(
                 doc! { "email": email },
-                doc! { "$set": { "role": "admin", "passwordHash": password_hash } },
+                doc! {
+                    "$set": { "role": "admin", "passwordHash": password_hash },
+                    "$inc": { "tokenEpoch": 1_i64 },
+                },
             )
-            .await?;
-        Ok(r.matched_count == 1)
+            .return_document(mongodb::options::ReturnDocument::After)
+            .await?)
+    }
+
+    /// Sets an account's role and raises its token epoch in one update (so
+    /// a token's role and epoch always come from the same version of the
+    /// account); the account as it now is, or None when there is none.
+    pub async fn set_role(&self, id: UserId, role: Role) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .coll
+            .find_one_and_update(
+                doc! { "_id": id.oid() },
+                doc! {
+                    "$set": { "role": role.as_str() },
+                    "$inc": { "tokenEpoch": 1_i64 },
+                },
+            )
+            .return_document(mongodb::options::ReturnDocument::After)
+            .await?)
     }
 }
 

@@ -1,5 +1,6 @@
-//! The `realtime` section: WebSocket limits and timings, allowed origins, and
-//! how often stock changes are pushed. `crate::realtime` re-exports
+//! The `realtime` section: WebSocket limits (connections in all, per user
+//! and per address; client message rate) and timings, tickets, allowed
+//! origins, and how often stock changes are pushed. `crate::realtime` re-exports
 //! [`RealtimeConfig`].
 
 use std::time::Duration;
@@ -23,6 +24,20 @@ pub const DEFAULT_WS_IDLE_TIMEOUT_MS: u64 = 60_000;
 pub const ENV_WS_SEND_TIMEOUT_MS: &str = "WS_SEND_TIMEOUT_MS";
 pub const DEFAULT_WS_SEND_TIMEOUT_MS: u64 = 5_000;
 pub const ENV_WS_ALLOWED_ORIGINS: &str = "WS_ALLOWED_ORIGINS";
+/// Open WebSockets per instance. Upgraded sockets leave the HTTP connection
+/// pool (`MAX_CONNECTIONS`) and count here instead, so sockets can never
+/// starve buyers of HTTP connections; the process's file limit must cover
+/// both.
+pub const ENV_WS_MAX_CONNECTIONS: &str = "WS_MAX_CONNECTIONS";
+pub const DEFAULT_WS_MAX_CONNECTIONS: usize = 20_000;
+pub const ENV_WS_MAX_PER_USER: &str = "WS_MAX_PER_USER";
+pub const DEFAULT_WS_MAX_PER_USER: usize = 5;
+pub const ENV_WS_MESSAGES_PER_SECOND: &str = "WS_MESSAGES_PER_SECOND";
+pub const DEFAULT_WS_MESSAGES_PER_SECOND: u32 = 10;
+pub const ENV_WS_MESSAGES_BURST: &str = "WS_MESSAGES_BURST";
+pub const DEFAULT_WS_MESSAGES_BURST: u32 = 20;
+pub const ENV_WS_TICKET_TTL_SECS: &str = "WS_TICKET_TTL_SECS";
+pub const DEFAULT_WS_TICKET_TTL_SECS: u64 = 30;
 
 /// WebSocket limits.
 #[derive(Debug, Clone)]
@@ -30,6 +45,13 @@ pub struct RealtimeConfig {
     pub max_rooms: usize,
     pub max_message_bytes: usize,
     pub max_per_ip: usize,
+    pub max_connections: usize,
+    pub max_per_user: usize,
+    /// Client frames per second per socket, past a burst; then 1008.
+    pub messages_per_second: u32,
+    pub messages_burst: u32,
+    /// How long a `POST /api/ws-ticket` ticket may wait to be used.
+    pub ticket_ttl: Duration,
     pub queue: usize,
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
@@ -39,6 +61,8 @@ pub struct RealtimeConfig {
 }
 
 /// Reads `WS_MAX_ROOMS`, `WS_MAX_MESSAGE_BYTES`, `WS_MAX_CONNECTIONS_PER_IP`,
+/// `WS_MAX_CONNECTIONS`, `WS_MAX_PER_USER`, `WS_MESSAGES_PER_SECOND`,
+/// `WS_MESSAGES_BURST`, `WS_TICKET_TTL_SECS`,
 /// `WS_QUEUE`, `WS_PING_INTERVAL_MS`, `WS_IDLE_TIMEOUT_MS`,
 /// `WS_SEND_TIMEOUT_MS`, `WS_ALLOWED_ORIGINS` (comma-separated; unset allows
 /// any) and `WS_TICK_MS`.
@@ -53,6 +77,26 @@ pub(super) fn read(src: &dyn Source) -> Result<RealtimeConfig, ConfigError> {
             1 << 20,
         )?,
         max_per_ip: r.ranged(ENV_WS_MAX_PER_IP, DEFAULT_WS_MAX_PER_IP, 1, 1_000_000)?,
+        max_connections: r.ranged(
+            ENV_WS_MAX_CONNECTIONS,
+            DEFAULT_WS_MAX_CONNECTIONS,
+            1,
+            1_000_000,
+        )?,
+        max_per_user: r.ranged(ENV_WS_MAX_PER_USER, DEFAULT_WS_MAX_PER_USER, 1, 10_000)?,
+        messages_per_second: r.ranged(
+            ENV_WS_MESSAGES_PER_SECOND,
+            DEFAULT_WS_MESSAGES_PER_SECOND,
+            1,
+            10_000,
+        )?,
+        messages_burst: r.ranged(ENV_WS_MESSAGES_BURST, DEFAULT_WS_MESSAGES_BURST, 1, 100_000)?,
+        ticket_ttl: Duration::from_secs(r.ranged(
+            ENV_WS_TICKET_TTL_SECS,
+            DEFAULT_WS_TICKET_TTL_SECS,
+            1,
+            600,
+        )?),
         queue: r.ranged(ENV_WS_QUEUE, DEFAULT_WS_QUEUE, 2, 100_000)?,
         ping_interval: r.positive_millis(ENV_WS_PING_INTERVAL_MS, DEFAULT_WS_PING_INTERVAL_MS)?,
         idle_timeout: r.positive_millis(ENV_WS_IDLE_TIMEOUT_MS, DEFAULT_WS_IDLE_TIMEOUT_MS)?,
@@ -76,6 +120,8 @@ mod tests {
         assert_eq!(c.max_rooms, DEFAULT_WS_MAX_ROOMS);
         assert_eq!(c.queue, DEFAULT_WS_QUEUE);
         assert_eq!(c.stock_tick, Duration::from_millis(100));
+        assert_eq!(c.max_per_user, DEFAULT_WS_MAX_PER_USER);
+        assert_eq!(c.ticket_ttl, Duration::from_secs(30));
         assert!(c.allowed_origins.is_empty());
     }
 
@@ -94,6 +140,12 @@ mod tests {
             (ENV_WS_MAX_ROOMS, "0"),
             (ENV_WS_MAX_MESSAGE_BYTES, "127"),
             (ENV_WS_MAX_PER_IP, "0"),
+            (ENV_WS_MAX_CONNECTIONS, "0"),
+            (ENV_WS_MAX_PER_USER, "0"),
+            (ENV_WS_MESSAGES_PER_SECOND, "0"),
+            (ENV_WS_MESSAGES_BURST, "0"),
+            (ENV_WS_TICKET_TTL_SECS, "0"),
+            (ENV_WS_TICKET_TTL_SECS, "601"),
             (ENV_WS_QUEUE, "1"),
             (ENV_WS_PING_INTERVAL_MS, "0"),
             (ENV_WS_IDLE_TIMEOUT_MS, "0"),

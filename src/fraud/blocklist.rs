@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use fred::prelude::*;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::error::StoreError;
 use crate::ids::UserId;
@@ -120,7 +121,7 @@ fn field(kind: EntryKind, value: &str) -> String {
     format!("{}:{value}", kind.as_str())
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 struct Entries {
     users: HashMap<UserId, Option<i64>>,
     blocked: Vec<(IpNet, Option<i64>)>,
@@ -135,6 +136,8 @@ fn live(expiry: Option<i64>, now: i64) -> bool {
 pub struct Blocklist {
     pool: Pool,
     current: RwLock<Arc<Entries>>,
+    /// Bumped whenever a reload changes the entries, so open WebSockets re-check.
+    changes: watch::Sender<u64>,
 }
 
 impl Blocklist {
@@ -142,7 +145,13 @@ impl Blocklist {
         Self {
             pool,
             current: RwLock::new(Arc::new(Entries::default())),
+            changes: watch::channel(0).0,
         }
+    }
+
+    /// Fires after a reload changed the entries.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     fn snapshot(&self) -> Arc<Entries> {
@@ -215,8 +224,15 @@ impl Blocklist {
             let _: i64 = self.pool.next().hdel(HASH, expired).await?;
         }
         let n = entries.users.len() + entries.blocked.len() + entries.allowed.len();
-        if let Ok(mut c) = self.current.write() {
-            *c = Arc::new(entries);
+        let changed = match self.current.write() {
+            Ok(mut c) if **c != entries => {
+                *c = Arc::new(entries);
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            self.changes.send_modify(|g| *g += 1);
         }
         Ok(n)
     }

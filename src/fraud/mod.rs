@@ -175,6 +175,16 @@ impl Fraud {
         }
     }
 
+    /// The user blocklist, applied wherever a token becomes a caller (every
+    /// route and the WebSocket). No fraud event: the block is already on
+    /// record, and a blocked user's every read would flood the log.
+    pub fn check_user(&self, user: UserId) -> Result<(), Denied> {
+        if self.blocklist.is_user_blocked(user) {
+            return Err(blocked("blocklist-user", "this account is blocked"));
+        }
+        Ok(())
+    }
+
     /// A rate limit outcome as the 429 response, with its fraud event.
     pub fn limited(
         &self,
@@ -199,22 +209,14 @@ impl Fraud {
         self.limited(self.signin_account_global.check(&here.0), ip, None, None)
     }
 
-    /// Everything that must pass before a purchase reaches Redis.
+    /// Everything that must pass before a purchase reaches Redis (a blocked
+    /// user never gets here: see [`Fraud::check_user`]).
     pub fn check_purchase(
         &self,
         user: &CurrentUser,
         ip: IpAddr,
         sale: SaleId,
     ) -> Result<(), Denied> {
-        if self.blocklist.is_user_blocked(user.id) {
-            self.log.record(FraudEvent::blocked(
-                "blocklist-user",
-                Some(user.id),
-                ip,
-                Some(sale),
-            ));
-            return Err(blocked("blocklist-user", "this account may not purchase"));
-        }
         if !self.is_trusted(ip) {
             let key = ip_key(ip);
             self.limited(self.purchase_ip.check(&key), ip, Some(user.id), Some(sale))?;

@@ -1,6 +1,7 @@
 //! Reading requests: size-limited strict JSON bodies, query strings, the
-//! bearer token and the caller it stands for (the client's address is
-//! `crate::net::client_ip`).
+//! bearer token and the caller it stands for (checked against token epochs
+//! and the blocklist here, for every route); the client's address is
+//! `crate::net::client_ip`.
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -9,9 +10,10 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 
-use crate::auth::{AuthError, CurrentUser, Keys};
+use crate::auth::{AuthError, CurrentUser};
 use crate::error::ErrorCode;
 use crate::http::error::ApiError;
+use crate::state::AppState;
 
 /// Reads the whole body, refusing more than `limit` bytes with 413 and a
 /// body that has not fully arrived within `deadline` with 408: a client
@@ -160,11 +162,24 @@ impl Query {
     }
 }
 
-/// The caller a request's bearer token stands for: 401 when it is missing
-/// or invalid.
-pub fn current_user(keys: &Keys, headers: &HeaderMap) -> Result<CurrentUser, AuthError> {
+/// The caller a request's bearer token stands for: 401 when it is missing,
+/// invalid or revoked, 403 when its user is blocked.
+pub fn current_user(state: &AppState, headers: &HeaderMap) -> Result<CurrentUser, ApiError> {
     let token = bearer(headers).ok_or(AuthError::MissingToken)?;
-    CurrentUser::from_token(keys, token)
+    authenticate(state, token)
+}
+
+/// The one place a token becomes a [`CurrentUser`], for every route and the
+/// WebSocket handshake: the signature and expiry (`auth`), the token epoch
+/// (401 `TOKEN_REVOKED` after a role change), and the user blocklist (403
+/// `BLOCKED`). All three are answered from memory.
+pub fn authenticate(state: &AppState, token: &str) -> Result<CurrentUser, ApiError> {
+    let user = CurrentUser::from_token(&state.keys, token)?;
+    if state.epochs.is_revoked(&user) {
+        return Err(AuthError::Revoked.into());
+    }
+    state.fraud.check_user(user.id)?;
+    Ok(user)
 }
 
 /// The token of an `Authorization: Bearer <token>` header.

@@ -113,6 +113,14 @@ pub const ROUTES: &[RouteSpec] = &[
         template: "/openapi.json",
         methods: &["GET"],
     },
+    RouteSpec {
+        template: "/api/admin/users/{id}/role",
+        methods: &["POST"],
+    },
+    RouteSpec {
+        template: "/api/ws-ticket",
+        methods: &["POST"],
+    },
 ];
 
 /// A matched route with its path parameter.
@@ -140,6 +148,8 @@ enum Route<'a> {
     Blocklist,
     FraudEvents,
     OpenApi,
+    UserRole(&'a str),
+    WsTicket,
 }
 
 impl Route<'_> {
@@ -167,6 +177,8 @@ impl Route<'_> {
             Self::Blocklist => 19,
             Self::FraudEvents => 20,
             Self::OpenApi => 21,
+            Self::UserRole(_) => 22,
+            Self::WsTicket => 23,
         };
         &ROUTES[i]
     }
@@ -192,9 +204,14 @@ fn match_path(path: &str) -> Option<Route<'_>> {
         "/api/admin/blocklist" => Route::Blocklist,
         "/api/fraud/events" => Route::FraudEvents,
         "/openapi.json" => Route::OpenApi,
+        "/api/ws-ticket" => Route::WsTicket,
         _ => {
             if let Some(id) = path.strip_prefix("/api/products/") {
                 return (!id.is_empty() && !id.contains('/')).then_some(Route::Product(id));
+            }
+            if let Some(rest) = path.strip_prefix("/api/admin/users/") {
+                let id = rest.strip_suffix("/role")?;
+                return (!id.is_empty() && !id.contains('/')).then_some(Route::UserRole(id));
             }
             let rest = path.strip_prefix("/api/flash-sales/")?;
             let mut parts = rest.split('/');
@@ -354,7 +371,9 @@ async fn dispatch(
         }
     };
     let result = match (&method, route) {
-        (&Method::GET, Route::Root | Route::Ws) => super::handlers::ws::upgrade(state, req, peer),
+        (&Method::GET, Route::Root | Route::Ws) => {
+            super::handlers::ws::upgrade(state, req, peer).await
+        }
         (&Method::GET, Route::Metrics) => handlers::metrics::metrics(),
         (&Method::GET | &Method::HEAD, Route::Healthz) => handlers::health::healthz(),
         (&Method::GET | &Method::HEAD, Route::Readyz) => handlers::health::readyz(state).await,
@@ -383,6 +402,8 @@ async fn dispatch(
         }
         (&Method::GET, Route::FraudEvents) => handlers::fraud::events(state, &req).await,
         (&Method::GET, Route::OpenApi) => handlers::openapi::document(),
+        (&Method::POST, Route::UserRole(id)) => handlers::users::set_role(state, req, id).await,
+        (&Method::POST, Route::WsTicket) => handlers::ws::ticket(state, &req).await,
         _ => {
             let allow = route.spec().methods.join(", ");
             let mut res = error(&ApiError::new(
@@ -455,6 +476,12 @@ mod tests {
         assert_eq!(template_of("/api/flash-sales/abc/other"), "unmatched");
         assert_eq!(template_of("/api/flash-sales/"), "unmatched");
         assert_eq!(template_of("/nope"), "unmatched");
+        assert_eq!(
+            template_of("/api/admin/users/abc/role"),
+            "/api/admin/users/{id}/role"
+        );
+        assert_eq!(template_of("/api/admin/users/abc"), "unmatched");
+        assert_eq!(template_of("/api/admin/users//role"), "unmatched");
     }
 
     #[test]

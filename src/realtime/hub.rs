@@ -1,20 +1,24 @@
 //! The hub: one room per watched sale, shared by every connection on this
 //! instance. A room holds a `watch` of the latest stock (only the newest value
 //! matters) and a `broadcast` of lifecycle events; both carry frames that are
-//! serialised once and shared by all watchers.
+//! serialised once and shared by all watchers. A room also holds the sale's
+//! snapshot for joins, read from Redis once (single-flight) and kept current
+//! by the stock source and lifecycle events. The hub counts open sockets:
+//! in all, per user, and per address key (`crate::net::ip_key`, IPv6 by /64).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{OnceCell, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tungstenite::Utf8Bytes;
 
 use super::ServerMessage;
-use crate::ids::SaleId;
+use crate::hot::Snapshot;
+use crate::ids::{SaleId, UserId};
 use hyper_tungstenite::tungstenite;
 
 /// Latest stock of a sale and its frame.
@@ -29,6 +33,12 @@ pub struct Room {
     pub stock: watch::Sender<Option<StockFrame>>,
     pub events: broadcast::Sender<Utf8Bytes>,
     watchers: AtomicUsize,
+    /// The sale's window and stock as first read from Redis: set once, by
+    /// the first join (the others wait for it); later stock comes from
+    /// `stock`.
+    pub snapshot: OnceCell<Snapshot>,
+    /// Set by a `cancelled` end event after the snapshot was read.
+    pub cancelled: AtomicBool,
 }
 
 /// Counters for metrics and tests.
@@ -39,34 +49,71 @@ pub struct HubStats {
     pub frames_sent: AtomicU64,
 }
 
+/// How many sockets may be open on this instance.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// In all (`WS_MAX_CONNECTIONS`).
+    pub total: usize,
+    /// Per user (`WS_MAX_PER_USER`).
+    pub per_user: usize,
+    /// Per address key (`WS_MAX_CONNECTIONS_PER_IP`).
+    pub per_ip: usize,
+}
+
+/// Why a socket was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The instance holds `WS_MAX_CONNECTIONS` sockets.
+    Full,
+    /// The user holds `WS_MAX_PER_USER`.
+    User,
+    /// The address key holds `WS_MAX_CONNECTIONS_PER_IP`.
+    Address,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    per_user: HashMap<UserId, usize>,
+}
+
 #[derive(Debug)]
 pub struct Hub {
     rooms: Mutex<HashMap<SaleId, Arc<Room>>>,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Open sockets; one lock, taken once per handshake and once per close.
+    counts: Mutex<Counts>,
     pub stats: HubStats,
     /// Cancelled at shutdown: every socket closes with 1001.
     pub stop: CancellationToken,
     /// Tracks socket tasks so shutdown can wait for their close frames.
     pub tracker: TaskTracker,
-    max_per_ip: usize,
+    caps: Caps,
 }
 
-/// A connection slot for one IP, released on drop.
+/// An open socket's place in the counts, released on drop.
 #[derive(Debug)]
-pub struct IpSlot {
+pub struct Slot {
     hub: Arc<Hub>,
     ip: IpAddr,
+    user: UserId,
 }
 
-impl Drop for IpSlot {
+fn release<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: &K) {
+    if let Some(n) = m.get_mut(k) {
+        *n -= 1;
+        if *n == 0 {
+            m.remove(k);
+        }
+    }
+}
+
+impl Drop for Slot {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.hub.per_ip.lock()
-            && let Some(n) = m.get_mut(&self.ip)
-        {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
+        if let Ok(mut c) = self.hub.counts.lock() {
+            c.total -= 1;
+            release(&mut c.per_ip, &self.ip);
+            release(&mut c.per_user, &self.user);
         }
         self.hub.stats.connections.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!(crate::metrics::WS_CONNECTIONS).decrement(1.0);
@@ -95,30 +142,41 @@ impl Drop for Membership {
 }
 
 impl Hub {
-    pub fn new(max_per_ip: usize) -> Arc<Self> {
+    pub fn new(caps: Caps) -> Arc<Self> {
         Arc::new(Self {
             rooms: Mutex::new(HashMap::new()),
-            per_ip: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Counts::default()),
             stats: HubStats::default(),
             stop: CancellationToken::new(),
             tracker: TaskTracker::new(),
-            max_per_ip,
+            caps,
         })
     }
 
-    /// Takes a connection slot for `ip`, or None when the IP has too many.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
-        let mut m = self.per_ip.lock().ok()?;
-        let n = m.entry(ip).or_insert(0);
-        if *n >= self.max_per_ip {
-            return None;
+    /// Takes a socket slot for `user` from `ip` (counted under its
+    /// `ip_key`), or says which cap is reached.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, user: UserId) -> Result<Slot, Refused> {
+        let ip = crate::net::ip_key(ip);
+        let mut c = self.counts.lock().map_err(|_| Refused::Full)?;
+        if c.total >= self.caps.total {
+            return Err(Refused::Full);
         }
-        *n += 1;
+        if c.per_user.get(&user).copied().unwrap_or(0) >= self.caps.per_user {
+            return Err(Refused::User);
+        }
+        if c.per_ip.get(&ip).copied().unwrap_or(0) >= self.caps.per_ip {
+            return Err(Refused::Address);
+        }
+        c.total += 1;
+        *c.per_ip.entry(ip).or_insert(0) += 1;
+        *c.per_user.entry(user).or_insert(0) += 1;
+        drop(c);
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!(crate::metrics::WS_CONNECTIONS).increment(1.0);
-        Some(IpSlot {
+        Ok(Slot {
             hub: self.clone(),
             ip,
+            user,
         })
     }
 
@@ -133,6 +191,8 @@ impl Hub {
                         stock: watch::channel(None).0,
                         events: broadcast::channel(256).0,
                         watchers: AtomicUsize::new(0),
+                        snapshot: OnceCell::new(),
+                        cancelled: AtomicBool::new(false),
                     })
                 })
                 .clone();
@@ -188,6 +248,13 @@ impl Hub {
         })
     }
 
+    /// Records in the room's snapshot that `sale` was cancelled.
+    pub fn mark_cancelled(&self, sale: SaleId) {
+        if let Some(room) = self.room(sale) {
+            room.cancelled.store(true, Ordering::Release);
+        }
+    }
+
     /// Publishes a lifecycle event to this instance's watchers of `sale`.
     pub fn publish_event(&self, sale: SaleId, msg: &ServerMessage) -> usize {
         let Some(room) = self.room(sale) else {
@@ -203,9 +270,17 @@ impl Hub {
 mod tests {
     use super::*;
 
+    fn caps(total: usize, per_user: usize, per_ip: usize) -> Caps {
+        Caps {
+            total,
+            per_user,
+            per_ip,
+        }
+    }
+
     #[tokio::test]
     async fn stock_never_goes_up_and_rooms_vanish_with_their_last_watcher() {
-        let hub = Hub::new(10);
+        let hub = Hub::new(caps(10, 10, 10));
         let sale = SaleId::new();
         assert!(!hub.publish_stock(sale, 5), "no room, nothing published");
         let m = hub.join(sale);
@@ -222,19 +297,54 @@ mod tests {
 
     #[test]
     fn each_ip_gets_a_bounded_number_of_connections() {
-        let hub = Hub::new(2);
+        let hub = Hub::new(caps(100, 100, 2));
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let a = hub.admit(ip).unwrap();
-        let _b = hub.admit(ip).unwrap();
-        assert!(hub.admit(ip).is_none());
+        let a = hub.admit(ip, UserId::new()).unwrap();
+        let _b = hub.admit(ip, UserId::new()).unwrap();
+        assert_eq!(hub.admit(ip, UserId::new()).unwrap_err(), Refused::Address);
         drop(a);
-        assert!(hub.admit(ip).is_some());
-        assert!(hub.admit("10.0.0.2".parse().unwrap()).is_some());
+        assert!(hub.admit(ip, UserId::new()).is_ok());
+        assert!(
+            hub.admit("10.0.0.2".parse().unwrap(), UserId::new())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64() {
+        let hub = Hub::new(caps(100, 100, 1));
+        let _a = hub
+            .admit("2001:db8:1:2::1".parse().unwrap(), UserId::new())
+            .unwrap();
+        assert_eq!(
+            hub.admit("2001:db8:1:2:ffff::9".parse().unwrap(), UserId::new())
+                .unwrap_err(),
+            Refused::Address
+        );
+        assert!(
+            hub.admit("2001:db8:1:3::1".parse().unwrap(), UserId::new())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn users_and_the_instance_have_caps_and_closing_frees_them() {
+        let hub = Hub::new(caps(3, 2, 100));
+        let (u, v) = (UserId::new(), UserId::new());
+        let ip = |n: u8| IpAddr::from([10, 0, 0, n]);
+        let a = hub.admit(ip(1), u).unwrap();
+        let _b = hub.admit(ip(2), u).unwrap();
+        assert_eq!(hub.admit(ip(3), u).unwrap_err(), Refused::User);
+        let _c = hub.admit(ip(4), v).unwrap();
+        assert_eq!(hub.admit(ip(5), v).unwrap_err(), Refused::Full);
+        drop(a);
+        let _d = hub.admit(ip(6), u).expect("a closed socket frees its slot");
+        assert_eq!(hub.stats.connections.load(Ordering::Relaxed), 3);
     }
 
     #[tokio::test]
     async fn events_are_serialised_once_and_reach_every_watcher() {
-        let hub = Hub::new(10);
+        let hub = Hub::new(caps(10, 10, 10));
         let sale = SaleId::new();
         let (a, b) = (hub.join(sale), hub.join(sale));
         let (mut ra, mut rb) = (a.room.events.subscribe(), b.room.events.subscribe());

@@ -7,7 +7,7 @@ mod messages;
 mod source;
 mod ws;
 
-pub use hub::{Hub, HubStats, Membership, StockFrame};
+pub use hub::{Caps, Hub, HubStats, Membership, Refused, Slot, StockFrame};
 pub use messages::{ClientMessage, SaleRef, ServerMessage};
 pub use source::{
     EVENTS_CHANNEL, LifecycleEvent, LifecycleKind, Source, check_keyspace_config, publish_lifecycle,

@@ -158,7 +158,8 @@ pub async fn check_keyspace_config(pool: &Pool) -> Result<(), String> {
 /// Listens to Redis and feeds the hub until stopped.
 #[derive(Debug)]
 pub struct Source {
-    /// Lifecycle and blocklist channels (pub/sub reaches every cluster node),
+    /// Lifecycle, blocklist and token epoch channels (pub/sub reaches every
+    /// cluster node),
     /// and keyspace notifications on a single server.
     subscriber: SubscriberClient,
     /// On a cluster: one subscriber per primary for its keyspace notifications.
@@ -166,6 +167,7 @@ pub struct Source {
     hub: Arc<Hub>,
     hot: HotSales,
     blocklist: Arc<crate::fraud::Blocklist>,
+    epochs: Arc<crate::auth::TokenEpochs>,
     tick: Duration,
 }
 
@@ -176,6 +178,7 @@ impl Source {
         hub: Arc<Hub>,
         hot: HotSales,
         blocklist: Arc<crate::fraud::Blocklist>,
+        epochs: Arc<crate::auth::TokenEpochs>,
         tick: Duration,
     ) -> Self {
         Self {
@@ -184,6 +187,7 @@ impl Source {
             hub,
             hot,
             blocklist,
+            epochs,
             tick,
         }
     }
@@ -204,6 +208,9 @@ impl Source {
         self.subscriber.subscribe(EVENTS_CHANNEL).await?;
         self.subscriber
             .subscribe(crate::fraud::BLOCKLIST_CHANGED)
+            .await?;
+        self.subscriber
+            .subscribe(crate::auth::EPOCH_CHANGED)
             .await?;
         Ok(())
     }
@@ -324,6 +331,12 @@ impl Source {
             }
             return;
         }
+        if &*m.channel == crate::auth::EPOCH_CHANGED {
+            if let Some(text) = m.value.as_str() {
+                self.epochs.on_message(&text);
+            }
+            return;
+        }
         if &*m.channel != EVENTS_CHANNEL {
             return;
         }
@@ -336,6 +349,11 @@ impl Source {
             return;
         };
         let msg = ev.message();
+        if let ServerMessage::Ended { reason, .. } = &msg
+            && reason == "cancelled"
+        {
+            self.hub.mark_cancelled(sale);
+        }
         if matches!(msg, ServerMessage::Ended { .. }) {
             // Make the final stock visible before the end event where we can.
             self.refresh(&[sale]).await;

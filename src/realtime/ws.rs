@@ -1,8 +1,12 @@
 //! One task per WebSocket (the handshake is `http::handlers::ws`), with a
 //! bounded outgoing queue. A client too slow to drain its queue is dropped,
-//! never waited for. Sockets close with 1001 when the service shuts down.
+//! never waited for. Sockets close with 1001 when the service shuts down,
+//! and with 1008 when the client sends faster than its message rate, when
+//! its token expires or is revoked, or when its user is blocked. A join is
+//! answered from the room's shared snapshot (one Redis read per sale).
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -15,28 +19,33 @@ use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::hub::{Hub, IpSlot};
+use super::hub::{Hub, Room, Slot};
 use super::messages::{ClientMessage, ServerMessage};
-use crate::auth::CurrentUser;
+use crate::auth::{CurrentUser, TokenEpochs};
 pub use crate::config::RealtimeConfig;
 use crate::error::ErrorCode;
+use crate::error::StoreError;
+use crate::fraud::Blocklist;
 use crate::hot::HotSales;
 use crate::ids::SaleId;
 
 /// What every socket task shares: the hub, the sales' hot state (for the
-/// snapshot on join) and the limits. One per instance, behind an `Arc`.
+/// first snapshot of a sale), what revokes access (blocklist, token epochs)
+/// and the limits. One per instance, behind an `Arc`.
 #[derive(Debug)]
 pub struct Sockets {
     pub hub: Arc<Hub>,
     pub hot: HotSales,
+    pub blocklist: Arc<Blocklist>,
+    pub epochs: Arc<TokenEpochs>,
     pub cfg: RealtimeConfig,
 }
 
 impl Sockets {
     /// Runs an upgraded socket for `user` on the hub's task tracker. `slot`
-    /// is the connection's place in the per-address count, held until the
-    /// socket ends.
-    pub fn spawn(self: &Arc<Self>, websocket: HyperWebsocket, user: CurrentUser, slot: IpSlot) {
+    /// is the connection's place in the hub's counts, held until the socket
+    /// ends.
+    pub fn spawn(self: &Arc<Self>, websocket: HyperWebsocket, user: CurrentUser, slot: Slot) {
         let sockets = self.clone();
         self.hub.tracker.clone().spawn(async move {
             let _slot = slot;
@@ -62,6 +71,32 @@ struct Connection {
 
 fn text(msg: &ServerMessage) -> Message {
     Message::Text(Utf8Bytes::from(msg.to_text()))
+}
+
+/// Why an open socket's access ended, as its close reason.
+fn revoked(sockets: &Sockets, user: &CurrentUser) -> Option<&'static str> {
+    if sockets.blocklist.is_user_blocked(user.id) {
+        Some("blocked")
+    } else if sockets.epochs.is_revoked(user) {
+        Some("token revoked")
+    } else if user.expires_at <= now_secs() {
+        Some("token expired")
+    } else {
+        None
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// Why a sale's snapshot could not be read.
+enum SnapshotError {
+    NotFound,
+    Store(StoreError),
 }
 
 fn close(code: CloseCode, reason: &'static str) -> Message {
@@ -131,18 +166,46 @@ impl Connection {
             let mut ping = tokio::time::interval(cfg.ping_interval);
             ping.tick().await;
             let mut last_seen = tokio::time::Instant::now();
+            let rate = governor::RateLimiter::direct(
+                governor::Quota::per_second(
+                    NonZeroU32::new(cfg.messages_per_second).unwrap_or(NonZeroU32::MIN),
+                )
+                .allow_burst(NonZeroU32::new(cfg.messages_burst).unwrap_or(NonZeroU32::MIN)),
+            );
+            // Access ends when the token expires, or at once when the user
+            // is blocked or the token revoked (both arrive by pub/sub).
+            let mut blocks = this.sockets.blocklist.changes();
+            let mut epochs = this.sockets.epochs.changes();
+            let expiry = tokio::time::sleep(Duration::from_secs(
+                this.user.expires_at.saturating_sub(now_secs()),
+            ));
+            tokio::pin!(expiry);
             loop {
-                tokio::select! {
+                let changed = tokio::select! {
                     _ = this.shutdown.cancelled() => break,
                     _ = this.kill.cancelled() => break,
+                    _ = &mut expiry => {
+                        // The timer was set from the token's `exp`.
+                        metrics::counter!(crate::metrics::WS_REVOKED_TOTAL).increment(1);
+                        let _ = tx.try_send(close(CloseCode::Policy, "token expired"));
+                        break;
+                    }
+                    r = blocks.changed() => r.is_ok(),
+                    r = epochs.changed() => r.is_ok(),
                     _ = ping.tick() => {
                         if last_seen.elapsed() > cfg.idle_timeout {
                             let _ = tx.try_send(close(CloseCode::Away, "idle timeout"));
                             break;
                         }
                         let _ = tx.try_send(Message::Ping(Default::default()));
+                        false
                     }
                     m = stream.next() => {
+                        if !matches!(m, None | Some(Ok(Message::Close(_)))) && rate.check().is_err() {
+                            metrics::counter!(crate::metrics::WS_RATE_LIMITED_TOTAL).increment(1);
+                            let _ = tx.try_send(close(CloseCode::Policy, "message rate limit exceeded"));
+                            break;
+                        }
                         match m {
                             None | Some(Ok(Message::Close(_))) => break,
                             Some(Err(tungstenite::Error::Capacity(_))) => {
@@ -160,7 +223,13 @@ impl Connection {
                                 }
                             }
                         }
+                        false
                     }
+                };
+                if changed && let Some(reason) = revoked(&this.sockets, &this.user) {
+                    metrics::counter!(crate::metrics::WS_REVOKED_TOTAL).increment(1);
+                    let _ = tx.try_send(close(CloseCode::Policy, reason));
+                    break;
                 }
             }
             for (_, (_, token)) in rooms.drain() {
@@ -219,13 +288,23 @@ impl Connection {
                     )));
                     return;
                 }
-                let snapshot = match self.sockets.hot.snapshot(sale).await {
-                    Ok(Some(s)) => s,
-                    Ok(None) => {
+                // Join the room first: its snapshot is shared, and
+                // subscribing before the snapshot goes out loses nothing.
+                let membership = rooms.remove(&sale).map(|(m, t)| {
+                    t.cancel();
+                    m
+                });
+                let membership = membership.unwrap_or_else(|| self.hub.join(sale));
+                let stock_rx = membership.room.stock.subscribe();
+                let events_rx = membership.room.events.subscribe();
+                let snapshot = match self.snapshot(sale, &membership.room).await {
+                    Ok(s) => s,
+                    Err(SnapshotError::NotFound) => {
                         let _ = tx.try_send(not_found());
                         return;
                     }
-                    Err(_) => {
+                    Err(SnapshotError::Store(e)) => {
+                        tracing::warn!(error = %crate::error::ErrorChain(&e), "sale snapshot read failed");
                         let _ = tx.try_send(text(&ServerMessage::error(
                             ErrorCode::Unavailable,
                             "try again shortly",
@@ -233,16 +312,7 @@ impl Connection {
                         return;
                     }
                 };
-                // Join the room before sending the snapshot, so nothing after it is missed.
-                let membership = rooms.remove(&sale).map(|(m, t)| {
-                    t.cancel();
-                    m
-                });
-                let membership = membership.unwrap_or_else(|| self.hub.join(sale));
                 let units = snapshot.available;
-                // Subscribe before the snapshot goes out, so no event in between is lost.
-                let stock_rx = membership.room.stock.subscribe();
-                let events_rx = membership.room.events.subscribe();
                 if tx.try_send(text(&status_message(sale, &snapshot))).is_err() {
                     self.kill.cancel();
                     return;
@@ -267,6 +337,36 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+impl Connection {
+    /// The sale's snapshot as the room holds it: read from Redis by the
+    /// first join only (the others wait for that read), with the stock
+    /// published since and a cancel announced since.
+    async fn snapshot(
+        &self,
+        sale: SaleId,
+        room: &Room,
+    ) -> Result<crate::hot::Snapshot, SnapshotError> {
+        let first = room
+            .snapshot
+            .get_or_try_init(|| async {
+                metrics::counter!(crate::metrics::WS_SNAPSHOT_READS_TOTAL).increment(1);
+                match self.sockets.hot.snapshot(sale).await {
+                    Ok(Some(s)) => Ok(s),
+                    Ok(None) => Err(SnapshotError::NotFound),
+                    Err(e) => Err(SnapshotError::Store(e)),
+                }
+            })
+            .await?;
+        let mut s = *first;
+        if let Some(latest) = room.stock.borrow().as_ref() {
+            // Stock never rises within a sale event: the lower one is newer.
+            s.available = s.available.min(latest.units);
+        }
+        s.cancelled |= room.cancelled.load(Ordering::Acquire);
+        Ok(s)
     }
 }
 

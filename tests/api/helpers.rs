@@ -257,14 +257,93 @@ impl Api {
 
     /// A WebSocket connected with `?token=`.
     pub async fn ws(&self, token: &str) -> Ws {
-        let url = format!(
-            "ws://{}/ws?token={token}",
-            self.base.trim_start_matches("http://")
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        self.try_ws(&format!("token={token}"), &[])
             .await
-            .expect("websocket connects");
-        Ws { inner: ws }
+            .expect("websocket connects")
+    }
+
+    /// A WebSocket handshake on `/ws?<query>` with extra headers: the socket,
+    /// or the refused handshake's status and JSON body.
+    pub async fn try_ws(
+        &self,
+        query: &str,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Ws, (u16, Value, Option<String>)> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!(
+            "ws://{}/ws?{query}",
+            self.base.trim_start_matches("http://")
+        )
+        .into_client_request()
+        .unwrap();
+        for (name, value) in headers {
+            req.headers_mut().insert(*name, value.parse().unwrap());
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => Ok(Ws { inner: ws }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                let retry_after = r
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                let body = r
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or(Value::Null);
+                Err((r.status().as_u16(), body, retry_after))
+            }
+            Err(e) => panic!("websocket handshake failed: {e}"),
+        }
+    }
+
+    /// Changes a user's role as the admin.
+    pub async fn set_role(&self, user: &str, role: &str) -> Response {
+        self.post(
+            &format!("/api/admin/users/{user}/role"),
+            Some(&self.admin_token),
+            &json!({ "role": role }),
+        )
+        .await
+    }
+
+    /// Adds a user to the blocklist as the admin.
+    pub async fn block_user(&self, user: &str) {
+        let r = self
+            .post(
+                "/api/admin/blocklist",
+                Some(&self.admin_token),
+                &json!({ "type": "user", "value": user }),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+
+    /// Removes a user from the blocklist as the admin.
+    pub async fn unblock_user(&self, user: &str) {
+        let r = self
+            .client
+            .delete(self.url(&format!("/api/admin/blocklist?type=user&value={user}")))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    /// Signs up a second admin (created by the first) and returns (id, token).
+    pub async fn second_admin(&self, email: &str) -> (String, String) {
+        let r = self
+            .post(
+                "/api/signup",
+                Some(&self.admin_token),
+                &json!({ "name": "Admin 2", "email": email, "password": "admin2-password", "role": "admin" }),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "signup of {email}");
+        let v: Value = r.json().await.unwrap();
+        let token = self.token_for(email, "admin2-password").await;
+        (v["id"].as_str().unwrap().to_owned(), token)
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
@@ -545,6 +624,24 @@ impl Ws {
                 return (ev, seen);
             }
             seen.push(ev);
+        }
+    }
+
+    /// The close code and reason the server ends the connection with.
+    pub async fn close_frame(&mut self, patience: Duration) -> Option<(u16, String)> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            match tokio::time::timeout_at(deadline, self.inner.next())
+                .await
+                .ok()??
+            {
+                Ok(Message::Close(Some(f))) => return Some((f.code.into(), f.reason.to_string())),
+                Ok(Message::Close(None)) => return Some((1005, String::new())),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
         }
     }
 

@@ -6,6 +6,7 @@ mod storm;
 mod support;
 
 mod abuse;
+mod access;
 mod auth;
 mod bad_input;
 mod clock;
@@ -19,3 +20,4 @@ mod realtime;
 mod replication;
 mod sales;
 mod write_behind;
+mod ws_abuse;

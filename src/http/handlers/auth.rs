@@ -68,13 +68,12 @@ pub async fn signup(state: &AppState, req: Request<Bytes>, ip: IpAddr) -> HttpRe
     let role = b.role.unwrap_or_default();
     if role == Role::Admin {
         // Only an admin may create another admin.
-        let caller =
-            crate::http::extract::current_user(&state.keys, &parts.headers).map_err(|_| {
-                ApiError::new(
-                    ErrorCode::Forbidden,
-                    "only an admin can create an admin account",
-                )
-            })?;
+        let caller = crate::http::extract::current_user(state, &parts.headers).map_err(|_| {
+            ApiError::new(
+                ErrorCode::Forbidden,
+                "only an admin can create an admin account",
+            )
+        })?;
         if !caller.is_admin() {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
@@ -141,6 +140,7 @@ pub async fn signin(state: &AppState, req: Request<Bytes>, ip: IpAddr) -> HttpRe
             &user.id.to_hex(),
             user.role,
             Some(user.created_at.timestamp_millis() / 1000),
+            user.epoch(),
         )
         .map_err(|e| ApiError::internal("token signing failed", &e))?;
     ok(&SigninView {

@@ -10,6 +10,7 @@ pub mod orders;
 pub mod products;
 pub mod purchase;
 pub mod sales;
+pub mod users;
 pub mod ws;
 
 use http::Request;
@@ -20,7 +21,7 @@ use crate::state::AppState;
 
 /// The signed-in caller.
 pub(crate) fn user<B>(state: &AppState, req: &Request<B>) -> Result<CurrentUser, ApiError> {
-    Ok(super::extract::current_user(&state.keys, req.headers())?)
+    super::extract::current_user(state, req.headers())
 }
 
 /// The signed-in caller, who must be an admin.

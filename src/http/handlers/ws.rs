@@ -1,22 +1,70 @@
-//! `GET /` and `/ws` with `Upgrade: websocket`: the handshake checks (token,
-//! Origin, connections per address), then the socket runs in
-//! `realtime::Sockets`.
+//! `GET /` and `/ws` with `Upgrade: websocket`: the handshake checks (Origin,
+//! credentials, the socket caps), then the socket runs in
+//! `realtime::Sockets`. And `POST /api/ws-ticket`, the one-use ticket a
+//! browser puts in the WebSocket URL instead of its token.
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::Request;
 use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
+use serde::Serialize;
 
-use crate::auth::CurrentUser;
 use crate::error::ErrorCode;
 use crate::http::error::ApiError;
 use crate::http::extract::{self, Query};
-use crate::http::response::HttpResult;
+use crate::http::response::{HttpResult, created};
+use crate::realtime::Refused;
 use crate::state::AppState;
 
+/// Seconds a refused handshake is told to wait (Retry-After).
+const RETRY_AFTER_SECS: u64 = 5;
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TicketView {
+    ticket: String,
+    expires_in: u64,
+}
+
+/// POST /api/ws-ticket: any signed-in user gets a ticket for `?ticket=`.
+pub async fn ticket(state: &AppState, req: &Request<Bytes>) -> HttpResult {
+    extract::current_user(state, req.headers())?;
+    Query::parse(req.uri().query(), &[])?;
+    // The ticket stands for the caller's token, checked again when used.
+    let token = extract::bearer(req.headers()).unwrap_or_default();
+    let ticket = state.tickets.issue(token).await?;
+    created(&TicketView {
+        ticket,
+        expires_in: state.tickets.ttl().as_secs(),
+    })
+}
+
+/// The bearer token of a handshake: the Authorization header, a one-use
+/// `?ticket=`, or (legacy, it ends up in logs) `?token=`.
+async fn handshake_token(state: &AppState, req: &Request<Bytes>) -> Result<String, ApiError> {
+    if let Some(t) = extract::bearer(req.headers()) {
+        return Ok(t.to_owned());
+    }
+    let q = Query::parse(req.uri().query(), &["ticket", "token"])?;
+    match (q.get("ticket"), q.get("token")) {
+        (Some(_), Some(_)) => Err(ApiError::validation("give either ?ticket= or ?token=")),
+        (Some(ticket), None) => state.tickets.redeem(ticket).await?.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidToken,
+                "the ticket is unknown, used or expired; get a new one from POST /api/ws-ticket",
+            )
+        }),
+        (None, Some(token)) => Ok(token.to_owned()),
+        (None, None) => Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "a token is required (Authorization header, or ?ticket= from POST /api/ws-ticket)",
+        )),
+    }
+}
+
 /// Handles `GET /` or `/ws`: checks the handshake and upgrades.
-pub fn upgrade(state: &AppState, mut req: Request<Bytes>, peer: SocketAddr) -> HttpResult {
+pub async fn upgrade(state: &AppState, mut req: Request<Bytes>, peer: SocketAddr) -> HttpResult {
     let cfg = &state.config.realtime;
     if !hyper_tungstenite::is_upgrade_request(&req) {
         return Err(ApiError::new(
@@ -32,26 +80,37 @@ pub fn upgrade(state: &AppState, mut req: Request<Bytes>, peer: SocketAddr) -> H
             return Err(ApiError::new(ErrorCode::Forbidden, "origin not allowed"));
         }
     }
-    let token = match extract::bearer(req.headers()) {
-        Some(t) => t.to_owned(),
-        None => {
-            let q = Query::parse(req.uri().query(), &["token"])?;
-            q.get("token").map(str::to_owned).ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::Unauthorized,
-                    "a token is required (Authorization header or ?token=)",
-                )
-            })?
-        }
-    };
-    let user = CurrentUser::from_token(&state.keys, &token)?;
+    let token = handshake_token(state, &req).await?;
+    let user = extract::authenticate(state, &token)?;
     let ip = crate::net::client_ip(peer.ip(), req.headers(), &state.config.http.trust_proxy);
-    let Some(slot) = state.hub.admit(ip) else {
-        return Err(ApiError::new(
-            ErrorCode::RateLimited,
-            "too many WebSocket connections from this address",
-        )
-        .with_retry_after(5));
+    // The socket's slot is held until it closes: upgraded sockets leave the
+    // HTTP connection pool (MAX_CONNECTIONS) and count here instead.
+    let slot = match state.hub.admit(ip, user.id) {
+        Ok(slot) => slot,
+        // The instance is full: not this client's fault, another may have room.
+        Err(Refused::Full) => {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "this instance holds as many WebSockets as it may; retry shortly",
+            )
+            .with_retry_after(RETRY_AFTER_SECS));
+        }
+        Err(Refused::User) => {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                "too many WebSocket connections for this account",
+            )
+            .with_details(serde_json::json!({ "limit": "ws-per-user" }))
+            .with_retry_after(RETRY_AFTER_SECS));
+        }
+        Err(Refused::Address) => {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                "too many WebSocket connections from this address",
+            )
+            .with_details(serde_json::json!({ "limit": "ws-per-ip" }))
+            .with_retry_after(RETRY_AFTER_SECS));
+        }
     };
     // tungstenite allocates (and zero-fills) the whole read buffer for every
     // connection up front. Clients send only small join/leave messages, so
