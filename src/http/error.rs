@@ -14,6 +14,7 @@ use crate::auth::{AuthError, PasswordError, UserError};
 use crate::engine::Refusal;
 use crate::error::{ErrorChain, ErrorCode, StoreError};
 use crate::fraud::{Denied, Limited};
+use crate::realtime::Refused;
 use crate::sales::SaleError;
 
 /// An error on its way to the client.
@@ -146,6 +147,38 @@ impl From<PasswordError> for ApiError {
                 .with_retry_after(1)
             }
             other => ApiError::internal("password hashing failed", &other),
+        }
+    }
+}
+
+impl From<Refused> for ApiError {
+    /// A WebSocket handshake past a cap: the instance's is an overload (503,
+    /// another instance may have room), the user's and the address's are
+    /// rate limits (429). Either way, retry in a few seconds.
+    fn from(r: Refused) -> Self {
+        const RETRY_AFTER_SECS: u64 = 5;
+        let (code, message, limit) = match r {
+            Refused::Full => (
+                ErrorCode::Unavailable,
+                "this instance holds as many WebSockets as it may; retry shortly",
+                "ws-per-instance",
+            ),
+            Refused::User => (
+                ErrorCode::RateLimited,
+                "too many WebSocket connections for this account",
+                "ws-per-user",
+            ),
+            Refused::Address => (
+                ErrorCode::RateLimited,
+                "too many WebSocket connections from this address",
+                "ws-per-ip",
+            ),
+        };
+        let e = Self::new(code, message).with_retry_after(RETRY_AFTER_SECS);
+        if code == ErrorCode::RateLimited {
+            e.with_details(json!({ "limit": limit }))
+        } else {
+            e
         }
     }
 }

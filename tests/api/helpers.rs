@@ -568,6 +568,21 @@ pub async fn assert_error(r: Response, status: u16, code: &str) -> Value {
     v
 }
 
+/// Asserts `r` is a 429 `RATE_LIMITED` from the limit named `policy`, with
+/// Retry-After (at least 1 s) and the RateLimit fields.
+pub async fn assert_limited(r: Response, policy: &str) -> Value {
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1, "{:?}", r.headers());
+    let named = r.headers()["ratelimit-policy"].to_str().unwrap();
+    assert!(named.contains(policy), "{policy} in {:?}", r.headers());
+    assert!(r.headers().contains_key("ratelimit"), "{:?}", r.headers());
+    assert_error(r, 429, "RATE_LIMITED").await
+}
+
 /// A test WebSocket client.
 #[derive(Debug)]
 pub struct Ws {

@@ -14,11 +14,7 @@ use crate::error::ErrorCode;
 use crate::http::error::ApiError;
 use crate::http::extract::{self, Query};
 use crate::http::response::{HttpResult, created};
-use crate::realtime::Refused;
 use crate::state::AppState;
-
-/// Seconds a refused handshake is told to wait (Retry-After).
-const RETRY_AFTER_SECS: u64 = 5;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -85,33 +81,7 @@ pub async fn upgrade(state: &AppState, mut req: Request<Bytes>, peer: SocketAddr
     let ip = crate::net::client_ip(peer.ip(), req.headers(), &state.config.http.trust_proxy);
     // The socket's slot is held until it closes: upgraded sockets leave the
     // HTTP connection pool (MAX_CONNECTIONS) and count here instead.
-    let slot = match state.hub.admit(ip, user.id) {
-        Ok(slot) => slot,
-        // The instance is full: not this client's fault, another may have room.
-        Err(Refused::Full) => {
-            return Err(ApiError::new(
-                ErrorCode::Unavailable,
-                "this instance holds as many WebSockets as it may; retry shortly",
-            )
-            .with_retry_after(RETRY_AFTER_SECS));
-        }
-        Err(Refused::User) => {
-            return Err(ApiError::new(
-                ErrorCode::RateLimited,
-                "too many WebSocket connections for this account",
-            )
-            .with_details(serde_json::json!({ "limit": "ws-per-user" }))
-            .with_retry_after(RETRY_AFTER_SECS));
-        }
-        Err(Refused::Address) => {
-            return Err(ApiError::new(
-                ErrorCode::RateLimited,
-                "too many WebSocket connections from this address",
-            )
-            .with_details(serde_json::json!({ "limit": "ws-per-ip" }))
-            .with_retry_after(RETRY_AFTER_SECS));
-        }
-    };
+    let slot = state.hub.admit(ip, user.id)?;
     // tungstenite allocates (and zero-fills) the whole read buffer for every
     // connection up front. Clients send only small join/leave messages, so
     // 1 KiB is one read for any of them; a larger frame grows the buffer.
