@@ -71,6 +71,22 @@ export function envBool(name, def) {
 }
 
 /** A short id for this run: names its product, buyers and Idempotency-Keys. */
+// The request scenario of the storm scripts: an open model (RATE requests
+// started per second, constant-arrival-rate) or, with rate 0, a closed one
+// (VUS looping for DURATION).
+export function rateScenario(rate, vus, maxVus, duration) {
+  return rate > 0
+    ? {
+        executor: 'constant-arrival-rate',
+        rate: rate,
+        timeUnit: '1s',
+        duration: duration,
+        preAllocatedVUs: vus,
+        maxVUs: Math.max(maxVus, vus),
+      }
+    : { executor: 'constant-vus', vus: vus, duration: duration };
+}
+
 export function newRunId() {
   return Date.now().toString(36) + Math.floor(Math.random() * 0x7fffffff).toString(36);
 }

@@ -45,6 +45,7 @@
 import { check } from 'k6';
 import { Counter, Rate } from 'k6/metrics';
 import {
+  rateScenario,
   buyerPrefix,
   cancelSale,
   classifyPurchase,
@@ -79,17 +80,7 @@ const outcomes = {
 };
 const accepted = new Rate('purchase_accepted');
 
-const storm =
-  RATE > 0
-    ? {
-        executor: 'constant-arrival-rate',
-        rate: RATE,
-        timeUnit: '1s',
-        duration: DURATION,
-        preAllocatedVUs: VUS,
-        maxVUs: Math.max(MAX_VUS, VUS),
-      }
-    : { executor: 'constant-vus', vus: VUS, duration: DURATION };
+const storm = rateScenario(RATE, VUS, MAX_VUS, DURATION);
 
 export const options = {
   setupTimeout: envStr('SETUP_TIMEOUT', '10m'),

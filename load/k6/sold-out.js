@@ -42,6 +42,7 @@
 import { check, fail } from 'k6';
 import { Counter } from 'k6/metrics';
 import {
+  rateScenario,
   buyerPrefix,
   createBuyers,
   createSale,
@@ -72,17 +73,7 @@ if (UNITS < 1 || UNITS > 1000000) {
 const unexpectedStatus = new Counter('unexpected_status');
 const soldOut = new Counter('purchase_sold_out');
 
-const hammer =
-  RATE > 0
-    ? {
-        executor: 'constant-arrival-rate',
-        rate: RATE,
-        timeUnit: '1s',
-        duration: DURATION,
-        preAllocatedVUs: VUS,
-        maxVUs: Math.max(MAX_VUS, VUS),
-      }
-    : { executor: 'constant-vus', vus: VUS, duration: DURATION };
+const hammer = rateScenario(RATE, VUS, MAX_VUS, DURATION);
 
 export const options = {
   setupTimeout: envStr('SETUP_TIMEOUT', '10m'),
