@@ -11,6 +11,9 @@
 #      large to sell out;
 #   c. the rejection path: flashsale-load purchase --mode sold-out;
 #   d. the HTTP floor: flashsale-load get --path /healthz;
+#   e. the buy path in the open model at half of b's rate;
+#   h. as e, while flashsale-load signin-flood signs in with made-up emails
+#      from 300 loopback addresses at a time (runs alternate with e's);
 #
 # and prints a table of min/median/max req/s, median p50/p99, and the ratios
 # b/a and c/d (from medians). The runs of a and b alternate, as do those of c
@@ -144,7 +147,7 @@ median3() { # median with 3 decimals
 }
 
 failures=0
-declare -A verdict=([a]=PASS [b]=PASS [c]=PASS [d]=PASS [e]=PASS [f]=PASS [g]=PASS)
+declare -A verdict=([a]=PASS [b]=PASS [c]=PASS [d]=PASS [e]=PASS [f]=PASS [g]=PASS [h]=PASS)
 
 # --- a. the limit: redis-benchmark EVALSHA purchase.lua ---------------------------
 bench_port="$(free_port)"
@@ -235,7 +238,7 @@ run_load() {
   fi
 }
 
-for part in b c d e f g; do : >"$tmp/$part.jsonl"; done
+for part in b c d e f g h; do : >"$tmp/$part.jsonl"; done
 # Each ratio's two parts alternate (a b a b ..., c d c d ...), so a drift in
 # what the shared machine gives us during the bench lands on both sides.
 for ((r = 1; r <= RUNS; r++)); do
@@ -261,10 +264,24 @@ done
 #    the intended send time, so queueing is not hidden.
 half_rate="$(jq -r '.achieved_rps' "$tmp/b.jsonl" | median | awk '{ printf "%d", $1 / 2 }')"
 : >"$tmp/e.jsonl"
+: >"$tmp/flood.jsonl"
 for ((r = 1; r <= RUNS; r++)); do
   log "e run $r/$RUNS: purchase, open model at $half_rate req/s (half of b's median)"
   run_load e purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 \
     --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT" --rate "$half_rate"
+  # h. the same, while a sign-in flood runs for the whole measured run: 300
+  #    addresses outside IP_ALLOW, 30 made-up sign-ins each, round after round.
+  log "h run $r/$RUNS: as e, during a sign-in flood from 300 loopback addresses"
+  "$load_bin" signin-flood --target "127.0.0.1:$http_port" --addresses 300 --per-address 30 \
+    --duration "$((WARMUP + DURATION))" --json >>"$tmp/flood.jsonl" 2>>"$tmp/flood.log" &
+  flood_pid=$!
+  run_load h purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 \
+    --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT" --rate "$half_rate"
+  wait "$flood_pid" || {
+    log "h run $r: the sign-in flood failed: $(tail -n 3 "$tmp/flood.log")"
+    verdict[h]=FAIL
+    failures=$((failures + 1))
+  }
 done
 
 # f. a leaderboard page of 100 in the middle of 100,000 buyers (admin).
@@ -349,6 +366,8 @@ outcomes() { jq -rs 'map(.outcomes) | add // {} | to_entries | map("\(.key)") | 
   echo "  c: flashsale-load purchase --mode sold-out (100 units sold first, then only rejections), $BUYERS buyers"
   echo "  d: flashsale-load get --path /healthz"
   echo "  e: as b, open model at half of b's median rate (latency from the intended send time)"
+  echo "  h: as e, while flashsale-load signin-flood sends made-up sign-ins from 300 loopback addresses"
+  echo "     outside IP_ALLOW (30 each, round after round, fresh addresses each round); runs alternate with e's"
   echo "  g: as b, against a second server with REDIS_ACK_REPLICAS=1 on its own primary + one replica"
   echo "     (WAIT grouped per connection; runs alternate with b's)"
   echo "  f: GET /api/leaderboard, page of 100 at offset 50000 of 100,000 buyers (admin token), open model at ${LEADERBOARD_RATE:-1000} req/s"
@@ -361,10 +380,14 @@ outcomes() { jq -rs 'map(.outcomes) | add // {} | to_entries | map("\(.key)") | 
   row e "POST /api/purchase-product, open, half rate"
   row f "GET /api/leaderboard (100 of 100k), open"
   row g "POST /api/purchase-product, REDIS_ACK_REPLICAS=1"
+  row h "POST /api/purchase-product, open, sign-in flood"
   echo
   echo "ratios of medians: b/a = $(ratio "$(med_of b)" "$(med_of a)")  (service buy path / Redis script alone)"
   echo "                   c/d = $(ratio "$(med_of c)" "$(med_of d)")  (rejection path / HTTP floor)"
   echo "                   g/b = $(ratio "$(med_of g)" "$(med_of b)")  (buy path confirmed by a replica / buy path)"
+  echo "p99 ratio of medians: h/e = $(ratio "$(jq -r '.latency_ms.p99' "$tmp/h.jsonl" | median3)" "$(jq -r '.latency_ms.p99' "$tmp/e.jsonl" | median3)")  (purchase p99 during a sign-in flood / without it)"
+  echo "sign-in flood answers per h run: $(jq -rc '"\(.sent) in \(.seconds) s \(.outcomes)"' "$tmp/flood.jsonl" | paste -sd ';' | sed 's/;/; /g')"
+  echo "outcomes seen in h: $(outcomes h)"
   echo "outcomes seen: b: $(outcomes b); c: $(outcomes c); d: $(outcomes d)"
   echo "write-behind after each b run (orders of the run; seconds from the storm's end until MongoDB held"
   echo "  every one): $(jq -r '"\(.sale.ordersThisRun // "?") orders: \((.invariants[] | select(.name == "write-behind drained") | .detail | capture("after (?<s>[0-9.]+) s").s) // "?") s"' "$tmp/b.jsonl" | paste -sd ';' | sed 's/;/; /g')"

@@ -16,6 +16,7 @@ USAGE:
   flashsale-load purchase [OPTIONS]   drive POST /api/purchase-product, then check invariants
   flashsale-load get [--path /healthz] [OPTIONS]   drive a GET path (the HTTP floor)
   flashsale-load ws --watchers N [OPTIONS]   N WebSocket watchers of one sale; purchase-to-stockUpdate delay
+  flashsale-load signin-flood [OPTIONS]   sign-ins with made-up emails from many loopback addresses
 
 LOAD OPTIONS (both commands):
   --target ADDR          127.0.0.1:PORT or localhost:PORT, optional http:// (default 127.0.0.1:5050)
@@ -66,6 +67,12 @@ WS OPTIONS (plus --target, --threads, --json, and the sale and token options of 
   --max-time S           bound on the whole run (default and max 300)
 
 Exit status: 0 all invariants PASS, 1 an invariant FAILED, 2 usage or set-up error.
+
+SIGNIN-FLOOD OPTIONS (plus --target, --threads, --timeout, --json):
+  --addresses N          loopback addresses per round, one client each (default 300); they come
+                         from 127.64.0.0 upwards, a new /16 per round
+  --per-address N        sign-ins per address per round, one after another (default 30)
+  --duration S           rounds follow each other until this is up (default 10)
 ";
 
 #[derive(Debug, Clone)]
@@ -139,6 +146,7 @@ pub(crate) enum Command {
     Purchase(Common, PurchaseArgs),
     Get(Common, String),
     Ws(WsArgs),
+    Flood(crate::flood::FloodArgs),
 }
 
 const BOOLS: &[&str] = &["json", "help", "create"];
@@ -169,6 +177,16 @@ const SALE: &[&str] = &[
 ];
 const PURCHASE: &[&str] = &["mode", "buyers", "drain-timeout"];
 const GET: &[&str] = &["path"];
+const FLOOD: &[&str] = &[
+    "target",
+    "threads",
+    "json",
+    "help",
+    "timeout",
+    "duration",
+    "addresses",
+    "per-address",
+];
 const WS: &[&str] = &[
     "target",
     "threads",
@@ -449,10 +467,46 @@ pub(crate) fn parse(args: &[String]) -> Result<Command, String> {
             }
             Ok(Command::Ws(ws(&f)?))
         }
+        "signin-flood" => {
+            let f = Flags::parse(rest, &[FLOOD])?;
+            if f.bools.contains("help") {
+                return Ok(Command::Help);
+            }
+            Ok(Command::Flood(flood(&f)?))
+        }
         other => Err(format!(
-            "unknown command `{other}` (expected purchase, get or ws)"
+            "unknown command `{other}` (expected purchase, get, ws or signin-flood)"
         )),
     }
+}
+
+fn flood(f: &Flags) -> Result<crate::flood::FloodArgs, String> {
+    let secs = |name: &str, default: f64| -> Result<Duration, String> {
+        let v: f64 = f.num(name)?.unwrap_or(default);
+        if !(v.is_finite() && v > 0.0 && v <= MAX_DURATION_SECS) {
+            return Err(format!(
+                "`--{name}` must be above 0 and at most {MAX_DURATION_SECS} s"
+            ));
+        }
+        Ok(Duration::from_secs_f64(v))
+    };
+    Ok(crate::flood::FloodArgs {
+        target: Target::parse(f.str("target").unwrap_or("127.0.0.1:5050"))?,
+        addresses: range("addresses", f.num("addresses")?.unwrap_or(300), 1, 60_000)?,
+        per_address: range(
+            "per-address",
+            f.num("per-address")?.unwrap_or(30),
+            1,
+            100_000,
+        )?,
+        duration: secs("duration", 10.0)?,
+        timeout: secs("timeout", 10.0)?,
+        threads: f
+            .num::<usize>("threads")?
+            .map(|t| range("threads", t, 1, 256))
+            .transpose()?,
+        json: f.bools.contains("json"),
+    })
 }
 
 fn ws(f: &Flags) -> Result<WsArgs, String> {

@@ -10,7 +10,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Where requests go: a loopback address only.
 #[derive(Debug, Clone)]
@@ -96,6 +96,9 @@ pub(crate) struct Client {
     target: Target,
     timeout: Duration,
     sender: Option<SendRequest<Full<Bytes>>>,
+    /// The loopback address connections come from (the kernel's choice
+    /// when `None`), so one process can stand for many clients.
+    local: Option<IpAddr>,
     pub(crate) connects: u64,
 }
 
@@ -105,14 +108,33 @@ impl Client {
             target,
             timeout,
             sender: None,
+            local: None,
             connects: 0,
         }
     }
 
+    /// A client whose connections come from `local` (any 127.0.0.0/8
+    /// address is this machine's).
+    pub(crate) fn from_address(target: Target, timeout: Duration, local: Ipv4Addr) -> Self {
+        Self {
+            local: Some(IpAddr::V4(local)),
+            ..Self::new(target, timeout)
+        }
+    }
+
+    async fn open(&self) -> std::io::Result<TcpStream> {
+        match self.local {
+            None => TcpStream::connect(self.target.addr).await,
+            Some(local) => {
+                let socket = TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::new(local, 0))?;
+                socket.connect(self.target.addr).await
+            }
+        }
+    }
+
     async fn connect(&mut self) -> Result<(), TransportError> {
-        let stream = TcpStream::connect(self.target.addr)
-            .await
-            .map_err(|_| TransportError::Connect)?;
+        let stream = self.open().await.map_err(|_| TransportError::Connect)?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await

@@ -6,6 +6,7 @@
 
 mod args;
 mod driver;
+mod flood;
 mod http;
 mod purchase;
 mod report;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         }
         Command::Purchase(c, _) | Command::Get(c, _) => c.threads,
         Command::Ws(w) => w.threads,
+        Command::Flood(f) => f.threads,
     };
     let job = &cmd;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
             Command::Purchase(c, p) => purchase::run(c, p).await,
             Command::Get(c, path) => purchase::run_get(c, path).await,
             Command::Ws(w) => ws::run(w).await,
+            Command::Flood(f) => flood::run(f).await,
             Command::Help => Ok(true),
         }
     });
