@@ -14,6 +14,7 @@ mod cluster;
 mod faults;
 mod fraud;
 mod health;
+mod orders;
 mod products;
 mod purchase;
 mod realtime;
