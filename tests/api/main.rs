@@ -11,6 +11,7 @@ mod auth;
 mod bad_input;
 mod clock;
 mod cluster;
+mod console;
 mod faults;
 mod fraud;
 mod health;
