@@ -11,6 +11,10 @@
 #                                       Mongo-wire server used by run.sh and the tests)
 #   - schemathesis pinned in .venv     (provides .venv/bin/schemathesis, the API
 #                                       fuzzer run by scripts/schemathesis.sh)
+#   - chromium, npm                    (Debian packages chromium, npm: the browser
+#                                       test of the web console, scripts/console-test.sh)
+#   - web/test/node_modules            (npm ci: playwright-core as pinned in
+#                                       web/test/package-lock.json; no browser download)
 #
 # A second run installs nothing and only reports what is present.
 #
@@ -86,9 +90,11 @@ fi
 # --- the other tools the scripts and tests call ------------------------------
 # The test command also validates docker-compose.yml (docker-compose), the
 # Prometheus config and alert rules (promtool) and runs nginx in front of the
-# local two-instance cluster, and checks the k6 scripts' syntax (node); each
-# check fails, naming its package, when its tool is missing.
-tools=(jq curl faketime pgrep nginx promtool docker-compose node)
+# local two-instance cluster, and checks the k6 scripts' syntax (node); the
+# web console's browser test runs Debian's chromium, driven from node with
+# playwright-core (installed by npm below). Each check fails, naming its
+# package, when its tool is missing.
+tools=(jq curl faketime pgrep nginx promtool docker-compose node npm chromium)
 missing_packages=()
 for tool in "${tools[@]}"; do
   if ! command -v "$tool" >/dev/null 2>&1; then
@@ -184,6 +190,28 @@ pip_pinned() {
 pip_pinned SecantusDB "$SECANTUSDB_SPEC" secantusd-py
 # schemathesis (in the same .venv) is the API fuzzer of scripts/schemathesis.sh.
 pip_pinned schemathesis "$SCHEMATHESIS_SPEC" schemathesis
+
+# --- the browser test's npm packages ------------------------------------------
+# web/test pins playwright-core in its package-lock.json; npm ci installs
+# exactly that, and only when the installed version differs. playwright-core
+# never downloads a browser: the test uses /usr/bin/chromium.
+lock_version() {
+  node -e 'const l = require(process.argv[1]); console.log(l.packages["node_modules/playwright-core"].version)' \
+    "$PWD/web/test/package-lock.json"
+}
+installed_version() {
+  node -e 'console.log(require(process.argv[1]).version)' \
+    "$PWD/web/test/node_modules/playwright-core/package.json" 2>/dev/null || true
+}
+wanted_pw="$(lock_version)"
+if [[ "$(installed_version)" == "$wanted_pw" ]]; then
+  log "playwright-core present ($wanted_pw, web/test)"
+else
+  log "npm ci in web/test (playwright-core $wanted_pw)"
+  (cd web/test && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
+  [[ "$(installed_version)" == "$wanted_pw" ]] || die "playwright-core $wanted_pw missing from web/test after npm ci"
+  did_something=1
+fi
 
 if [[ "$did_something" -eq 0 ]]; then
   log "everything present, nothing to do"

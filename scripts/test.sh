@@ -61,6 +61,9 @@ step_display="cargo test ${test_args[*]}"
 step "tests" run_tests
 # The API against its OpenAPI document: schemathesis fuzzes the debug build.
 step "api-fuzz" bash scripts/schemathesis.sh
+# The web console in a real browser: headless Debian chromium driven by
+# playwright-core against the debug build with its own stores.
+step "console" bash scripts/console-test.sh
 
 # The k6 scripts (load/k6): k6 itself is not packaged for Debian, so their
 # syntax is checked with node (load/k6/package.json makes them ES modules).

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::engine::PurchaseEngine;
 use crate::hot::HotSales;
 use crate::leaderboard::Leaderboard;
-use crate::orders::OrderStore;
+use crate::orders::{OrderStore, PendingOrders};
 use crate::reconcile::Reconciler;
 use crate::sales::{SaleService, SaleStore};
 use crate::state::AppState;
@@ -268,6 +268,7 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
         crate::fraud::FraudLog::new(pool.clone()),
     ));
     let reconciler = Reconciler::new(pool.clone(), orders.clone(), sale_store);
+    let pending_orders = PendingOrders::new(pool.clone());
     let hub = crate::realtime::Hub::new(crate::realtime::Caps {
         total: config.realtime.max_connections,
         per_user: config.realtime.max_per_user,
@@ -297,6 +298,7 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
         engine,
         hot,
         orders,
+        pending_orders,
         write_behind,
         leaderboard,
         reconciler,

@@ -22,7 +22,8 @@
 //!   the in-memory answer for closed sales.
 //! - `hot`: a sale's other hot state in Redis: seed, restore, snapshot, stock, cancel.
 //! - `sales`: flash sales in MongoDB and their lifecycle (create, rerun, cancel, re-seed).
-//! - `orders`: the order record, its store and its write-behind sink.
+//! - `orders`: the order record, its store, its write-behind sink, and the orders
+//!   still waiting in the sales' streams (listed as pending).
 //! - `write_behind`: drains Redis streams into MongoDB, one sink per stream kind.
 //! - `reconcile`: per sale, units sold in Redis against orders in MongoDB.
 //! - `leaderboard`: buyers ranked by first purchase, from Redis.

@@ -14,7 +14,7 @@ use crate::engine::PurchaseEngine;
 use crate::fraud::{Fraud, FraudStore};
 use crate::hot::HotSales;
 use crate::leaderboard::Leaderboard;
-use crate::orders::OrderStore;
+use crate::orders::{OrderStore, PendingOrders};
 use crate::realtime::{Hub, Sockets};
 use crate::reconcile::Reconciler;
 use crate::sales::SaleService;
@@ -39,6 +39,8 @@ pub struct AppState {
     pub engine: PurchaseEngine,
     pub hot: HotSales,
     pub orders: OrderStore,
+    /// Orders still in the sales' streams, not yet in MongoDB.
+    pub pending_orders: PendingOrders,
     pub write_behind: WriteBehind,
     pub leaderboard: Leaderboard,
     pub reconciler: Reconciler,

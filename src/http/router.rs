@@ -121,6 +121,10 @@ pub const ROUTES: &[RouteSpec] = &[
         template: "/api/ws-ticket",
         methods: &["POST"],
     },
+    RouteSpec {
+        template: "/assets/{file}",
+        methods: &["GET"],
+    },
 ];
 
 /// A matched route with its path parameter.
@@ -150,6 +154,7 @@ enum Route<'a> {
     OpenApi,
     UserRole(&'a str),
     WsTicket,
+    Asset(&'a str),
 }
 
 impl Route<'_> {
@@ -179,6 +184,7 @@ impl Route<'_> {
             Self::OpenApi => 21,
             Self::UserRole(_) => 22,
             Self::WsTicket => 23,
+            Self::Asset(_) => 24,
         };
         &ROUTES[i]
     }
@@ -206,6 +212,9 @@ fn match_path(path: &str) -> Option<Route<'_>> {
         "/openapi.json" => Route::OpenApi,
         "/api/ws-ticket" => Route::WsTicket,
         _ => {
+            if let Some(file) = path.strip_prefix("/assets/") {
+                return (!file.is_empty() && !file.contains('/')).then_some(Route::Asset(file));
+            }
             if let Some(id) = path.strip_prefix("/api/products/") {
                 return (!id.is_empty() && !id.contains('/')).then_some(Route::Product(id));
             }
@@ -371,9 +380,17 @@ async fn dispatch(
         }
     };
     let result = match (&method, route) {
+        // The upgrade first: a browser's WebSocket on / may send any Accept.
+        (&Method::GET, Route::Root)
+            if !hyper_tungstenite::is_upgrade_request(&req)
+                && handlers::console::wants_html(&req) =>
+        {
+            Ok(handlers::console::page(&req))
+        }
         (&Method::GET, Route::Root | Route::Ws) => {
             super::handlers::ws::upgrade(state, req, peer).await
         }
+        (&Method::GET, Route::Asset(file)) => handlers::console::asset(&req, file),
         (&Method::GET, Route::Metrics) => handlers::metrics::metrics(),
         (&Method::GET | &Method::HEAD, Route::Healthz) => handlers::health::healthz(),
         (&Method::GET | &Method::HEAD, Route::Readyz) => handlers::health::readyz(state).await,
@@ -482,12 +499,15 @@ mod tests {
         );
         assert_eq!(template_of("/api/admin/users/abc"), "unmatched");
         assert_eq!(template_of("/api/admin/users//role"), "unmatched");
+        assert_eq!(template_of("/assets/app.js"), "/assets/{file}");
+        assert_eq!(template_of("/assets/a/b.js"), "unmatched");
+        assert_eq!(template_of("/assets/"), "unmatched");
     }
 
     #[test]
     fn every_route_spec_is_reachable() {
         for (i, spec) in ROUTES.iter().enumerate() {
-            let path = spec.template.replace("{id}", "x");
+            let path = spec.template.replace("{id}", "x").replace("{file}", "x");
             let r = match_path(&path).unwrap_or_else(|| panic!("{path} unmatched"));
             assert_eq!(r.spec().template, spec.template, "route {i}");
         }

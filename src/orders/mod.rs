@@ -1,9 +1,12 @@
-//! Orders: the MongoDB record of accepted purchases, and the write-behind
-//! sink that moves them there from the sales' Redis streams.
+//! Orders: the MongoDB record of accepted purchases, the write-behind sink
+//! that moves them there from the sales' Redis streams, and the reader of
+//! the orders still waiting in those streams.
 
 mod model;
+mod pending;
 mod sink;
 mod store;
 
-pub use model::{Order, OrderView, order_id};
+pub use model::{Order, OrderStatus, OrderView, order_id};
+pub use pending::{MAX_ENTRIES_PER_SALE, PendingOrders};
 pub use store::{BuyerSummary, OrderStore, SaleSummary};

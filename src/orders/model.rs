@@ -33,6 +33,15 @@ pub fn order_id(sale: SaleId, seq: i64) -> String {
     format!("{}-{seq}", sale.hex())
 }
 
+/// Where an order is: still in the write-behind (its sale's Redis stream
+/// holds it, MongoDB not yet), or in MongoDB, the system of record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderStatus {
+    Pending,
+    Recorded,
+}
+
 /// The JSON shape of an order.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -44,10 +53,11 @@ pub struct OrderView {
     pub unit_price: f64,
     pub total_price: f64,
     pub purchased_at: String,
+    pub status: OrderStatus,
 }
 
-impl From<&Order> for OrderView {
-    fn from(o: &Order) -> Self {
+impl OrderView {
+    pub fn new(o: &Order, status: OrderStatus) -> Self {
         Self {
             id: o.id.clone(),
             user_id: o.user_id.to_hex(),
@@ -56,6 +66,7 @@ impl From<&Order> for OrderView {
             unit_price: cents_to_units(o.unit_price_cents),
             total_price: cents_to_units(o.unit_price_cents * o.quantity),
             purchased_at: rfc3339(o.purchased_at),
+            status,
         }
     }
 }

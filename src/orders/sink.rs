@@ -40,7 +40,7 @@ impl Sink for OrderStore {
 }
 
 /// An order stream entry, as the purchase script appends it.
-fn decode_order(fields: &[Value], sale: SaleId) -> Option<Order> {
+pub(super) fn decode_order(fields: &[Value], sale: SaleId) -> Option<Order> {
     let mut seq = None;
     let mut user = None;
     let mut qty = None;

@@ -83,6 +83,19 @@ impl OrderStore {
         mongo::find_page(&self.coll, filter, doc! { "seq": 1 }, offset, limit).await
     }
 
+    /// How many orders of a sale (of one buyer, when given) MongoDB holds.
+    pub async fn count_for_sale(
+        &self,
+        sale: SaleId,
+        user: Option<UserId>,
+    ) -> Result<u64, StoreError> {
+        let mut filter = doc! { "flashSaleId": sale.oid() };
+        if let Some(u) = user {
+            filter.insert("userId", u.oid());
+        }
+        Ok(self.coll.count_documents(filter).await?)
+    }
+
     pub async fn all(&self, offset: u64, limit: i64) -> Result<Vec<Order>, StoreError> {
         mongo::find_page(
             &self.coll,

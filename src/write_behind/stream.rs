@@ -1,5 +1,5 @@
 //! Redis stream replies, parsed: entries (XREADGROUP, XAUTOCLAIM, XRANGE),
-//! entry ids, the pending summary (XPENDING) and a group's state (XINFO
+//! entry ids, the pending summary and ids (XPENDING) and a group's state (XINFO
 //! GROUPS). Pure functions over fred's `Value`; the drainer runs the commands.
 
 use fred::prelude::Value;
@@ -13,7 +13,7 @@ pub struct Entry {
 }
 
 /// A stream entry id, `<ms>-<seq>`, ordered as Redis orders them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EntryId {
     pub ms: u64,
     pub seq: u64,
@@ -104,6 +104,21 @@ pub fn min_pending(v: &Value) -> Option<EntryId> {
     }
 }
 
+/// XPENDING (extended form): `[[id, consumer, idle-ms, deliveries], ...]`;
+/// the ids.
+pub fn pending_ids(v: Value) -> Vec<EntryId> {
+    let Value::Array(items) = v else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| match item {
+            Value::Array(p) => EntryId::parse(&p.first()?.as_str()?),
+            _ => None,
+        })
+        .collect()
+}
+
 /// XINFO GROUPS: one flat field list (RESP2) or map (RESP3) per group; the
 /// state of `group`, if the stream has it.
 pub fn group_info(v: Value, group: &str) -> Option<GroupInfo> {
@@ -186,6 +201,29 @@ mod tests {
         let claim = arr(vec![s("0-0"), one(), arr(vec![])]);
         assert_eq!(autoclaim(claim)[0].id, "5-1");
         assert!(autoclaim(arr(vec![s("0-0")])).is_empty());
+    }
+
+    #[test]
+    fn extended_xpending_replies_yield_their_ids() {
+        let v = arr(vec![
+            arr(vec![
+                s("7-1"),
+                s("c1"),
+                Value::Integer(10),
+                Value::Integer(1),
+            ]),
+            arr(vec![
+                s("9-0"),
+                s("c2"),
+                Value::Integer(5),
+                Value::Integer(2),
+            ]),
+        ]);
+        assert_eq!(
+            pending_ids(v),
+            vec![EntryId { ms: 7, seq: 1 }, EntryId { ms: 9, seq: 0 }]
+        );
+        assert!(pending_ids(Value::Null).is_empty());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One file per area; each handler extracts, calls its module, renders.
 
 pub mod auth;
+pub mod console;
 pub mod fraud;
 pub mod health;
 pub mod leaderboard;
