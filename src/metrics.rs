@@ -35,6 +35,7 @@ pub const SCHEDULER_LEADER: &str = "flashsale_scheduler_leader";
 pub const SCHEDULER_TRANSITIONS_TOTAL: &str = "flashsale_scheduler_transitions_total";
 pub const RATE_LIMITED_TOTAL: &str = "flashsale_rate_limited_total";
 pub const FRAUD_EVENTS_TOTAL: &str = "flashsale_fraud_events_total";
+pub const FRAUD_VELOCITY_LIMIT: &str = "flashsale_fraud_velocity_limit";
 pub const REDIS_ERRORS_TOTAL: &str = "flashsale_redis_errors_total";
 pub const REDIS_UNCONFIRMED_TOTAL: &str = "flashsale_redis_unconfirmed_writes_total";
 pub const REDIS_FAILOVERS_TOTAL: &str = "flashsale_redis_failovers_total";
@@ -65,6 +66,7 @@ pub const NAMES: &[&str] = &[
     SCHEDULER_TRANSITIONS_TOTAL,
     RATE_LIMITED_TOTAL,
     FRAUD_EVENTS_TOTAL,
+    FRAUD_VELOCITY_LIMIT,
     REDIS_ERRORS_TOTAL,
     REDIS_UNCONFIRMED_TOTAL,
     REDIS_FAILOVERS_TOTAL,
@@ -193,6 +195,10 @@ fn describe() {
         "Requests refused by a rate limit, by limit"
     );
     describe_counter!(FRAUD_EVENTS_TOTAL, "Fraud rules fired, by rule and action");
+    describe_gauge!(
+        FRAUD_VELOCITY_LIMIT,
+        "Limit of each velocity rule that is on, by rule; scope=\"instance\": each instance counts alone, so N instances behind a balancer let one account reach up to N times it"
+    );
     describe_counter!(REDIS_ERRORS_TOTAL, "Redis commands that failed");
     describe_counter!(
         REDIS_FAILOVERS_TOTAL,

@@ -110,7 +110,11 @@ impl Fraud {
                 max,
             ),
             blocklist,
-            velocity: Velocity::new(cfg),
+            velocity: {
+                let v = Velocity::new(cfg);
+                v.report();
+                v
+            },
             log,
             deny: cfg.ip_deny.clone(),
             allow: cfg.ip_allow.clone(),

@@ -527,6 +527,49 @@ async fn a_burst_of_refused_attempts_blocks_the_account() {
     assert_eq!(app.get_sale(id).await["availableUnits"], 10);
 }
 
+/// Velocity rules are per instance, on purpose (README "Security notes"):
+/// a burst refused on one instance does not count on another, and
+/// `/metrics` says the limit's scope is the instance.
+#[tokio::test]
+async fn velocity_limits_are_per_instance_and_the_metrics_say_so() {
+    let rules = set(&[
+        ("FRAUD_RULE_REFUSAL_BURST", "block"),
+        ("FRAUD_REFUSAL_BURST", "3"),
+        ("FRAUD_REFUSAL_WINDOW_MS", "600000"),
+    ]);
+    let a = spawn_app_with(rules).await;
+    let mut b = spawn_app_on(&a.redis_url, &a.mongo_url, &a.db_name, rules).await;
+    b.redis = None;
+    let sale = a.open_sale(10, 2, 2).await;
+    let id = sale["id"].as_str().unwrap();
+    let (_, bot) = a.customer("bot@x.io").await;
+    for _ in 0..4 {
+        assert_error(
+            a.purchase(&bot, id, json!(3)).await,
+            403,
+            "TRANSACTION_LIMIT_EXCEEDED",
+        )
+        .await;
+    }
+    let e = assert_error(a.purchase(&bot, id, json!(1)).await, 403, "BLOCKED").await;
+    assert_eq!(e["error"]["details"]["rule"], "refusal-burst");
+
+    // The other instance has seen none of those refusals.
+    assert_eq!(b.purchase(&bot, id, json!(1)).await.status(), 201);
+
+    let page = a.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        page.lines().any(|l| l.starts_with(
+            "flashsale_fraud_velocity_limit{rule=\"refusal-burst\",scope=\"instance\"}"
+        )),
+        "the per-instance limit is exported: {}",
+        page.lines()
+            .filter(|l| l.contains("velocity"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
 #[tokio::test]
 async fn one_account_from_many_addresses_is_blocked_when_the_rule_says_block() {
     let app = spawn_app_with(set(&[
