@@ -258,6 +258,7 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
         config.write_behind.interval,
     )
     .with_replica_ack(config.redis.ack_replicas, config.redis.ack_timeout)
+    .with_max_deliveries(config.write_behind.max_deliveries)
     .with_sink(orders.clone())
     .with_sink(fraud_store.clone());
     let leaderboard = Leaderboard::new(pool.clone(), users.clone());

@@ -25,6 +25,7 @@ pub const WRITE_BEHIND_LAG_SECONDS: &str = "flashsale_write_behind_lag_seconds";
 pub const WRITE_BEHIND_BATCH_SIZE: &str = "flashsale_write_behind_batch_size";
 pub const WRITE_BEHIND_FLUSHED_TOTAL: &str = "flashsale_write_behind_flushed_total";
 pub const WRITE_BEHIND_FAILED_TOTAL: &str = "flashsale_write_behind_failed_total";
+pub const WRITE_BEHIND_DEAD_LETTERED_TOTAL: &str = "flashsale_write_behind_dead_lettered_total";
 pub const WS_CONNECTIONS: &str = "flashsale_ws_connections";
 pub const WS_MESSAGES_SENT_TOTAL: &str = "flashsale_ws_messages_sent_total";
 pub const WS_SLOW_CLIENTS_DROPPED_TOTAL: &str = "flashsale_ws_slow_clients_dropped_total";
@@ -59,6 +60,7 @@ pub const NAMES: &[&str] = &[
     WRITE_BEHIND_BATCH_SIZE,
     WRITE_BEHIND_FLUSHED_TOTAL,
     WRITE_BEHIND_FAILED_TOTAL,
+    WRITE_BEHIND_DEAD_LETTERED_TOTAL,
     WS_CONNECTIONS,
     WS_MESSAGES_SENT_TOTAL,
     WS_SLOW_CLIENTS_DROPPED_TOTAL,
@@ -163,6 +165,10 @@ fn describe() {
     describe_counter!(
         WRITE_BEHIND_FAILED_TOTAL,
         "Write-behind passes that failed (orders stay in Redis)"
+    );
+    describe_counter!(
+        WRITE_BEHIND_DEAD_LETTERED_TOTAL,
+        "Stream entries moved to a dead-letter stream, by kind (order, fraud event) and reason (malformed, rejected: MongoDB refused it WRITE_BEHIND_MAX_DELIVERIES times)"
     );
     describe_gauge!(WS_CONNECTIONS, "Open WebSocket connections");
     describe_counter!(WS_MESSAGES_SENT_TOTAL, "WebSocket frames sent");
@@ -300,6 +306,13 @@ pub fn http_request(route: &'static str, method: &'static str, status: &'static 
 /// instance's in-flight limit) or `auth` (sign-in and sign-up's share).
 pub fn admission_rejected(class: &'static str) {
     metrics::counter!(ADMISSION_REJECTED_TOTAL, "class" => class).increment(1);
+}
+
+/// Counts a stream entry moved to a dead-letter stream; `kind` is the
+/// sink's (`order`, `fraud event`), `reason` `malformed` or `rejected`.
+pub fn dead_lettered(kind: &'static str, reason: &'static str) {
+    metrics::counter!(WRITE_BEHIND_DEAD_LETTERED_TOTAL, "kind" => kind, "reason" => reason)
+        .increment(1);
 }
 
 /// Counts a sign-in or sign-up refused because hashing was busy.

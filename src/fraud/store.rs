@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{FRAUD_STREAM, FraudAction, FraudEvent};
 use crate::error::StoreError;
 use crate::mongo;
-use crate::write_behind::{Malformed, Sink};
+use crate::write_behind::{Malformed, Sink, Written};
 
 pub(super) const COLLECTION: &str = "fraud_events";
 
@@ -106,7 +106,7 @@ impl FraudStore {
         mongo::ensure_indexes(&self.coll, [by_sale, by_user]).await
     }
 
-    pub async fn insert_batch(&self, events: &[StoredEvent]) -> Result<usize, StoreError> {
+    pub async fn insert_batch(&self, events: &[StoredEvent]) -> Result<Written, StoreError> {
         mongo::insert_idempotent(&self.coll, events).await
     }
 
@@ -160,7 +160,7 @@ impl Sink for FraudStore {
         decode_event(id, fields)
     }
 
-    async fn write(&self, events: &[StoredEvent]) -> Result<usize, StoreError> {
+    async fn write(&self, events: &[StoredEvent]) -> Result<Written, StoreError> {
         self.insert_batch(events).await
     }
 }

@@ -1,5 +1,9 @@
 //! The `orders` collection.
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use dashmap::DashMap;
 use futures_util::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use mongodb::{Collection, Database};
@@ -31,12 +35,17 @@ pub struct BuyerSummary {
 #[derive(Debug, Clone)]
 pub struct OrderStore {
     coll: Collection<Order>,
+    /// The write-behind sink's view of each drained sale's end (unix ms by
+    /// Redis's clock) and when it was read: an open sale is not asked about
+    /// on every pass.
+    pub(super) windows: Arc<DashMap<SaleId, (i64, Instant)>>,
 }
 
 impl OrderStore {
     pub fn new(db: &Database) -> Self {
         Self {
             coll: db.collection(COLLECTION),
+            windows: Arc::new(DashMap::new()),
         }
     }
 
@@ -48,8 +57,9 @@ impl OrderStore {
         mongo::ensure_indexes(&self.coll, [by_user, by_sale]).await
     }
 
-    /// Writes a batch idempotently; returns how many were new.
-    pub async fn insert_batch(&self, orders: &[Order]) -> Result<usize, StoreError> {
+    /// Writes a batch idempotently; returns how many were new and which
+    /// ones MongoDB refused.
+    pub async fn insert_batch(&self, orders: &[Order]) -> Result<mongo::Written, StoreError> {
         mongo::insert_idempotent(&self.coll, orders).await
     }
 
