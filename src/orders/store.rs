@@ -49,12 +49,15 @@ impl OrderStore {
         }
     }
 
-    /// Indexes for a buyer's orders, newest first, and a sale's orders in
-    /// sequence (reconcile, the admin listing).
+    /// Indexes for what the listings filter and sort on: a buyer's orders
+    /// newest first, a sale's orders in sequence (reconcile, the admin
+    /// listing), a sale's orders of one buyer, and everyone's newest first.
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        let by_user = doc! { "userId": 1, "purchasedAt": -1 };
+        let by_user = doc! { "userId": 1, "purchasedAt": -1, "_id": -1 };
         let by_sale = doc! { "flashSaleId": 1, "seq": 1 };
-        mongo::ensure_indexes(&self.coll, [by_user, by_sale]).await
+        let by_sale_user = doc! { "flashSaleId": 1, "userId": 1, "seq": 1 };
+        let newest = doc! { "purchasedAt": -1, "_id": -1 };
+        mongo::ensure_indexes(&self.coll, [by_user, by_sale, by_sale_user, newest]).await
     }
 
     /// Writes a batch idempotently; returns how many were new and which
