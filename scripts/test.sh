@@ -92,8 +92,9 @@ cluster_checks() {
   scripts/cluster-local.sh check || rc=1
 
   log "cluster: docker-compose config -q"
-  # Dummy values: the file requires both, config only interpolates them.
+  # Dummy values: the file requires them, config only interpolates them.
   SECRET_KEY=config-check-dummy-secret-key-0123456789 ADMIN_PASSWORD=config-check-dummy GRAFANA_ADMIN_PASSWORD=config-check-dummy \
+    REDIS_PASSWORD=config-check-dummy MONGO_PASSWORD=config-check-dummy \
     docker-compose config -q || rc=1
 
   log "cluster: promtool check config / check rules / test rules"

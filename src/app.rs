@@ -258,6 +258,7 @@ async fn build_state(config: Config) -> anyhow::Result<AppState> {
         config.write_behind.interval,
     )
     .with_replica_ack(config.redis.ack_replicas, config.redis.ack_timeout)
+    .with_max_deliveries(config.write_behind.max_deliveries)
     .with_sink(orders.clone())
     .with_sink(fraud_store.clone());
     let leaderboard = Leaderboard::new(pool.clone(), users.clone());
@@ -398,19 +399,26 @@ pub async fn state_for_command(config: Config) -> anyhow::Result<Arc<AppState>> 
     Ok(state)
 }
 
-/// Periodic housekeeping: limiter and velocity sweeps, and blocklist and
-/// token epoch reloads in case a change notification was missed.
+/// Periodic housekeeping: limiter and velocity sweeps, the fraud log's
+/// folded repeats, and blocklist and token epoch reloads in case a change
+/// notification was missed.
 async fn upkeep(state: Arc<AppState>, stop: CancellationToken) {
     let mut sweep = tokio::time::interval(Duration::from_secs(10));
     let mut reload = tokio::time::interval(Duration::from_secs(5));
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => {
+                // Repeats folded since the last tick go to the stream (the
+                // write-behind, or the next instance's, stores them).
+                state.fraud.log.flush().await;
+                break;
+            }
             _ = sweep.tick() => state.fraud.sweep(),
             _ = metrics_tick.tick() => {
                 crate::metrics::upkeep();
                 state.write_behind.report_backlog().await;
+                state.fraud.log.flush().await;
             }
             _ = reload.tick() => {
                 if let Err(e) = state.fraud.blocklist.reload().await {

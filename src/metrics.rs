@@ -25,6 +25,7 @@ pub const WRITE_BEHIND_LAG_SECONDS: &str = "flashsale_write_behind_lag_seconds";
 pub const WRITE_BEHIND_BATCH_SIZE: &str = "flashsale_write_behind_batch_size";
 pub const WRITE_BEHIND_FLUSHED_TOTAL: &str = "flashsale_write_behind_flushed_total";
 pub const WRITE_BEHIND_FAILED_TOTAL: &str = "flashsale_write_behind_failed_total";
+pub const WRITE_BEHIND_DEAD_LETTERED_TOTAL: &str = "flashsale_write_behind_dead_lettered_total";
 pub const WS_CONNECTIONS: &str = "flashsale_ws_connections";
 pub const WS_MESSAGES_SENT_TOTAL: &str = "flashsale_ws_messages_sent_total";
 pub const WS_SLOW_CLIENTS_DROPPED_TOTAL: &str = "flashsale_ws_slow_clients_dropped_total";
@@ -35,6 +36,7 @@ pub const SCHEDULER_LEADER: &str = "flashsale_scheduler_leader";
 pub const SCHEDULER_TRANSITIONS_TOTAL: &str = "flashsale_scheduler_transitions_total";
 pub const RATE_LIMITED_TOTAL: &str = "flashsale_rate_limited_total";
 pub const FRAUD_EVENTS_TOTAL: &str = "flashsale_fraud_events_total";
+pub const FRAUD_VELOCITY_LIMIT: &str = "flashsale_fraud_velocity_limit";
 pub const REDIS_ERRORS_TOTAL: &str = "flashsale_redis_errors_total";
 pub const REDIS_UNCONFIRMED_TOTAL: &str = "flashsale_redis_unconfirmed_writes_total";
 pub const REDIS_FAILOVERS_TOTAL: &str = "flashsale_redis_failovers_total";
@@ -58,6 +60,7 @@ pub const NAMES: &[&str] = &[
     WRITE_BEHIND_BATCH_SIZE,
     WRITE_BEHIND_FLUSHED_TOTAL,
     WRITE_BEHIND_FAILED_TOTAL,
+    WRITE_BEHIND_DEAD_LETTERED_TOTAL,
     WS_CONNECTIONS,
     WS_MESSAGES_SENT_TOTAL,
     WS_SLOW_CLIENTS_DROPPED_TOTAL,
@@ -65,6 +68,7 @@ pub const NAMES: &[&str] = &[
     SCHEDULER_TRANSITIONS_TOTAL,
     RATE_LIMITED_TOTAL,
     FRAUD_EVENTS_TOTAL,
+    FRAUD_VELOCITY_LIMIT,
     REDIS_ERRORS_TOTAL,
     REDIS_UNCONFIRMED_TOTAL,
     REDIS_FAILOVERS_TOTAL,
@@ -162,6 +166,10 @@ fn describe() {
         WRITE_BEHIND_FAILED_TOTAL,
         "Write-behind passes that failed (orders stay in Redis)"
     );
+    describe_counter!(
+        WRITE_BEHIND_DEAD_LETTERED_TOTAL,
+        "Stream entries moved to a dead-letter stream, by kind (order, fraud event) and reason (malformed, rejected: MongoDB refused it WRITE_BEHIND_MAX_DELIVERIES times)"
+    );
     describe_gauge!(WS_CONNECTIONS, "Open WebSocket connections");
     describe_counter!(WS_MESSAGES_SENT_TOTAL, "WebSocket frames sent");
     describe_counter!(
@@ -193,6 +201,10 @@ fn describe() {
         "Requests refused by a rate limit, by limit"
     );
     describe_counter!(FRAUD_EVENTS_TOTAL, "Fraud rules fired, by rule and action");
+    describe_gauge!(
+        FRAUD_VELOCITY_LIMIT,
+        "Limit of each velocity rule that is on, by rule; scope=\"instance\": each instance counts alone, so N instances behind a balancer let one account reach up to N times it"
+    );
     describe_counter!(REDIS_ERRORS_TOTAL, "Redis commands that failed");
     describe_counter!(
         REDIS_FAILOVERS_TOTAL,
@@ -294,6 +306,13 @@ pub fn http_request(route: &'static str, method: &'static str, status: &'static 
 /// instance's in-flight limit) or `auth` (sign-in and sign-up's share).
 pub fn admission_rejected(class: &'static str) {
     metrics::counter!(ADMISSION_REJECTED_TOTAL, "class" => class).increment(1);
+}
+
+/// Counts a stream entry moved to a dead-letter stream; `kind` is the
+/// sink's (`order`, `fraud event`), `reason` `malformed` or `rejected`.
+pub fn dead_lettered(kind: &'static str, reason: &'static str) {
+    metrics::counter!(WRITE_BEHIND_DEAD_LETTERED_TOTAL, "kind" => kind, "reason" => reason)
+        .increment(1);
 }
 
 /// Counts a sign-in or sign-up refused because hashing was busy.

@@ -16,19 +16,43 @@ use crate::error::StoreError;
 /// MongoDB's error code for a duplicate key.
 const DUPLICATE_KEY: i32 = 11000;
 
+/// What writing a batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Items MongoDB did not hold before (a duplicate `_id` counts as
+    /// already written, not as new).
+    pub new: usize,
+    /// Items MongoDB refused for a reason other than a duplicate key (a
+    /// validator, a too-large document...), by their index in the batch. The
+    /// rest of the batch was written.
+    pub rejected: Vec<Rejected>,
+}
+
+/// One item of a batch that MongoDB refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Its index in the batch.
+    pub index: usize,
+    /// MongoDB's error code (121: document failed validation).
+    pub code: i32,
+    pub message: String,
+}
+
 /// Writes a batch idempotently: unordered, acknowledged by a majority and
 /// journaled (`w: majority, j: true`, so an acknowledged batch survives a
 /// crash and the stream entries can be released), and a duplicate `_id`
-/// counts as already written. Returns how many were new.
+/// counts as already written. Items refused for any other reason are
+/// returned in [`Written::rejected`]; a failure of the whole batch (MongoDB
+/// down, write concern not met) is an error.
 pub(crate) async fn insert_idempotent<T>(
     coll: &Collection<T>,
     docs: &[T],
-) -> Result<usize, StoreError>
+) -> Result<Written, StoreError>
 where
     T: Serialize + Send + Sync,
 {
     if docs.is_empty() {
-        return Ok(0);
+        return Ok(Written::default());
     }
     let result = coll
         .insert_many(docs)
@@ -41,18 +65,28 @@ where
         )
         .await;
     match result {
-        Ok(r) => Ok(r.inserted_ids.len()),
+        Ok(r) => Ok(Written {
+            new: r.inserted_ids.len(),
+            rejected: Vec::new(),
+        }),
         Err(e) => {
-            if let ErrorKind::InsertMany(im) = &*e.kind {
-                let only_duplicates = im.write_concern_error.is_none()
-                    && im
-                        .write_errors
-                        .as_ref()
-                        .is_some_and(|es| es.iter().all(|w| w.code == DUPLICATE_KEY));
-                if only_duplicates {
-                    let dups = im.write_errors.as_ref().map_or(0, Vec::len);
-                    return Ok(docs.len().saturating_sub(dups));
-                }
+            if let ErrorKind::InsertMany(im) = &*e.kind
+                && im.write_concern_error.is_none()
+                && let Some(errors) = &im.write_errors
+            {
+                let rejected: Vec<Rejected> = errors
+                    .iter()
+                    .filter(|w| w.code != DUPLICATE_KEY)
+                    .map(|w| Rejected {
+                        index: w.index,
+                        code: w.code,
+                        message: w.message.clone(),
+                    })
+                    .collect();
+                return Ok(Written {
+                    new: docs.len().saturating_sub(errors.len()),
+                    rejected,
+                });
             }
             Err(e.into())
         }

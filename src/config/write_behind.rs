@@ -1,6 +1,6 @@
 //! The `write_behind` section: how orders move from the Redis stream to
 //! MongoDB (batch size, poll interval, when a stalled consumer's entries are
-//! claimed).
+//! claimed, how many deliveries an entry MongoDB refuses gets).
 
 use std::time::Duration;
 
@@ -12,16 +12,21 @@ pub const ENV_WRITE_BEHIND_INTERVAL_MS: &str = "WRITE_BEHIND_INTERVAL_MS";
 pub const DEFAULT_WRITE_BEHIND_INTERVAL_MS: u64 = 50;
 pub const ENV_WRITE_BEHIND_CLAIM_IDLE_MS: &str = "WRITE_BEHIND_CLAIM_IDLE_MS";
 pub const DEFAULT_WRITE_BEHIND_CLAIM_IDLE_MS: u64 = 30_000;
+/// Deliveries after which an entry MongoDB keeps refusing goes to the
+/// stream's dead-letter stream.
+pub const ENV_WRITE_BEHIND_MAX_DELIVERIES: &str = "WRITE_BEHIND_MAX_DELIVERIES";
+pub const DEFAULT_WRITE_BEHIND_MAX_DELIVERIES: u64 = 5;
 
 #[derive(Debug, Clone)]
 pub struct WriteBehindConfig {
     pub batch_size: usize,
     pub interval: Duration,
     pub claim_idle: Duration,
+    pub max_deliveries: u64,
 }
 
-/// Reads `WRITE_BEHIND_BATCH`, `WRITE_BEHIND_INTERVAL_MS` and
-/// `WRITE_BEHIND_CLAIM_IDLE_MS`.
+/// Reads `WRITE_BEHIND_BATCH`, `WRITE_BEHIND_INTERVAL_MS`,
+/// `WRITE_BEHIND_CLAIM_IDLE_MS` and `WRITE_BEHIND_MAX_DELIVERIES`.
 pub(super) fn read(src: &dyn Source) -> Result<WriteBehindConfig, ConfigError> {
     let r = Reader::new(src);
     Ok(WriteBehindConfig {
@@ -39,6 +44,12 @@ pub(super) fn read(src: &dyn Source) -> Result<WriteBehindConfig, ConfigError> {
             ENV_WRITE_BEHIND_CLAIM_IDLE_MS,
             DEFAULT_WRITE_BEHIND_CLAIM_IDLE_MS,
         )?,
+        max_deliveries: r.ranged(
+            ENV_WRITE_BEHIND_MAX_DELIVERIES,
+            DEFAULT_WRITE_BEHIND_MAX_DELIVERIES,
+            1,
+            1_000,
+        )?,
     })
 }
 
@@ -53,6 +64,7 @@ mod tests {
         assert_eq!(c.batch_size, DEFAULT_WRITE_BEHIND_BATCH);
         assert_eq!(c.interval, Duration::from_millis(50));
         assert_eq!(c.claim_idle, Duration::from_millis(30_000));
+        assert_eq!(c.max_deliveries, 5);
     }
 
     #[test]
@@ -61,6 +73,7 @@ mod tests {
             (ENV_WRITE_BEHIND_BATCH, "10001"),
             (ENV_WRITE_BEHIND_INTERVAL_MS, "-5"),
             (ENV_WRITE_BEHIND_CLAIM_IDLE_MS, "forever"),
+            (ENV_WRITE_BEHIND_MAX_DELIVERIES, "0"),
         ] {
             assert_eq!(refused(read, &[(var, bad)]), var);
         }

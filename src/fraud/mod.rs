@@ -18,7 +18,7 @@ use std::sync::Arc;
 pub use blocklist::{BLOCKLIST_CHANGED, Blocklist, BlocklistEntry, EntryKind, NewEntry};
 pub use limits::{FailureBudget, Limited, Limiter};
 pub use log::{FRAUD_STREAM, FraudAction, FraudEvent, FraudLog};
-pub use store::{EventView, FraudStore, StoredEvent, decode_event};
+pub use store::{EventView, FraudStore, Occurrences, StoredEvent, decode_event};
 pub use velocity::Velocity;
 
 use ipnet::IpNet;
@@ -110,7 +110,11 @@ impl Fraud {
                 max,
             ),
             blocklist,
-            velocity: Velocity::new(cfg),
+            velocity: {
+                let v = Velocity::new(cfg);
+                v.report();
+                v
+            },
             log,
             deny: cfg.ip_deny.clone(),
             allow: cfg.ip_allow.clone(),
@@ -135,8 +139,7 @@ impl Fraud {
         } else {
             return Ok(());
         };
-        self.log
-            .record_sampled(FraudEvent::blocked(rule, None, ip, None));
+        self.log.record(FraudEvent::blocked(rule, None, ip, None));
         Err(blocked(rule, "requests from this address are blocked"))
     }
 
@@ -195,8 +198,7 @@ impl Fraud {
     ) -> Result<(), Denied> {
         result.map_err(|l| {
             metrics::counter!(crate::metrics::RATE_LIMITED_TOTAL, "limit" => l.name).increment(1);
-            self.log
-                .record_sampled(FraudEvent::blocked(l.name, user, ip, sale));
+            self.log.record(FraudEvent::blocked(l.name, user, ip, sale));
             Denied::Limited(l)
         })
     }
@@ -284,13 +286,13 @@ impl Fraud {
             RuleAction::Off => Ok(()),
             RuleAction::Record => {
                 let ev = FraudEvent::flagged(rule, user, ip, sale, details);
-                self.log.record_sampled(ev);
+                self.log.record(ev);
                 Ok(())
             }
             RuleAction::Block => {
                 let ev =
                     FraudEvent::blocked(rule, Some(user), ip, Some(sale)).with_details(details);
-                self.log.record_sampled(ev);
+                self.log.record(ev);
                 Err(blocked(rule, "this purchase was refused by a fraud rule"))
             }
         }
@@ -327,7 +329,7 @@ impl Fraud {
             Refusal::AttemptLimit { limit, .. } => {
                 let ev = FraudEvent::blocked("attempts-per-sale", Some(user), ip, Some(sale))
                     .with_details(serde_json::json!({ "limit": limit }));
-                self.log.record_sampled(ev);
+                self.log.record(ev);
             }
             _ => {}
         }

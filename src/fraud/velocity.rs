@@ -1,7 +1,15 @@
 //! Velocity rules kept per instance: bursts of refused attempts by one
-//! account, and one account buying from many addresses. Approximate across
-//! instances by design (each instance sees its share of the traffic); the
-//! rules that must hold globally live in Redis.
+//! account, and one account buying from many addresses.
+//!
+//! Per instance by choice: each limit holds on one instance, so behind a
+//! balancer that spreads one account over N instances it can reach up to N
+//! times the limit before a rule fires. Holding them in Redis would cost a
+//! round trip per purchase in the user's slot (not the sale's, so it cannot
+//! join the purchase script). The limits that must hold globally (attempts
+//! per buyer per sale, accounts per address per sale) live in the purchase
+//! script. [`Velocity::report`] exports each active limit as
+//! `flashsale_fraud_velocity_limit{rule, scope="instance"}` so dashboards
+//! say so too.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -9,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
-use crate::config::FraudConfig;
+use crate::config::{FraudConfig, RuleAction};
 use crate::ids::UserId;
 
 /// Users tracked at most; beyond this the oldest state is dropped first by the sweep.
@@ -29,6 +37,9 @@ pub struct Velocity {
     refusal_window: Duration,
     many_ips: u32,
     many_ips_window: Duration,
+    /// Whether each rule is on (its limit is reported only then).
+    refusal_burst_on: bool,
+    many_ips_on: bool,
 }
 
 impl Velocity {
@@ -39,6 +50,27 @@ impl Velocity {
             refusal_window: cfg.refusal_window,
             many_ips: cfg.many_ips,
             many_ips_window: cfg.many_ips_window,
+            refusal_burst_on: cfg.rule_refusal_burst != RuleAction::Off,
+            many_ips_on: cfg.rule_many_ips != RuleAction::Off,
+        }
+    }
+
+    /// Sets the per-instance limit gauge of each rule that is on. Run at
+    /// start-up and on every sweep (gauges not set for a minute expire).
+    pub fn report(&self) {
+        let rules = [
+            ("refusal-burst", self.refusal_burst_on, self.refusal_burst),
+            ("many-ips", self.many_ips_on, self.many_ips),
+        ];
+        for (rule, on, limit) in rules {
+            if on {
+                metrics::gauge!(
+                    crate::metrics::FRAUD_VELOCITY_LIMIT,
+                    "rule" => rule,
+                    "scope" => "instance",
+                )
+                .set(f64::from(limit));
+            }
         }
     }
 
@@ -96,8 +128,9 @@ impl Velocity {
         (n > self.many_ips as usize).then_some(n)
     }
 
-    /// Drops users with nothing recent.
+    /// Drops users with nothing recent, and reports the limits again.
     pub fn sweep(&self) {
+        self.report();
         let now = Instant::now();
         let (rw, iw) = (self.refusal_window, self.many_ips_window);
         self.users.retain(|_, a| {

@@ -1,5 +1,9 @@
 //! The order sink of the write-behind: every registered sale's order stream,
-//! decoded into [`Order`]s and written to the `orders` collection.
+//! decoded into [`Order`]s and written to the `orders` collection. A sale
+//! that ended (its window is past by Redis's clock, or it was cancelled) can
+//! take no more orders, so once its stream is drained it leaves the registry.
+
+use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use mongodb::bson::{DateTime, oid::ObjectId};
@@ -8,7 +12,11 @@ use super::{Order, OrderStore, order_id};
 use crate::engine::{SALES_REGISTRY, SaleKeys};
 use crate::error::StoreError;
 use crate::ids::SaleId;
-use crate::write_behind::{Malformed, Sink};
+use crate::write_behind::{Malformed, Sink, Written};
+
+/// How long a sale's window read from Redis is trusted before it is read
+/// again (a cancel is noticed within this).
+const WINDOW_RECHECK: Duration = Duration::from_secs(1);
 
 impl Sink for OrderStore {
     type Item = Order;
@@ -31,11 +39,44 @@ impl Sink for OrderStore {
         decode_order(fields, *sale)
     }
 
-    async fn write(&self, orders: &[Order]) -> Result<usize, StoreError> {
+    async fn write(&self, orders: &[Order]) -> Result<Written, StoreError> {
         metrics::histogram!(crate::metrics::WRITE_BEHIND_BATCH_SIZE).record(orders.len() as f64);
         let written = self.insert_batch(orders).await?;
-        metrics::counter!(crate::metrics::WRITE_BEHIND_FLUSHED_TOTAL).increment(written as u64);
+        metrics::counter!(crate::metrics::WRITE_BEHIND_FLUSHED_TOTAL).increment(written.new as u64);
         Ok(written)
+    }
+
+    /// The sale ended: cancelled, or its end is past by Redis's clock (the
+    /// one the purchase script refuses by), or Redis holds no such sale. An
+    /// open sale costs no round trip until its end is near on this clock,
+    /// beyond one read of its window a second.
+    async fn finished(&self, redis: &Client, sale: &SaleId) -> Result<bool, fred::error::Error> {
+        let now = crate::clock::now_ms();
+        if let Some(w) = self.windows.get(sale)
+            && w.1.elapsed() < WINDOW_RECHECK
+            && now < w.0
+        {
+            return Ok(false);
+        }
+        let keys = SaleKeys::new(*sale);
+        let (end, state): (Option<i64>, Option<String>) =
+            redis.hmget(&keys.meta, vec!["end", "state"]).await?;
+        let Some(end) = end else {
+            return Ok(true);
+        };
+        if state.as_deref() == Some("cancelled")
+            || crate::redis::client_time_ms(redis).await? >= end
+        {
+            return Ok(true);
+        }
+        self.windows.insert(*sale, (end, Instant::now()));
+        Ok(false)
+    }
+
+    async fn retire(&self, redis: &Client, sale: &SaleId) -> Result<(), fred::error::Error> {
+        let _: i64 = redis.srem(SALES_REGISTRY, sale.hex()).await?;
+        self.windows.remove(sale);
+        Ok(())
     }
 }
 

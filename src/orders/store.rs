@@ -1,5 +1,9 @@
 //! The `orders` collection.
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use dashmap::DashMap;
 use futures_util::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use mongodb::{Collection, Database};
@@ -31,25 +35,34 @@ pub struct BuyerSummary {
 #[derive(Debug, Clone)]
 pub struct OrderStore {
     coll: Collection<Order>,
+    /// The write-behind sink's view of each drained sale's end (unix ms by
+    /// Redis's clock) and when it was read: an open sale is not asked about
+    /// on every pass.
+    pub(super) windows: Arc<DashMap<SaleId, (i64, Instant)>>,
 }
 
 impl OrderStore {
     pub fn new(db: &Database) -> Self {
         Self {
             coll: db.collection(COLLECTION),
+            windows: Arc::new(DashMap::new()),
         }
     }
 
-    /// Indexes for a buyer's orders, newest first, and a sale's orders in
-    /// sequence (reconcile, the admin listing).
+    /// Indexes for what the listings filter and sort on: a buyer's orders
+    /// newest first, a sale's orders in sequence (reconcile, the admin
+    /// listing), a sale's orders of one buyer, and everyone's newest first.
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        let by_user = doc! { "userId": 1, "purchasedAt": -1 };
+        let by_user = doc! { "userId": 1, "purchasedAt": -1, "_id": -1 };
         let by_sale = doc! { "flashSaleId": 1, "seq": 1 };
-        mongo::ensure_indexes(&self.coll, [by_user, by_sale]).await
+        let by_sale_user = doc! { "flashSaleId": 1, "userId": 1, "seq": 1 };
+        let newest = doc! { "purchasedAt": -1, "_id": -1 };
+        mongo::ensure_indexes(&self.coll, [by_user, by_sale, by_sale_user, newest]).await
     }
 
-    /// Writes a batch idempotently; returns how many were new.
-    pub async fn insert_batch(&self, orders: &[Order]) -> Result<usize, StoreError> {
+    /// Writes a batch idempotently; returns how many were new and which
+    /// ones MongoDB refused.
+    pub async fn insert_batch(&self, orders: &[Order]) -> Result<mongo::Written, StoreError> {
         mongo::insert_idempotent(&self.coll, orders).await
     }
 

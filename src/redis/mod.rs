@@ -61,8 +61,12 @@ fn builder(cfg: &RedisConfig) -> Result<Builder, Error> {
 
 /// Redis's clock in unix milliseconds (the clock sale windows use).
 pub async fn time_ms(pool: &Pool) -> Result<i64, Error> {
-    let t: Vec<String> = pool
-        .next()
+    client_time_ms(pool.next()).await
+}
+
+/// [`time_ms`] on one client.
+pub async fn client_time_ms(client: &Client) -> Result<i64, Error> {
+    let t: Vec<String> = client
         .custom(
             fred::types::CustomCommand::new_static("TIME", fred::types::ClusterHash::Random, false),
             Vec::<String>::new(),

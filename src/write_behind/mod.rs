@@ -9,6 +9,15 @@
 //! another one after `claim_idle` (XAUTOCLAIM), and writing them twice is
 //! harmless. Acknowledged entries are trimmed. While MongoDB is down, entries
 //! wait in Redis and the loop backs off.
+//!
+//! An entry MongoDB refuses (anything but a duplicate key: a validator, a
+//! document too large) stays pending while the rest of its batch is written
+//! and acknowledged; once it has been delivered `max_deliveries` times it is
+//! moved, with its fields, to `<stream>:dead` and acknowledged, so one bad
+//! entry cannot stop the stream from flowing or being trimmed. Malformed
+//! entries go the same way at once (or are dropped, as their sink says). A
+//! finished stream (a sale that ended) that is fully drained, with nothing
+//! dead-lettered, is retired from its sink's list and no longer scanned.
 
 mod sink;
 pub mod stream;
@@ -21,7 +30,7 @@ use fred::types::{ClusterHash, CustomCommand};
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-pub use sink::{Malformed, Sink};
+pub use sink::{Malformed, Rejected, Sink, Written};
 use stream::{Entry, EntryId, GroupInfo};
 
 // The one consumer group of every drained stream.
@@ -51,11 +60,17 @@ pub struct FlushReport {
     pub written: usize,
     /// Entries acknowledged.
     pub acked: usize,
-    /// Malformed entries whose ids went to the dead-letter stream
-    /// ([`Malformed::DeadLetter`] sinks).
+    /// Entries moved to the dead-letter stream: malformed ones
+    /// ([`Malformed::DeadLetter`] sinks) and ones MongoDB refused on their
+    /// last allowed delivery.
     pub dead_lettered: usize,
     /// Malformed entries logged and dropped ([`Malformed::Drop`] sinks).
     pub dropped: usize,
+    /// Entries MongoDB refused on this pass (left pending for another try,
+    /// or dead-lettered when out of tries).
+    pub rejected: usize,
+    /// Finished, fully drained streams no longer scanned from now on.
+    pub retired: usize,
 }
 
 impl std::ops::AddAssign for FlushReport {
@@ -66,6 +81,8 @@ impl std::ops::AddAssign for FlushReport {
         self.acked += o.acked;
         self.dead_lettered += o.dead_lettered;
         self.dropped += o.dropped;
+        self.rejected += o.rejected;
+        self.retired += o.retired;
     }
 }
 
@@ -84,6 +101,9 @@ pub struct WriteBehind {
     /// WAIT timeout (`REDIS_ACK_REPLICAS`; 0: none).
     replicas: u32,
     ack_timeout: Duration,
+    /// Deliveries after which an entry MongoDB keeps refusing is
+    /// dead-lettered (`WRITE_BEHIND_MAX_DELIVERIES`).
+    max_deliveries: u64,
     /// Drained in order, each pass.
     sinks: Vec<Arc<dyn Lane>>,
 }
@@ -109,8 +129,16 @@ impl WriteBehind {
             interval,
             replicas: 0,
             ack_timeout: Duration::ZERO,
+            max_deliveries: crate::config::DEFAULT_WRITE_BEHIND_MAX_DELIVERIES,
             sinks: Vec::new(),
         }
+    }
+
+    /// Dead-letters an entry MongoDB refused once it has been delivered
+    /// `n` times (at least 1).
+    pub fn with_max_deliveries(mut self, n: u64) -> Self {
+        self.max_deliveries = n.max(1);
+        self
     }
 
     /// Writes to MongoDB only entries that `replicas` replicas hold. An
@@ -251,8 +279,9 @@ impl WriteBehind {
         (report, first_err)
     }
 
-    /// One batch of one stream: collect, decode, write, set malformed
-    /// entries aside, and only then acknowledge and trim.
+    /// One batch of one stream: collect, decode, write, set malformed and
+    /// exhausted refused entries aside, and only then acknowledge and trim
+    /// (entries MongoDB refused with tries left stay pending).
     async fn flush_stream<S: Sink>(
         &self,
         sink: &S,
@@ -267,40 +296,118 @@ impl WriteBehind {
             ..FlushReport::default()
         };
         if entries.is_empty() {
+            report.retired = usize::from(self.retire_if_done(sink, client, key, stream).await?);
             return Ok(report);
         }
         self.replicated(client, key).await?;
         let mut items = Vec::with_capacity(entries.len());
+        // The entry each item came from, by the item's index.
+        let mut origin = Vec::with_capacity(entries.len());
         let mut bad = Vec::new();
-        let mut ids = Vec::with_capacity(entries.len());
-        for Entry { id, fields } in entries {
-            match fields.as_deref().and_then(|f| sink.decode(stream, &id, f)) {
-                Some(item) => items.push(item),
-                None => bad.push(id.clone()),
+        for (i, e) in entries.iter().enumerate() {
+            match e
+                .fields
+                .as_deref()
+                .and_then(|f| sink.decode(stream, &e.id, f))
+            {
+                Some(item) => {
+                    items.push(item);
+                    origin.push(i);
+                }
+                None => bad.push(i),
             }
-            ids.push(id);
         }
-        report.written = sink.write(&items).await?;
+        let written = sink.write(&items).await?;
+        report.written = written.new;
+        let dead_key = format!("{key}:dead");
+        let mut retry = vec![false; entries.len()];
+        for r in &written.rejected {
+            let Some(&i) = origin.get(r.index) else {
+                continue;
+            };
+            let entry = &entries[i];
+            report.rejected += 1;
+            let deliveries = self.deliveries(client, key, &entry.id).await?;
+            if deliveries >= self.max_deliveries {
+                let reason = format!("rejected by MongoDB (code {}): {}", r.code, r.message);
+                dead_letter(client, &dead_key, entry, &reason, deliveries).await?;
+                crate::metrics::dead_lettered(S::KIND, "rejected");
+                tracing::error!(stream = %key, entry = %entry.id, kind = S::KIND, deliveries, code = r.code, error = %r.message, "entry MongoDB keeps refusing moved to the dead-letter stream");
+                report.dead_lettered += 1;
+            } else {
+                tracing::warn!(stream = %key, entry = %entry.id, kind = S::KIND, deliveries, max = self.max_deliveries, code = r.code, error = %r.message, "MongoDB refused an entry; it stays pending and is tried again");
+                retry[i] = true;
+            }
+        }
         match S::MALFORMED {
             Malformed::DeadLetter => {
-                let dead_key = format!("{key}:dead");
-                for id in &bad {
-                    tracing::error!(stream = %key, entry = %id, kind = S::KIND, "malformed entry moved to the dead-letter stream");
-                    let _: String = client
-                        .xadd(&dead_key, false, None, "*", vec![("entry", id.as_str())])
-                        .await?;
+                for &i in &bad {
+                    let entry = &entries[i];
+                    dead_letter(client, &dead_key, entry, "malformed", 1).await?;
+                    crate::metrics::dead_lettered(S::KIND, "malformed");
+                    tracing::error!(stream = %key, entry = %entry.id, kind = S::KIND, "malformed entry moved to the dead-letter stream");
                 }
-                report.dead_lettered = bad.len();
+                report.dead_lettered += bad.len();
             }
             Malformed::Drop => {
-                for id in &bad {
-                    tracing::error!(stream = %key, entry = %id, kind = S::KIND, "malformed entry dropped");
+                for &i in &bad {
+                    tracing::error!(stream = %key, entry = %entries[i].id, kind = S::KIND, "malformed entry dropped");
                 }
                 report.dropped = bad.len();
             }
         }
+        let ids: Vec<String> = entries
+            .into_iter()
+            .zip(retry)
+            .filter(|(_, again)| !again)
+            .map(|(e, _)| e.id)
+            .collect();
         report.acked = self.finish(client, key, &ids).await?;
         Ok(report)
+    }
+
+    /// How many times the group has delivered a pending entry (XPENDING's
+    /// extended form); 0 when it is not pending.
+    async fn deliveries(
+        &self,
+        client: &Client,
+        key: &str,
+        id: &str,
+    ) -> Result<u64, fred::error::Error> {
+        let v: Value = client
+            .custom(cmd("XPENDING"), vec![key, GROUP, id, id, "1"])
+            .await?;
+        Ok(stream::deliveries(&v).unwrap_or(0))
+    }
+
+    /// Retires a stream its sink says is finished, once nothing of it waits:
+    /// no entry pending or unread, none dead-lettered (a sale with
+    /// dead-lettered orders stays listed, so reconcile keeps showing it).
+    async fn retire_if_done<S: Sink>(
+        &self,
+        sink: &S,
+        client: &Client,
+        key: &str,
+        stream: &S::Stream,
+    ) -> Result<bool, WriteBehindError> {
+        if !sink.finished(client, stream).await? {
+            return Ok(false);
+        }
+        // Checked after `finished`: no entry can be added any more, so what
+        // is drained now stays drained.
+        let drained = group_info(client, key)
+            .await?
+            .is_none_or(|g| g.pending == 0 && g.lag == 0);
+        if !drained {
+            return Ok(false);
+        }
+        let dead: i64 = client.xlen(format!("{key}:dead")).await?;
+        if dead > 0 {
+            return Ok(false);
+        }
+        sink.retire(client, stream).await?;
+        tracing::info!(stream = %key, kind = S::KIND, "finished stream drained; no longer scanned");
+        Ok(true)
     }
 
     /// With `REDIS_ACK_REPLICAS`, waits until enough replicas hold every
@@ -423,7 +530,10 @@ impl WriteBehind {
         Ok(stream::autoclaim(v))
     }
 
-    /// Trims entries below the oldest one that may still be needed.
+    /// Trims entries below the oldest one that may still be needed: the
+    /// oldest pending one, or when none is pending the last delivered one
+    /// (everything delivered is then acknowledged; entries acknowledged on
+    /// earlier passes while an older one was held back go too).
     async fn trim(
         &self,
         client: &Client,
@@ -434,13 +544,48 @@ impl WriteBehind {
             return Ok(());
         };
         let v: Value = client.custom(cmd("XPENDING"), vec![key, GROUP]).await?;
-        let keep_from = stream::min_pending(&v).map_or(max_acked, |p| p.min(max_acked));
+        let keep_from = match stream::min_pending(&v) {
+            Some(p) => p.min(max_acked),
+            None => group_info(client, key)
+                .await?
+                .and_then(|g| EntryId::parse(&g.last_delivered))
+                .map_or(max_acked, |d| d.max(max_acked)),
+        };
         let minid = keep_from.to_string();
         let _: Value = client
             .custom(cmd("XTRIM"), vec![key, "MINID", minid.as_str()])
             .await?;
         Ok(())
     }
+}
+
+/// Appends `entry` to the dead-letter stream `dead_key`: its id, why, how
+/// many deliveries it had, then its own fields as they were (the full
+/// payload, so it can be replayed).
+async fn dead_letter(
+    client: &Client,
+    dead_key: &str,
+    entry: &Entry,
+    reason: &str,
+    deliveries: u64,
+) -> Result<(), fred::error::Error> {
+    let mut fields: Vec<(String, Value)> = vec![
+        ("entry".to_owned(), Value::from(entry.id.as_str())),
+        ("reason".to_owned(), Value::from(reason)),
+        (
+            "deliveries".to_owned(),
+            Value::from(i64::try_from(deliveries).unwrap_or(i64::MAX)),
+        ),
+    ];
+    for kv in entry.fields.as_deref().unwrap_or_default().chunks(2) {
+        if let [k, v] = kv
+            && let Some(k) = k.as_string()
+        {
+            fields.push((k, v.clone()));
+        }
+    }
+    let _: String = client.xadd(dead_key, false, None, "*", fields).await?;
+    Ok(())
 }
 
 /// The write-behind group's state on `key`; `None` when the stream or the

@@ -1,5 +1,6 @@
 //! Redis stream replies, parsed: entries (XREADGROUP, XAUTOCLAIM, XRANGE),
-//! entry ids, the pending summary and ids (XPENDING) and a group's state (XINFO
+//! entry ids, the pending summary, ids and an entry's deliveries (XPENDING)
+//! and a group's state (XINFO
 //! GROUPS). Pure functions over fred's `Value`; the drainer runs the commands.
 
 use fred::prelude::Value;
@@ -117,6 +118,18 @@ pub fn pending_ids(v: Value) -> Vec<EntryId> {
             _ => None,
         })
         .collect()
+}
+
+/// XPENDING (extended form, one entry): `[[id, consumer, idle-ms,
+/// deliveries]]`; the delivery count, if the entry is pending.
+pub fn deliveries(v: &Value) -> Option<u64> {
+    let Value::Array(rows) = v else {
+        return None;
+    };
+    let Some(Value::Array(row)) = rows.first() else {
+        return None;
+    };
+    row.get(3)?.as_u64()
 }
 
 /// XINFO GROUPS: one flat field list (RESP2) or map (RESP3) per group; the
@@ -246,6 +259,18 @@ mod tests {
             Value::Null,
         ]);
         assert_eq!(min_pending(&none), None);
+    }
+
+    #[test]
+    fn deliveries_come_from_the_extended_pending_reply() {
+        let one = arr(vec![arr(vec![
+            s("5-1"),
+            s("consumer"),
+            Value::Integer(120),
+            Value::Integer(4),
+        ])]);
+        assert_eq!(deliveries(&one), Some(4));
+        assert_eq!(deliveries(&arr(vec![])), None);
     }
 
     #[test]

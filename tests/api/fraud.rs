@@ -512,6 +512,49 @@ async fn a_burst_of_refused_attempts_blocks_the_account() {
     assert_eq!(app.get_sale(id).await["availableUnits"], 10);
 }
 
+/// Velocity rules are per instance, on purpose (README "Security notes"):
+/// a burst refused on one instance does not count on another, and
+/// `/metrics` says the limit's scope is the instance.
+#[tokio::test]
+async fn velocity_limits_are_per_instance_and_the_metrics_say_so() {
+    let rules = set(&[
+        ("FRAUD_RULE_REFUSAL_BURST", "block"),
+        ("FRAUD_REFUSAL_BURST", "3"),
+        ("FRAUD_REFUSAL_WINDOW_MS", "600000"),
+    ]);
+    let a = spawn_app_with(rules).await;
+    let mut b = spawn_app_on(&a.redis_url, &a.mongo_url, &a.db_name, rules).await;
+    b.redis = None;
+    let sale = a.open_sale(10, 2, 2).await;
+    let id = sale["id"].as_str().unwrap();
+    let (_, bot) = a.customer("bot@x.io").await;
+    for _ in 0..4 {
+        assert_error(
+            a.purchase(&bot, id, json!(3)).await,
+            403,
+            "TRANSACTION_LIMIT_EXCEEDED",
+        )
+        .await;
+    }
+    let e = assert_error(a.purchase(&bot, id, json!(1)).await, 403, "BLOCKED").await;
+    assert_eq!(e["error"]["details"]["rule"], "refusal-burst");
+
+    // The other instance has seen none of those refusals.
+    assert_eq!(b.purchase(&bot, id, json!(1)).await.status(), 201);
+
+    let page = a.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        page.lines().any(|l| l.starts_with(
+            "flashsale_fraud_velocity_limit{rule=\"refusal-burst\",scope=\"instance\"}"
+        )),
+        "the per-instance limit is exported: {}",
+        page.lines()
+            .filter(|l| l.contains("velocity"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
 #[tokio::test]
 async fn one_account_from_many_addresses_is_blocked_when_the_rule_says_block() {
     let app = spawn_app_with(set(&[
@@ -790,4 +833,145 @@ async fn a_wrong_password_flood_from_one_address_does_not_lock_the_victim_out_el
     // ...and then every address waits.
     let r = signin("127.0.0.5", "wrong-password").await;
     assert_limited(r, "signin-account-global").await;
+}
+
+/// Every refusal is recorded, none sampled away, and a flood is one
+/// document per kind with its count (README "Security notes").
+#[tokio::test]
+async fn a_thousand_refusals_of_a_blocked_address_are_one_event_counted_1000_times() {
+    let app = spawn_app_with(set(&[("IP_DENY", "127.0.0.41,127.0.0.42")])).await;
+    let url = app.url("/api/products");
+    let flood = client_from("127.0.0.41");
+    let other = client_from("127.0.0.42");
+    let blocked = client_from("127.0.0.43");
+    let r = app
+        .post(
+            "/api/admin/blocklist",
+            Some(&app.admin_token),
+            &json!({ "type": "ip", "value": "127.0.0.43" }),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    assert!(
+        eventually(PATIENCE, || async {
+            app.state
+                .fraud
+                .blocklist
+                .is_ip_blocked("127.0.0.43".parse().unwrap())
+        })
+        .await
+    );
+
+    for (client, n) in [(&flood, 1000), (&other, 3), (&blocked, 2)] {
+        for _ in 0..n {
+            let r = client.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), 403);
+        }
+    }
+    // The first of each kind went out at once; the repeats are folded.
+    assert_eq!(
+        app.state.fraud.log.flush().await,
+        3,
+        "one folded event per kind"
+    );
+
+    let expected = [
+        ("ip-deny", "127.0.0.41", 1000),
+        ("ip-deny", "127.0.0.42", 3),
+        ("blocklist-ip", "127.0.0.43", 2),
+    ];
+    let listing = || async {
+        let v: Value = app
+            .get("/api/fraud/events?limit=1000", Some(&app.admin_token))
+            .await
+            .json()
+            .await
+            .unwrap();
+        v.as_array().cloned().unwrap_or_default()
+    };
+    let stored = eventually(PATIENCE, || async {
+        app.flush().await;
+        let total: i64 = listing()
+            .await
+            .iter()
+            .map(|e| e["count"].as_i64().unwrap_or(0))
+            .sum();
+        total == 1005
+    })
+    .await;
+    let events = listing().await;
+    assert!(stored, "every refusal is counted: {events:?}");
+    assert_eq!(events.len(), 3, "one document per kind: {events:?}");
+    for (rule, ip, count) in expected {
+        let e = events
+            .iter()
+            .find(|e| e["rule"] == rule && e["ip"] == ip)
+            .unwrap_or_else(|| panic!("{rule} {ip}: {events:?}"));
+        assert_eq!(e["count"], count, "{e}");
+        assert_eq!(e["action"], "blocked");
+        assert!(e["firstAt"].as_str().unwrap() <= e["lastAt"].as_str().unwrap());
+    }
+
+    // An entry delivered twice (a consumer died before XACK) counts once.
+    let ev =
+        flashsale::fraud::FraudEvent::blocked("ip-deny", None, "127.0.0.44".parse().unwrap(), None);
+    let occ = flashsale::fraud::Occurrences {
+        entry: "1-1".into(),
+        event: ev,
+    };
+    let store = &app.state.fraud_store;
+    assert_eq!(
+        store.apply(std::slice::from_ref(&occ)).await.unwrap().new,
+        1
+    );
+    assert_eq!(store.apply(&[occ]).await.unwrap().new, 0);
+    let listed = store
+        .list(None, None, Some("ip-deny"), 0, 100)
+        .await
+        .unwrap();
+    let e = listed.iter().find(|e| e.ip == "127.0.0.44").unwrap();
+    assert_eq!(e.count, 1);
+}
+
+#[tokio::test]
+async fn the_fraud_event_and_order_listings_have_their_indexes() {
+    let app = spawn_app().await;
+    let db = app.mongo().await;
+    let keys = |coll: &'static str| {
+        let db = db.clone();
+        async move {
+            use futures_util::TryStreamExt;
+            let idx: Vec<mongodb::IndexModel> = db
+                .collection::<mongodb::bson::Document>(coll)
+                .list_indexes()
+                .await
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap();
+            idx.into_iter().map(|i| i.keys).collect::<Vec<_>>()
+        }
+    };
+    use mongodb::bson::doc;
+    let fraud = keys("fraud_events").await;
+    for want in [
+        doc! { "lastAt": -1, "_id": -1 },
+        doc! { "flashSaleId": 1, "lastAt": -1, "_id": -1 },
+        doc! { "userId": 1, "lastAt": -1, "_id": -1 },
+        doc! { "rule": 1, "lastAt": -1, "_id": -1 },
+    ] {
+        assert!(
+            fraud.contains(&want),
+            "fraud_events lacks {want}: {fraud:?}"
+        );
+    }
+    let orders = keys("orders").await;
+    for want in [
+        doc! { "flashSaleId": 1, "seq": 1 },
+        doc! { "flashSaleId": 1, "userId": 1, "seq": 1 },
+        doc! { "userId": 1, "purchasedAt": -1, "_id": -1 },
+        doc! { "purchasedAt": -1, "_id": -1 },
+    ] {
+        assert!(orders.contains(&want), "orders lacks {want}: {orders:?}");
+    }
 }

@@ -1,9 +1,13 @@
 use std::collections::HashSet;
+use std::time::Duration;
 
 use mongodb::bson::doc;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_on, stored_order_ids, unique_db, units, xlen};
+use crate::helpers::{
+    TestApp, spawn_app, spawn_app_on, spawn_app_with, stored_order_ids, unique_db, units, xlen,
+};
+use crate::support::eventually;
 use crate::support::mongo::MongoServer;
 use crate::support::redis::RedisServer;
 
@@ -139,10 +143,20 @@ async fn malformed_order_entries_are_dead_lettered_and_malformed_fraud_events_dr
     let dead = app
         .redis()
         .cli(&["XRANGE", &format!("{stream}:dead"), "-", "+"]);
-    assert!(
-        dead.contains(&bad_order),
-        "the order entry's id is dead-lettered: {dead}"
+    let dead: Vec<&str> = dead.lines().collect();
+    let field = |name: &str| {
+        dead.iter()
+            .position(|l| *l == name)
+            .and_then(|i| dead.get(i + 1))
+            .copied()
+    };
+    assert_eq!(
+        field("entry"),
+        Some(bad_order.as_str()),
+        "the order entry's id is dead-lettered: {dead:?}"
     );
+    assert_eq!(field("reason"), Some("malformed"));
+    assert_eq!(field("seq"), Some("x"), "with its payload: {dead:?}");
     for key in [stream.as_str(), "flashsale:fraud"] {
         let pending = app.redis().cli(&["XPENDING", key, "write-behind"]);
         assert!(
@@ -150,4 +164,180 @@ async fn malformed_order_entries_are_dead_lettered_and_malformed_fraud_events_dr
             "{key}: nothing pending: {pending}"
         );
     }
+}
+
+#[tokio::test]
+async fn an_order_mongodb_keeps_refusing_is_dead_lettered_after_max_deliveries_and_the_rest_flow() {
+    let app = spawn_app_with(|s| {
+        s.insert("WRITE_BEHIND_MAX_DELIVERIES", "3".to_owned());
+    })
+    .await;
+    let sale = app.open_sale(100, 10, 5).await;
+    let id = sale["id"].as_str().unwrap();
+    let stream = format!("{{sale:{id}}}:orders");
+    let (buyer_id, buyer) = app.customer("a@x.io").await;
+    // MongoDB refuses one order, and only that one: a validator on `orders`
+    // (a real rejection, code 121, not a duplicate key).
+    app.mongo()
+        .await
+        .run_command(doc! { "collMod": "orders", "validator": { "seq": { "$ne": 2 } } })
+        .await
+        .expect("collMod with a validator");
+    for q in [1, 2, 3] {
+        assert_eq!(app.purchase(&buyer, id, json!(q)).await.status(), 201);
+    }
+
+    // Passes 1 and 2: the others are written, the refused one stays pending.
+    let wb = &app.state.write_behind;
+    let first = wb
+        .flush_once()
+        .await
+        .expect("a refused order fails no pass");
+    assert_eq!(
+        (
+            first.read,
+            first.written,
+            first.rejected,
+            first.acked,
+            first.dead_lettered
+        ),
+        (3, 2, 1, 2, 0)
+    );
+    let pending = app.redis().cli(&["XPENDING", &stream, "write-behind"]);
+    let poison = pending.lines().nth(1).unwrap_or_default().to_owned();
+    assert!(
+        pending.starts_with('1'),
+        "only the refused order waits: {pending}"
+    );
+    // Orders accepted meanwhile still reach MongoDB.
+    assert_eq!(app.purchase(&buyer, id, json!(4)).await.status(), 201);
+    let second = wb.flush_once().await.unwrap();
+    assert_eq!(
+        (
+            second.read,
+            second.written,
+            second.rejected,
+            second.dead_lettered
+        ),
+        (2, 1, 1, 0)
+    );
+
+    // Pass 3, its third delivery: moved to the dead-letter stream, acknowledged.
+    let third = wb.flush_once().await.unwrap();
+    assert_eq!(
+        (third.read, third.rejected, third.dead_lettered, third.acked),
+        (1, 1, 1, 1)
+    );
+    let dead = app
+        .redis()
+        .cli(&["XRANGE", &format!("{stream}:dead"), "-", "+"]);
+    let dead: Vec<&str> = dead.lines().collect();
+    let field = |name: &str| {
+        dead.iter()
+            .position(|l| *l == name)
+            .and_then(|i| dead.get(i + 1))
+            .copied()
+    };
+    assert_eq!(field("entry"), Some(poison.as_str()), "{dead:?}");
+    assert!(
+        field("reason").is_some_and(|r| r.contains("121")),
+        "{dead:?}"
+    );
+    assert_eq!(field("deliveries"), Some("3"));
+    // The full payload, as the purchase script wrote it.
+    assert_eq!(field("seq"), Some("2"));
+    assert_eq!(field("user"), Some(buyer_id.as_str()));
+    assert_eq!(field("qty"), Some("2"));
+
+    // Nothing is pending any more, the stream is trimmed, the rest is in MongoDB.
+    let pending = app.redis().cli(&["XPENDING", &stream, "write-behind"]);
+    assert!(pending.starts_with('0'), "{pending}");
+    let after = wb.flush_once().await.unwrap();
+    assert_eq!((after.read, after.rejected), (0, 0));
+    assert!(xlen(app.redis(), id) <= 1, "the stream is trimmed");
+    let mut ids = order_ids(&app).await;
+    ids.sort();
+    assert_eq!(
+        ids,
+        vec![format!("{id}-1"), format!("{id}-3"), format!("{id}-4")]
+    );
+
+    // Reconcile says so instead of looking consistent.
+    let r: Value = app
+        .get(
+            &format!("/api/admin/reconcile?flashSaleId={id}"),
+            Some(&app.admin_token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r[0]["deadLettered"], 1, "{r}");
+    assert_eq!(r[0]["difference"], 2, "{r}");
+    assert_eq!(r[0]["pendingWriteBehind"], 0, "{r}");
+    assert_eq!(r[0]["consistent"], false, "{r}");
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains(
+            "flashsale_write_behind_dead_lettered_total{kind=\"order\",reason=\"rejected\"}"
+        ),
+        "the dead letter is counted"
+    );
+}
+
+#[tokio::test]
+async fn an_ended_drained_sale_leaves_the_registry_and_one_with_pending_orders_stays() {
+    let app = spawn_app().await;
+    let (_, buyer) = app.customer("a@x.io").await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let sale = app.open_sale(100, 10, 5).await;
+        ids.push(sale["id"].as_str().unwrap().to_owned());
+    }
+    let (drained, pending, open) = (&ids[0], &ids[1], &ids[2]);
+    for sale in [drained, pending] {
+        assert_eq!(app.purchase(&buyer, sale, json!(1)).await.status(), 201);
+    }
+    // A consumer reads the second sale's order and dies before writing it.
+    let read = app.redis().cli(&[
+        "XREADGROUP",
+        "GROUP",
+        "write-behind",
+        "dead-instance",
+        "COUNT",
+        "10",
+        "STREAMS",
+        &format!("{{sale:{pending}}}:orders"),
+        ">",
+    ]);
+    assert!(read.contains("seq"), "{read}");
+    for sale in [drained, pending] {
+        let r = app
+            .post(
+                &format!("/api/flash-sales/{sale}/cancel"),
+                Some(&app.admin_token),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let registered = |sale: &str| app.redis().cli(&["SISMEMBER", "flashsale:sales", sale]) == "1";
+    assert!(ids.iter().all(|s| registered(s)), "all three are scanned");
+
+    let retired = std::sync::atomic::AtomicUsize::new(0);
+    let gone = eventually(Duration::from_secs(10), || async {
+        let r = app.state.write_behind.flush_once().await.unwrap();
+        retired.fetch_add(r.retired, std::sync::atomic::Ordering::Relaxed);
+        !registered(drained)
+    })
+    .await;
+
+    assert!(gone, "the ended, drained sale is no longer scanned");
+    assert_eq!(retired.into_inner(), 1);
+    assert_eq!(order_ids(&app).await, vec![format!("{drained}-1")]);
+    assert!(
+        registered(pending),
+        "an ended sale with a pending order is kept"
+    );
+    assert!(registered(open), "an open sale is kept");
 }
