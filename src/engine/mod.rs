@@ -165,10 +165,13 @@ impl PurchaseEngine {
         ];
         let acks = &self.inner.acks;
         // With REDIS_ACK_REPLICAS the script runs on a chosen connection, so
-        // the WAIT that confirms it can follow on the same one.
-        let conn = acks
-            .enabled()
-            .then(|| self.inner.next_conn.fetch_add(1, Ordering::Relaxed) % acks.clients().len());
+        // the WAIT that confirms it can follow on the same one: one that is
+        // not waiting for the replicas now, so the script is not queued
+        // behind a WAIT.
+        let conn = acks.enabled().then(|| {
+            let start = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+            acks.pick(start, hot.names.tag.as_bytes())
+        });
         let reply: Vec<i64> = match conn {
             Some(i) => PURCHASE.call_on(&acks.clients()[i], keys, args).await?,
             None => PURCHASE.call(&self.inner.pool, keys, args).await?,

@@ -72,6 +72,39 @@ impl Acks {
         &self.clients
     }
 
+    /// The client a write for `key`'s slot should go through: the first,
+    /// from `start` on, with no WAIT in flight for that slot, or `start`'s
+    /// when every one is waiting. A WAIT holds up every command queued
+    /// behind it on its connection, so writes go where none is in the way,
+    /// and the connections take turns: one collects writes while another
+    /// waits for the replicas.
+    pub fn pick(&self, start: usize, key: &[u8]) -> usize {
+        let n = self.clients.len();
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| !self.waiting(i, key))
+            .unwrap_or(start % n)
+    }
+
+    /// True while a WAIT is in flight on client `i` for `key`'s slot.
+    fn waiting(&self, i: usize, key: &[u8]) -> bool {
+        let client = &self.clients[i];
+        let slot = if client.is_clustered() {
+            fred::util::redis_keyslot(key)
+        } else {
+            0
+        };
+        let groups = self.groups[i]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        groups.get(&slot).is_some_and(|g| {
+            g.state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .sending
+        })
+    }
+
     /// Waits until `replicas` replicas hold every write that client `i` has
     /// finished for `key`'s slot.
     pub async fn confirm(&self, i: usize, key: &[u8]) -> Result<(), AckError> {
