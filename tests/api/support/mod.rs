@@ -74,9 +74,13 @@ pub struct ChildGuard {
 }
 
 impl ChildGuard {
+    /// Spawns `command` in a process group of its own, so that signals and
+    /// the kill on drop reach everything it started: a wrapper such as
+    /// faketime forks the real program and would otherwise leave it running.
     pub fn spawn(command: &mut Command) -> std::io::Result<Self> {
+        use std::os::unix::process::CommandExt;
         Ok(Self {
-            child: Some(command.spawn()?),
+            child: Some(command.process_group(0).spawn()?),
         })
     }
 
@@ -103,17 +107,23 @@ impl ChildGuard {
         self.signal("-CONT");
     }
 
+    /// Sends `sig` to the child's process group.
     fn signal(&self, sig: &str) {
+        let group = format!("-{}", self.id());
         let sent = Command::new("kill")
-            .args([sig, &self.id().to_string()])
+            .args([sig, "--", &group])
             .status()
             .expect("kill (Debian package procps)");
-        assert!(sent.success(), "kill {sig} {}", self.id());
+        assert!(sent.success(), "kill {sig} -- {group}");
     }
 
-    /// Kills the child (SIGKILL: a crash, not a clean stop) and reaps it.
+    /// Kills the child and everything in its process group (SIGKILL: a
+    /// crash, not a clean stop) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", c.id())])
+                .status();
             let _ = c.kill();
             let _ = c.wait();
         }
