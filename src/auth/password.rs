@@ -9,8 +9,9 @@
 //! bound the caller gets [`PasswordError::Busy`] at once (a 503 with
 //! Retry-After). Sign-ins for emails nobody holds (the dummy hash that keeps
 //! their timing equal) go through a lane of their own, limited to half the
-//! derivations and a quarter of the queue, so a flood of made-up emails
-//! cannot keep real customers from signing in.
+//! derivations, a quarter of the queue and `unknown_per_second` derivations
+//! started per second, so a flood of made-up emails can neither keep real
+//! customers from signing in nor keep a core busy hashing.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -74,6 +75,8 @@ pub struct PasswordHasher {
 struct Gate {
     derivations: Semaphore,
     unknown_derivations: Semaphore,
+    /// Dummy hashes started per second (`None`: no rate).
+    unknown_rate: Option<governor::DefaultDirectRateLimiter>,
     waiting: [AtomicUsize; 2],
     queue: [usize; 2],
     wait: Duration,
@@ -93,6 +96,8 @@ impl Gate {
         Self {
             derivations: Semaphore::new(concurrency),
             unknown_derivations: Semaphore::new((concurrency / 2).max(1)),
+            unknown_rate: NonZeroU32::new(limits.unknown_per_second)
+                .map(|n| governor::RateLimiter::direct(governor::Quota::per_second(n))),
             waiting: [AtomicUsize::new(0), AtomicUsize::new(0)],
             queue: [queue, (queue / 4).max(1)],
             wait: limits.wait,
@@ -100,6 +105,12 @@ impl Gate {
     }
 
     async fn slot(&self, lane: Lane) -> Result<Slot<'_>, PasswordError> {
+        if lane == Lane::Unknown
+            && let Some(rate) = &self.unknown_rate
+            && rate.check().is_err()
+        {
+            return Err(PasswordError::Busy);
+        }
         let i = lane as usize;
         // Counted from the moment the request asks until it holds a slot.
         let waiting = &self.waiting[i];
@@ -228,6 +239,7 @@ mod tests {
             concurrency,
             queue,
             wait: Duration::from_millis(wait_ms),
+            unknown_per_second: 0,
         }
     }
 
@@ -321,5 +333,23 @@ mod tests {
         assert!(futures_util::poll!(&mut account).is_ready());
         drop(unknown);
         assert!(more_unknown.await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn unknown_emails_start_at_most_their_rate_of_dummy_hashes() {
+        let gate = Gate::new(HashLimits {
+            unknown_per_second: 1,
+            ..limits(2, 8, 60_000)
+        });
+        drop(gate.slot(Lane::Unknown).await.unwrap());
+        // The derivation is free again, but the second in this second is refused...
+        assert!(matches!(
+            gate.slot(Lane::Unknown).await,
+            Err(PasswordError::Busy)
+        ));
+        // ...while real accounts are not rated.
+        for _ in 0..3 {
+            drop(gate.slot(Lane::Account).await.unwrap());
+        }
     }
 }

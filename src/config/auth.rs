@@ -33,6 +33,11 @@ pub const DEFAULT_HASH_QUEUE: usize = 64;
 /// The longest one waits for a hash before it gets 503.
 pub const ENV_HASH_QUEUE_TIMEOUT_MS: &str = "HASH_QUEUE_TIMEOUT_MS";
 pub const DEFAULT_HASH_QUEUE_TIMEOUT_MS: u64 = 2_000;
+/// Dummy hashes (sign-ins for unknown emails) started per second; past it
+/// such sign-ins get 503 at once. Bounds the CPU a flood of made-up emails
+/// can take.
+pub const ENV_HASH_UNKNOWN_PER_SECOND: &str = "HASH_UNKNOWN_PER_SECOND";
+pub const DEFAULT_HASH_UNKNOWN_PER_SECOND: u32 = 2;
 
 /// How much hashing one instance does at once, and how much it lets wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +48,9 @@ pub struct HashLimits {
     pub queue: usize,
     /// The longest a request waits for a derivation before it is refused.
     pub wait: Duration,
+    /// Dummy-hash derivations started per second (0: no rate, only the
+    /// lane's share of `concurrency`).
+    pub unknown_per_second: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -59,7 +67,8 @@ pub struct AuthConfig {
 
 /// Reads `SECRET_KEY` (required), `JWT_ISSUER`, `JWT_TTL_SECONDS`,
 /// `PASSWORD_ITERATIONS` (and the test-only `PASSWORD_ITERATIONS_INSECURE`),
-/// `HASH_CONCURRENCY`, `HASH_QUEUE`, `HASH_QUEUE_TIMEOUT_MS` and
+/// `HASH_CONCURRENCY`, `HASH_QUEUE`, `HASH_QUEUE_TIMEOUT_MS`,
+/// `HASH_UNKNOWN_PER_SECOND` and
 /// `ADMIN_EMAIL` / `ADMIN_PASSWORD` (both or neither) / `ADMIN_NAME`.
 pub(super) fn read(src: &dyn Source) -> Result<AuthConfig, ConfigError> {
     let r = Reader::new(src);
@@ -101,6 +110,12 @@ pub(super) fn read(src: &dyn Source) -> Result<AuthConfig, ConfigError> {
             concurrency: r.ranged(ENV_HASH_CONCURRENCY, DEFAULT_HASH_CONCURRENCY, 1, 256)?,
             queue: r.ranged(ENV_HASH_QUEUE, DEFAULT_HASH_QUEUE, 1, 100_000)?,
             wait: r.millis(ENV_HASH_QUEUE_TIMEOUT_MS, DEFAULT_HASH_QUEUE_TIMEOUT_MS)?,
+            unknown_per_second: r.ranged(
+                ENV_HASH_UNKNOWN_PER_SECOND,
+                DEFAULT_HASH_UNKNOWN_PER_SECOND,
+                0,
+                100_000,
+            )?,
         },
         admin_email,
         admin_password,

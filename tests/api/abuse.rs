@@ -191,13 +191,15 @@ fn customer_email(c: usize) -> String {
 async fn a_signin_flood_neither_starves_buyers_nor_locks_real_customers_out() {
     let app = spawn_app_with(|s| {
         // A real hash cost and a real share of the in-flight limit, as in
-        // production; of the abuse controls, the per-address sign-in rate
-        // and failure budget are on (at their defaults).
+        // production; of the abuse controls, the per-address sign-in rate,
+        // the failure budget and the dummy-hash rate are on (at their
+        // defaults).
         s.insert("PASSWORD_ITERATIONS", "100000".to_owned());
         s.insert("HASH_CONCURRENCY", "2".to_owned());
         s.insert("MAX_IN_FLIGHT", "1024".to_owned());
         s.insert("RATE_SIGNIN_PER_IP", "30".to_owned());
         s.insert("SIGNIN_FAILURES_PER_IP", "10".to_owned());
+        s.insert("HASH_UNKNOWN_PER_SECOND", "2".to_owned());
     })
     .await;
     for c in 0..CUSTOMERS {
