@@ -58,12 +58,7 @@ admin_password="$(random_token 24)"
 start_flashsale "flashsale server" "$tmp/server.log" "$bin" \
   "$port" "$redis_port" "$mongo_port" flashsale_console \
   SECRET_KEY="$(random_token 48)" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password" \
-  PASSWORD_ITERATIONS=1000 PASSWORD_ITERATIONS_INSECURE=1 \
-  RATE_PURCHASE_PER_IP=0 RATE_PURCHASE_PER_USER=0 \
-  RATE_SIGNIN_PER_IP=0 RATE_SIGNIN_PER_ACCOUNT=0 RATE_SIGNIN_PER_ACCOUNT_GLOBAL=0 \
-  RATE_SIGNUP_PER_IP=0 SIGNIN_FAILURES_PER_IP=0 \
-  PURCHASE_ATTEMPTS_PER_WINDOW=0 DEFAULT_MAX_ACCOUNTS_PER_IP=0 \
-  FRAUD_RULE_NEW_ACCOUNT=off FRAUD_RULE_REFUSAL_BURST=off FRAUD_RULE_MANY_IPS=off \
+  "${single_address_env[@]}" \
   SHUTDOWN_GRACE_MS=3000 LOG_FORMAT=text RUST_LOG="${RUST_LOG:-warn}"
 base="http://127.0.0.1:$port"
 log "flashsale server ready on $base"

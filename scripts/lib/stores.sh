@@ -66,6 +66,18 @@ start_store() {
   wait_until "$name" "$last_pid" "${start_timeout:-60}" tcp_open "$port"
 }
 
+# Settings for a server all of whose clients come from 127.0.0.1 (the console
+# test, the fuzzer, the local cluster check): per-address limits, velocity
+# rules and the dummy-hash rate off, cheap password hashing.
+single_address_env=(
+  PASSWORD_ITERATIONS=1000 PASSWORD_ITERATIONS_INSECURE=1
+  RATE_PURCHASE_PER_IP=0 RATE_PURCHASE_PER_USER=0
+  RATE_SIGNIN_PER_IP=0 RATE_SIGNIN_PER_ACCOUNT=0 RATE_SIGNIN_PER_ACCOUNT_GLOBAL=0
+  RATE_SIGNUP_PER_IP=0 SIGNIN_FAILURES_PER_IP=0 HASH_UNKNOWN_PER_SECOND=0
+  PURCHASE_ATTEMPTS_PER_WINDOW=0 DEFAULT_MAX_ACCOUNTS_PER_IP=0
+  FRAUD_RULE_NEW_ACCOUNT=off FRAUD_RULE_REFUSAL_BURST=off FRAUD_RULE_MANY_IPS=off
+)
+
 start_flashsale() {
   local name="$1" logfile="$2" bin="$3" port="$4" redis_port="$5" mongo_port="$6" db="$7"
   shift 7
