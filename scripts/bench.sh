@@ -12,11 +12,27 @@
 #   c. the rejection path: flashsale-load purchase --mode sold-out;
 #   d. the HTTP floor: flashsale-load get --path /healthz;
 #   e. the buy path in the open model at half of b's rate;
-#   h. as e, while flashsale-load signin-flood signs in with made-up emails
-#      from 300 loopback addresses at a time (runs alternate with e's);
+#   h. as e, while flashsale-load signin-flood sends FLOOD_RATE made-up
+#      sign-ins per second (open model) from 300 loopback addresses at a time
+#      (runs alternate with e's);
+#   g. as b, against a second server on a replicated Redis with
+#      REDIS_ACK_REPLICAS=1 (runs alternate with b's);
+#   i. overload: the buy path with 10x the connections (closed model: a
+#      refused client asks again at once), against a third server (on the
+#      service's stores) admitting at most CONNECTIONS requests at once
+#      (MAX_IN_FLIGHT);
+#   f. a leaderboard page in the open model;
+#   w. the write-behind: a STORM-second storm as b, then the seconds until
+#      MongoDB holds every order and the server's CPU per order meanwhile,
+#      beside the store's own insert rate through pymongo (same batches and
+#      write concern; runs alternate);
+#   m. memory: the server's RSS per idle WebSocket (flashsale-load ws);
 #
-# and prints a table of min/median/max req/s, median p50/p99, and the ratios
-# b/a and c/d (from medians). The runs of a and b alternate, as do those of c
+# and prints a table of min/median/max req/s, median p50/p99, the ratios
+# b/a, c/d, g/b, i/b and h/e (from medians), and a CPU table: for every part,
+# the CPU time (user + system, /proc) of the server, its Redis, the load
+# generator and the store over the measured window, per request, with
+# Redis's own usec_per_call for EVALSHA (INFO commandstats). The runs of a and b alternate, as do those of c
 # and d, so a drift in the shared machine's speed lands on both sides of a
 # ratio. Every process it started is stopped on exit.
 #
@@ -29,6 +45,9 @@
 #                  secantusd-py after each purchase run (default 300, the cap;
 #                  the Python Mongo-wire server absorbs ~1,500 orders/s here)
 #   LEADERBOARD_RATE  open-model rate of part f (default 1000 req/s)
+#   FLOOD_RATE     sign-ins per second of part h's flood (default 700, the rate the
+#                  earlier closed-loop flood sent at against the 2026-12-07 server)
+#   STORM          seconds of part w's storm (default 30)
 #   BUYERS         distinct customers in b and c (default 100000; with fewer, the
 #                  per-user limit of 5 purchases/s starts answering 429)
 #   STORE_SCHED    idle (default): secantusd-py runs under SCHED_IDLE (chrt --idle 0),
@@ -52,13 +71,18 @@ DURATION="${DURATION:-10}"
 WARMUP="${WARMUP:-1}"
 DRAIN_TIMEOUT="${DRAIN_TIMEOUT:-300}"
 BUYERS="${BUYERS:-100000}"
-for v in RUNS CONNECTIONS DURATION WARMUP DRAIN_TIMEOUT BUYERS; do
+FLOOD_RATE="${FLOOD_RATE:-700}"
+STORM="${STORM:-30}"
+for v in RUNS CONNECTIONS DURATION WARMUP DRAIN_TIMEOUT BUYERS FLOOD_RATE STORM; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 ((RUNS >= 1 && RUNS <= 20)) || die "RUNS must be from 1 to 20"
 ((CONNECTIONS >= 1 && CONNECTIONS <= 4096)) || die "CONNECTIONS must be from 1 to 4096"
 ((DURATION >= 1 && WARMUP + DURATION <= 300)) || die "DURATION must be >= 1 and WARMUP + DURATION <= 300"
 ((DRAIN_TIMEOUT <= 300)) || die "DRAIN_TIMEOUT must be at most 300"
+((FLOOD_RATE >= 1 && FLOOD_RATE <= 100000)) || die "FLOOD_RATE must be from 1 to 100000"
+((STORM >= 1 && WARMUP + STORM <= 300)) || die "STORM must be >= 1 and WARMUP + STORM <= 300"
+((CONNECTIONS * 10 <= 4096)) || die "CONNECTIONS must be at most 409 (part i opens 10x as many)"
 STORE_SCHED="${STORE_SCHED:-idle}"
 case "$STORE_SCHED" in
   idle) store_prefix=(chrt --idle 0) ;;
@@ -81,6 +105,7 @@ prepare_binaries
 # --- the service: its own redis, secantusd-py and server -------------------------
 redis_port="$(free_port)"
 start_redis "redis-server (service)" "$redis_port" "$tmp/redis" "$tmp/redis/redis.log"
+redis_pid="$last_pid"
 log "service redis on 127.0.0.1:$redis_port"
 
 mongo_port="$(free_port)"
@@ -110,7 +135,8 @@ admin_password="$(random_token 24)"
 start_flashsale "flashsale server" "$tmp/server.log" "$server_bin" \
   "$http_port" "$redis_port" "$mongo_port" flashsale_bench \
   SECRET_KEY="$secret" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password" \
-  PASSWORD_ITERATIONS=600000 RUST_LOG="${RUST_LOG:-warn}" IP_ALLOW=127.0.0.1/32
+  PASSWORD_ITERATIONS=600000 RUST_LOG="${RUST_LOG:-warn}" IP_ALLOW=127.0.0.1/32 \
+  WS_MAX_CONNECTIONS_PER_IP=5000
 server_pid="$last_pid"
 log "flashsale server on 127.0.0.1:$http_port (ready)"
 
@@ -118,6 +144,7 @@ log "flashsale server on 127.0.0.1:$http_port (ready)"
 ack_port="$(free_port)"
 ack_replica_port="$(free_port)"
 start_redis "redis-server (ack primary)" "$ack_port" "$tmp/redis-ack" "$tmp/redis-ack/redis.log"
+ack_redis_pid="$last_pid"
 start_redis "redis-server (ack replica)" "$ack_replica_port" "$tmp/redis-ack-replica" \
   "$tmp/redis-ack-replica/redis.log" --replicaof 127.0.0.1 "$ack_port"
 replica_in_sync() { redis-cli -p "$ack_replica_port" INFO replication | grep -q 'master_link_status:up'; }
@@ -128,7 +155,18 @@ start_flashsale "flashsale server (ack)" "$tmp/server-ack.log" "$server_bin" \
   SECRET_KEY="$secret" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password" \
   PASSWORD_ITERATIONS=600000 RUST_LOG="${RUST_LOG:-warn}" IP_ALLOW=127.0.0.1/32 \
   REDIS_ACK_REPLICAS=1 REDIS_ACK_TIMEOUT_MS=1000
+ack_server_pid="$last_pid"
 log "flashsale server with REDIS_ACK_REPLICAS=1 on 127.0.0.1:$ack_http_port (primary $ack_port, replica $ack_replica_port)"
+
+# --- part i: a third server on the service's stores, admitting CONNECTIONS at once --
+over_http_port="$(free_port)"
+start_flashsale "flashsale server (overload)" "$tmp/server-over.log" "$server_bin" \
+  "$over_http_port" "$redis_port" "$mongo_port" flashsale_bench \
+  SECRET_KEY="$secret" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password" \
+  PASSWORD_ITERATIONS=600000 RUST_LOG="${RUST_LOG:-warn}" IP_ALLOW=127.0.0.1/32 \
+  MAX_IN_FLIGHT="$CONNECTIONS"
+over_server_pid="$last_pid"
+log "flashsale server with MAX_IN_FLIGHT=$CONNECTIONS on 127.0.0.1:$over_http_port (the service's stores)"
 
 # --- helpers for results ---------------------------------------------------------
 # min median max of the numbers on stdin (one per line).
@@ -147,7 +185,7 @@ median3() { # median with 3 decimals
 }
 
 failures=0
-declare -A verdict=([a]=PASS [b]=PASS [c]=PASS [d]=PASS [e]=PASS [f]=PASS [g]=PASS [h]=PASS)
+declare -A verdict=([a]=PASS [b]=PASS [c]=PASS [d]=PASS [e]=PASS [f]=PASS [g]=PASS [h]=PASS [i]=PASS [w]=PASS [m]=PASS)
 
 # --- a. the limit: redis-benchmark EVALSHA purchase.lua ---------------------------
 bench_port="$(free_port)"
@@ -170,6 +208,14 @@ seed_bench() {
   rc HSET "{sale:bench}:meta" start 0 end 9999999999999 maxUser 1000000000 maxTx 10 \
     price 100 total 1000000000 state open maxIpAccts 0 >/dev/null
   rc SET "{sale:bench}:stock" 1000000000 >/dev/null
+  rc CONFIG RESETSTAT >/dev/null
+}
+# cpu_ticks PID: user + system CPU of a process in 1/100 s (USER_HZ).
+cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+# evalsha_usec PORT: Redis's own usec_per_call for EVALSHA since RESETSTAT.
+evalsha_usec() {
+  redis-cli -h 127.0.0.1 -p "$1" INFO commandstats | tr -d '\r' |
+    sed -n 's/^cmdstat_evalsha:.*usec_per_call=\([0-9.]*\).*/\1/p'
 }
 seed_bench
 probe="$(rc EVALSHA "$sha" 9 "${keys[@]}" "{sale:bench}:att:user:probe" user:probe 1 127.0.0.1 0 30 60000 | head -n 1)"
@@ -191,9 +237,14 @@ log "a: ${calib_rps} req/s in calibration; $bench_n requests per run (~${DURATIO
 : >"$tmp/a.txt"
 # One measured run of part a (called between b's runs, below).
 run_a() {
-  local r="$1" out
+  local r="$1" out t0 t1
   seed_bench
+  t0="$(cpu_ticks "$bench_redis_pid")"
   out="$(redis_bench "$bench_n")" || true
+  t1="$(cpu_ticks "$bench_redis_pid")"
+  # CPU per call of the benchmark's redis-server, and its own usec_per_call.
+  awk -v a="$t0" -v b="$t1" -v n="$bench_n" -v u="$(evalsha_usec "$bench_port")" \
+    'BEGIN { printf "%.3f %s\n", (b - a) * 10000 / n, u }' >>"$tmp/a.cpu.txt"
   [[ "$out" =~ ^[0-9.]+\ [0-9.]+\ [0-9.]+$ ]] || {
     log "a run $r: unexpected redis-benchmark output '$out'"
     verdict[a]=FAIL
@@ -214,16 +265,26 @@ run_a() {
 
 # --- b/c/d: flashsale-load against the service -------------------------------------
 export SECRET_KEY="$secret" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password"
-common=(--connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --json)
-load_limit=$((WARMUP + DURATION + DRAIN_TIMEOUT + 240))
+common=(--warmup "$WARMUP" --json)
+load_limit=$((WARMUP + (STORM > DURATION ? STORM : DURATION) + DRAIN_TIMEOUT + 240))
 
 # run_load PART ARGS...: one flashsale-load run; its JSON line goes to PART.jsonl.
 run_load() {
   local part="$1" status=0 line
   shift
-  # TARGET_PORT: the server to load (default: the service's).
+  # TARGET_PORT: the server to load (default: the service's);
+  # LOAD_CONNECTIONS, LOAD_DURATION: its connections and measured seconds
+  # (default CONNECTIONS, DURATION).
+  # CPU_PIDS: the processes charged with the run (default: the service's);
+  # CPU_REDIS_PORT: its Redis, whose command statistics restart with the run.
+  local rport="${CPU_REDIS_PORT:-$redis_port}"
+  redis-cli -h 127.0.0.1 -p "$rport" CONFIG RESETSTAT >/dev/null
   line="$(timeout "$load_limit" "$load_bin" "$@" --target "127.0.0.1:${TARGET_PORT:-$http_port}" \
+    --cpu-pids "${CPU_PIDS:-server=$server_pid,redis=$redis_pid,store=$store_pid}" \
+    --connections "${LOAD_CONNECTIONS:-$CONNECTIONS}" --duration "${LOAD_DURATION:-$DURATION}" \
     "${common[@]}" 2>"$tmp/$part.last.log")" || status=$?
+  printf '%s\n' "$(evalsha_usec "$rport")" >>"$tmp/$part.evalsha.txt"
+  redis-cli -h 127.0.0.1 -p "$rport" INFO commandstats | tr -d '\r' | grep '^cmdstat_' >"$tmp/$part.cmdstats.last" || true
   cat "$tmp/$part.last.log" >>"$tmp/$part.log"
   if [[ -n "$line" ]] && jq -e . >/dev/null 2>&1 <<<"$line"; then
     printf '%s\n' "$line" >>"$tmp/$part.jsonl"
@@ -238,7 +299,10 @@ run_load() {
   fi
 }
 
-for part in b c d e f g h; do : >"$tmp/$part.jsonl"; done
+for part in b c d e f g h i w; do : >"$tmp/$part.jsonl"; : >"$tmp/$part.evalsha.txt"; done
+: >"$tmp/a.cpu.txt"
+ack_cpu="server=$ack_server_pid,redis=$ack_redis_pid,store=$store_pid"
+over_cpu="server=$over_server_pid,redis=$redis_pid,store=$store_pid"
 # Each ratio's two parts alternate (a b a b ..., c d c d ...), so a drift in
 # what the shared machine gives us during the bench lands on both sides.
 for ((r = 1; r <= RUNS; r++)); do
@@ -247,8 +311,10 @@ for ((r = 1; r <= RUNS; r++)); do
   log "b run $r/$RUNS: purchase (buy path)"
   run_load b purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 \
     --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT"
+  # Redis commands per purchase (every command the service sent, by name).
+  cp "$tmp/b.cmdstats.last" "$tmp/b.cmdstats.$r"
   log "g run $r/$RUNS: purchase with REDIS_ACK_REPLICAS=1 (a replica confirms each order)"
-  TARGET_PORT="$ack_http_port" run_load g purchase --units 10000000 --max-per-user 1000000 \
+  CPU_PIDS="$ack_cpu" CPU_REDIS_PORT="$ack_port" TARGET_PORT="$ack_http_port" run_load g purchase --units 10000000 --max-per-user 1000000 \
     --max-per-tx 10 --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT"
 done
 stop_pid "redis-server (benchmark)" "$bench_redis_pid"
@@ -271,9 +337,10 @@ for ((r = 1; r <= RUNS; r++)); do
     --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT" --rate "$half_rate"
   # h. the same, while a sign-in flood runs for the whole measured run: 300
   #    addresses outside IP_ALLOW, 30 made-up sign-ins each, round after round.
-  log "h run $r/$RUNS: as e, during a sign-in flood from 300 loopback addresses"
+  log "h run $r/$RUNS: as e, during a sign-in flood of $FLOOD_RATE/s from 300 loopback addresses at a time"
   "$load_bin" signin-flood --target "127.0.0.1:$http_port" --addresses 300 --per-address 30 \
-    --duration "$((WARMUP + DURATION))" --json >>"$tmp/flood.jsonl" 2>>"$tmp/flood.log" &
+    --rate "$FLOOD_RATE" --duration "$((WARMUP + DURATION))" --json \
+    >>"$tmp/flood.jsonl" 2>>"$tmp/flood.log" &
   flood_pid=$!
   run_load h purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 \
     --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT" --rate "$half_rate"
@@ -282,6 +349,18 @@ for ((r = 1; r <= RUNS; r++)); do
     verdict[h]=FAIL
     failures=$((failures + 1))
   }
+done
+
+# i. overload: 10x the connections of b in the closed model (each refused
+#    client asks again at once, ignoring Retry-After: the harshest client),
+#    against the server that admits CONNECTIONS requests at once; what it
+#    cannot admit gets a 503 with Retry-After at once. Accepted purchases per
+#    second are compared with b's (i/b, goal 0.9).
+for ((r = 1; r <= RUNS; r++)); do
+  log "i run $r/$RUNS: purchase, closed model over $((CONNECTIONS * 10)) connections, MAX_IN_FLIGHT=$CONNECTIONS"
+  LOAD_CONNECTIONS="$((CONNECTIONS * 10))" CPU_PIDS="$over_cpu" TARGET_PORT="$over_http_port" \
+    run_load i purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 --quantity 1 \
+    --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT"
 done
 
 # f. a leaderboard page of 100 in the middle of 100,000 buyers (admin).
@@ -310,6 +389,34 @@ for ((r = 1; r <= RUNS; r++)); do
     --rate "${LEADERBOARD_RATE:-1000}"
 done
 
+# w. the write-behind after a storm, beside the store's own insert rate.
+: >"$tmp/store-rate.txt"
+for ((r = 1; r <= RUNS; r++)); do
+  log "w run $r/$RUNS: the store's insert rate through pymongo (20,000 orders in batches of 500)"
+  if out="$(timeout 300 "$root/.venv/bin/python" "$root/scripts/store-insert-rate.py" \
+    "mongodb://127.0.0.1:$mongo_port/?directConnection=true" flashsale_bench_rate 20000 500 2>>"$tmp/store-rate.log")"; then
+    log "w run $r: store: $out (orders seconds orders/s)"
+    printf '%s\n' "$out" >>"$tmp/store-rate.txt"
+  else
+    log "w run $r: the pymongo insert run failed: $(tail -n 3 "$tmp/store-rate.log")"
+    verdict[w]=FAIL
+    failures=$((failures + 1))
+  fi
+  log "w run $r/$RUNS: a ${STORM}s storm as b, then the drain into MongoDB"
+  LOAD_DURATION="$STORM" run_load w purchase --units 10000000 --max-per-user 1000000 \
+    --max-per-tx 10 --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT"
+done
+
+# m. the server's memory per idle WebSocket.
+log "m: 2,000 idle WebSocket watchers of one sale"
+: >"$tmp/m.jsonl"
+if ! timeout 300 "$load_bin" ws --target "127.0.0.1:$http_port" --watchers 2000 --purchases 5 \
+  --interval 0.2 --server-pid "$server_pid" --json >>"$tmp/m.jsonl" 2>"$tmp/m.log"; then
+  log "m: flashsale-load ws failed: $(tail -n 3 "$tmp/m.log")"
+  verdict[m]=FAIL
+  failures=$((failures + 1))
+fi
+
 server_rss_peak="$(awk '/VmHWM/ { print $2 }' "/proc/$server_pid/status" 2>/dev/null || echo '?')"
 
 kill -0 "$server_pid" 2>/dev/null || die "the flashsale server died during the bench"
@@ -337,6 +444,31 @@ med_of() {
   fi
 }
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y + 0 > 0 && x != "-") printf "%.3f", x / y; else print "n/a" }'; }
+
+# cpu_of PART PROCESS: min/median/max CPU us per request of PROCESS over the runs.
+cpu_of() {
+  if [[ "$1" == a ]]; then
+    case "$2" in
+      redis) awk '{ print $1 }' "$tmp/a.cpu.txt" | mmm ;;
+      *) echo "- - -" ;;
+    esac
+  else
+    jq -r --arg p "$2" '.cpu.processes[$p].us_per_request // empty' "$tmp/$1.jsonl" | mmm
+  fi
+}
+cpu_med() { cpu_of "$1" "$2" | awk '{ print $2 }'; }
+evalsha_of() {
+  if [[ "$1" == a ]]; then awk '{ print $2 }' "$tmp/a.cpu.txt" | grep . | mmm; else grep . "$tmp/$1.evalsha.txt" | mmm; fi
+}
+cpu_row() { # PART LABEL
+  local part="$1" label="$2" out="" proc
+  for proc in server redis load store; do
+    out+="$(printf ' %18s' "$(cpu_of "$part" "$proc" | tr ' ' /)")"
+  done
+  printf '%-2s %-30s%s %18s\n' "$part" "$label" "$out" "$(evalsha_of "$part" | tr ' ' /)"
+}
+# accepted PART: 201s per second of each run.
+accepted() { jq -r '((.outcomes["201"] // 0) / .elapsed_s)' "$tmp/$1.jsonl"; }
 
 outcomes() { jq -rs 'map(.outcomes) | add // {} | to_entries | map("\(.key)") | unique | join(", ")' "$tmp/$1.jsonl"; }
 
@@ -367,9 +499,13 @@ outcomes() { jq -rs 'map(.outcomes) | add // {} | to_entries | map("\(.key)") | 
   echo "  d: flashsale-load get --path /healthz"
   echo "  e: as b, open model at half of b's median rate (latency from the intended send time)"
   echo "  h: as e, while flashsale-load signin-flood sends made-up sign-ins from 300 loopback addresses"
-  echo "     outside IP_ALLOW (30 each, round after round, fresh addresses each round); runs alternate with e's"
+  echo "     outside IP_ALLOW (30 each per round, fresh addresses each round); runs alternate with e's"
   echo "  g: as b, against a second server with REDIS_ACK_REPLICAS=1 on its own primary + one replica"
   echo "     (WAIT grouped per connection; runs alternate with b's)"
+  echo "  i: as b over $((CONNECTIONS * 10)) connections (a refused client asks again at once), against a third"
+  echo "     server on the service's stores with MAX_IN_FLIGHT=$CONNECTIONS (what it cannot admit is answered 503)"
+  echo "  w: as b for ${STORM}s (one sale of 10,000,000 units), then the drain into secantusd-py"
+  echo "  h's flood: open model, $FLOOD_RATE sign-ins/s, each on a new connection"
   echo "  f: GET /api/leaderboard, page of 100 at offset 50000 of 100,000 buyers (admin token), open model at ${LEADERBOARD_RATE:-1000} req/s"
   echo
   printf '%-2s %-44s %10s %10s %10s %9s %9s  %s\n' "" "part" "req/s min" "median" "max" "p50 ms" "p99 ms" "checks"
@@ -381,6 +517,8 @@ outcomes() { jq -rs 'map(.outcomes) | add // {} | to_entries | map("\(.key)") | 
   row f "GET /api/leaderboard (100 of 100k), open"
   row g "POST /api/purchase-product, REDIS_ACK_REPLICAS=1"
   row h "POST /api/purchase-product, open, sign-in flood"
+  row i "POST /api/purchase-product, 10x connections"
+  row w "POST /api/purchase-product, ${STORM}s storm"
   echo
   echo "ratios of medians: b/a = $(ratio "$(med_of b)" "$(med_of a)")  (service buy path / Redis script alone)"
   echo "                   c/d = $(ratio "$(med_of c)" "$(med_of d)")  (rejection path / HTTP floor)"
@@ -391,7 +529,39 @@ outcomes() { jq -rs 'map(.outcomes) | add // {} | to_entries | map("\(.key)") | 
   echo "outcomes seen: b: $(outcomes b); c: $(outcomes c); d: $(outcomes d)"
   echo "write-behind after each b run (orders of the run; seconds from the storm's end until MongoDB held"
   echo "  every one): $(jq -r '"\(.sale.ordersThisRun // "?") orders: \((.invariants[] | select(.name == "write-behind drained") | .detail | capture("after (?<s>[0-9.]+) s").s) // "?") s"' "$tmp/b.jsonl" | paste -sd ';' | sed 's/;/; /g')"
-  echo "p50/p99: medians over runs; a's come from redis-benchmark, b-f from flashsale-load (closed model but e)."
+  echo "p50/p99: medians over runs; a's come from redis-benchmark, the rest from flashsale-load (closed model"
+  echo "  but e, f and h, which are open)."
+  echo
+  echo "CPU per request, microseconds (user + system from /proc over the measured window, divided by the"
+  echo "  requests answered in it; min/median/max over runs); the last column is Redis's own usec_per_call"
+  echo "  for EVALSHA (INFO commandstats, warm-up included). a's redis is the benchmark's redis-server."
+  printf '%-2s %-30s %18s %18s %18s %18s %18s\n' "" "part" "server" "redis" "load" "store" "EVALSHA usec"
+  cpu_row a "redis-benchmark EVALSHA"
+  cpu_row b "purchase (buy path)"
+  cpu_row c "purchase (sold out)"
+  cpu_row d "GET /healthz"
+  cpu_row e "purchase, open, half rate"
+  cpu_row h "purchase, open, sign-in flood"
+  cpu_row g "purchase, REDIS_ACK_REPLICAS=1"
+  cpu_row i "purchase, 10x connections"
+  cpu_row f "GET /api/leaderboard"
+  cpu_row w "purchase, ${STORM}s storm"
+  echo "Redis commands per purchase in b (every command the service sent during the last run, over its"
+  echo "  EVALSHA calls): $(awk -F'[:=,]' '{ sub(/^cmdstat_/, "", $1); c[$1] = $3; t += $3 } END { e = c["evalsha"]; if (e > 0) { printf "%.3f in all;", t / e; for (k in c) if (k != "evalsha" && c[k] / e >= 0.001) printf " %s %.3f", k, c[k] / e } }' "$tmp/b.cmdstats.$RUNS" 2>/dev/null)"
+  echo
+  echo "goals of issue 17 (medians unless said):"
+  echo "  server CPU per purchase / per /healthz request (b/d): $(ratio "$(cpu_med b server)" "$(cpu_med d server)")  (goal <= 1.5)"
+  echo "  server CPU per sold-out answer / per /healthz request (c/d): $(ratio "$(cpu_med c server)" "$(cpu_med d server)")"
+  echo "  service Redis CPU per purchase / benchmark Redis per EVALSHA (b/a): $(ratio "$(cpu_med b redis)" "$(cpu_med a redis)")  (goal <= 1.0)"
+  echo "  b/a throughput per run: $(paste -d' ' <(jq -r '.achieved_rps' "$tmp/b.jsonl") <(awk '{ print $1 }' "$tmp/a.txt") | awk '{ printf "%s%.3f", (NR > 1 ? " " : ""), $1 / $2 }')  (goal: median >= 0.8, every run >= 0.5)"
+  echo "  e p99 per run (ms): $(jq -r '.latency_ms.p99' "$tmp/e.jsonl" | paste -sd ' ')  (goal < 10 in every run)"
+  echo "  f p99 per run (ms): $(jq -r '.latency_ms.p99' "$tmp/f.jsonl" | paste -sd ' ')  (goal < 5)"
+  echo "issue 14, overload: accepted purchases/s in i / b's req/s (i/b) = $(ratio "$(accepted i | median)" "$(med_of b)")  (goal >= 0.9)"
+  echo "  per run: $(jq -rc '"\((.outcomes["201"] // 0) / .elapsed_s | floor) accepted/s of \(.achieved_rps) answered/s, unsent \(.unsent), p99 \(.latency_ms.p99) ms, load \(.cpu.processes.load.cores) cores, server \(.cpu.processes.server.cores) cores, \(.outcomes)"' "$tmp/i.jsonl" | paste -sd ';' | sed 's/;/; /g')"
+  echo "the write-behind (w): the store's insert rate through pymongo per run (orders/s): $(awk '{ print $3 }' "$tmp/store-rate.txt" | paste -sd ' ')"
+  echo "  per storm: $(jq -rc '"\(.sale.ordersThisRun) orders in \(.elapsed_s | floor) s, \(.sale.pendingWriteBehindAtEnd) still to write at its end, drained \(.sale.drainSeconds) s later: \(.sale.ordersThisRun / (.elapsed_s + .sale.drainSeconds) | floor) orders/s end to end; server CPU while draining \(.sale.drainCpu.processes.server.us_per_request // "?") us per order left"' "$tmp/w.jsonl" | paste -sd ';' | sed 's/;/; /g')"
+  echo "  write-behind CPU per order (drain) / server CPU per purchase (b): $(ratio "$(jq -r '.sale.drainCpu.processes.server.us_per_request // empty' "$tmp/w.jsonl" | median)" "$(cpu_med b server)")  (goal <= 0.1)"
+  echo "memory (m): $(jq -rc '"\(.held_idle) idle WebSockets held, server \(.server_kib_per_conn) KiB each (goal < 16), peak RSS \(.server_rss_kib.peak) KiB"' "$tmp/m.jsonl" 2>/dev/null)"
   echo "server peak RSS (VmHWM): ${server_rss_peak} KiB"
   echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$tmp/table.txt"

@@ -29,6 +29,8 @@ LOAD OPTIONS (both commands):
   --timeout S            per-request timeout in seconds (default 10)
   --threads T            tokio worker threads (default: available cores)
   --json                 print one JSON summary line on stdout (human report goes to stderr)
+  --cpu-pids N=PID,...   also report the CPU time (user + system, from /proc) each named process
+                         and this load generator spent over the measured window, per request
 
 PURCHASE OPTIONS:
   --mode buy|sold-out    sold-out: sell the sale out first, then measure only the rejection path
@@ -73,6 +75,10 @@ SIGNIN-FLOOD OPTIONS (plus --target, --threads, --timeout, --json):
                          from 127.64.0.0 upwards, a new /16 per round
   --per-address N        sign-ins per address per round, one after another (default 30)
   --duration S           rounds follow each other until this is up (default 10)
+  --rate R               open model: R sign-ins per second in all, each on a new connection from
+                         its address, whatever the answers take (at most 4096 in flight; the rest
+                         are counted as unsent); without it each address sends its sign-ins one
+                         after another, so faster answers mean more sign-ins
 ";
 
 #[derive(Debug, Clone)]
@@ -86,6 +92,8 @@ pub(crate) struct Common {
     pub(crate) timeout: Duration,
     pub(crate) threads: Option<usize>,
     pub(crate) json: bool,
+    /// Processes whose CPU time per request the report gives.
+    pub(crate) cpu_pids: Vec<crate::cpu::Watched>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +169,7 @@ const COMMON: &[&str] = &[
     "threads",
     "json",
     "help",
+    "cpu-pids",
 ];
 /// The sale and token flags shared by `purchase` and `ws`.
 const SALE: &[&str] = &[
@@ -186,6 +195,7 @@ const FLOOD: &[&str] = &[
     "duration",
     "addresses",
     "per-address",
+    "rate",
 ];
 const WS: &[&str] = &[
     "target",
@@ -349,6 +359,11 @@ fn common(f: &Flags) -> Result<Common, String> {
         timeout,
         threads,
         json: f.bools.contains("json"),
+        cpu_pids: f
+            .str("cpu-pids")
+            .map(crate::cpu::parse_pids)
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 
@@ -500,6 +515,19 @@ fn flood(f: &Flags) -> Result<crate::flood::FloodArgs, String> {
             100_000,
         )?,
         duration: secs("duration", 10.0)?,
+        rate: f
+            .num::<f64>("rate")?
+            .map(|r| {
+                if r.is_finite() && r > 0.0 && r <= 100_000.0 {
+                    Ok(r)
+                } else {
+                    Err(
+                        "`--rate` must be above 0 and at most 100000 sign-ins per second"
+                            .to_owned(),
+                    )
+                }
+            })
+            .transpose()?,
         timeout: secs("timeout", 10.0)?,
         threads: f
             .num::<usize>("threads")?

@@ -23,9 +23,12 @@ use bytes::Bytes;
 use hyper::Method;
 use hyper::header::HeaderValue;
 use serde::Deserialize;
+use serde_json::Value;
 use tokio::sync::Barrier;
 use tokio::time::Instant;
 
+use crate::args::Common;
+use crate::cpu::Probe;
 use crate::http::{Client, Reply, Target, TransportError};
 use crate::stats::{Measured, micros, outcome_of};
 
@@ -146,6 +149,22 @@ pub(crate) struct Plan {
     /// Open model: target arrivals per second.
     pub(crate) rate: Option<f64>,
     pub(crate) timeout: Duration,
+    /// The processes whose CPU time the measured window is charged with.
+    pub(crate) cpu: Probe,
+}
+
+impl Plan {
+    pub(crate) fn of(c: &Common) -> Self {
+        Self {
+            connections: c.connections,
+            warmup: c.warmup,
+            duration: c.duration,
+            requests: c.requests,
+            rate: c.rate,
+            timeout: c.timeout,
+            cpu: Probe::new(c.cpu_pids.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -163,6 +182,8 @@ pub(crate) struct RunResult {
     /// The measured window the throughput is computed over.
     pub(crate) elapsed: Duration,
     pub(crate) connects: u64,
+    /// CPU per request of the watched processes over the measured window.
+    pub(crate) cpu: Value,
 }
 
 struct ClientOut {
@@ -209,6 +230,13 @@ pub(crate) async fn run(target: &Target, workload: Arc<Workload>, plan: &Plan) -
     };
     let _ = timing.set(t);
     barrier.wait().await;
+    // The CPU clock starts with the measured window, and stops when the last
+    // client is done.
+    let probe = plan.cpu.clone();
+    let opening = tokio::spawn(async move {
+        tokio::time::sleep_until(t.measure_start).await;
+        probe.sample()
+    });
 
     let mut measured = Measured::default();
     let mut tally = Tally::default();
@@ -225,6 +253,11 @@ pub(crate) async fn run(target: &Target, workload: Arc<Workload>, plan: &Plan) -
             Err(e) => eprintln!("flashsale-load: a client task failed: {e}"),
         }
     }
+    let closing = plan.cpu.sample();
+    let cpu = match opening.await {
+        Ok(opening) => plan.cpu.report(&opening, &closing, measured.completed),
+        Err(_) => Value::Null,
+    };
     let window = last_done.map_or(plan.duration, |d| {
         d.saturating_duration_since(t.measure_start)
     });
@@ -240,6 +273,7 @@ pub(crate) async fn run(target: &Target, workload: Arc<Workload>, plan: &Plan) -
         tally,
         elapsed,
         connects,
+        cpu,
     }
 }
 

@@ -5,6 +5,7 @@
 //! memory per connection, purchase-to-stockUpdate delay). See `load/README.md`.
 
 mod args;
+mod cpu;
 mod driver;
 mod flood;
 mod http;

@@ -386,14 +386,7 @@ pub(crate) async fn run(c: &Common, args: &PurchaseArgs) -> Result<bool, String>
         tally.merge(pre);
     }
 
-    let plan = driver::Plan {
-        connections: c.connections,
-        warmup: c.warmup,
-        duration: c.duration,
-        requests: c.requests,
-        rate: c.rate,
-        timeout: c.timeout,
-    };
+    let plan = driver::Plan::of(c);
     let mut result = driver::run(target, Arc::clone(&wl), &plan).await;
     tally.merge(std::mem::take(&mut result.tally));
 
@@ -441,11 +434,15 @@ pub(crate) async fn run(c: &Common, args: &PurchaseArgs) -> Result<bool, String>
     // Each reconcile call aggregates the sale's orders in MongoDB, which
     // competes with the write-behind it waits for: poll with a growing
     // interval, at least twice as long as the last call took.
+    // The CPU spent while only the write-behind has work left, per order it
+    // still had to write when the storm ended.
+    let drain_from = plan.cpu.sample();
     let t = Instant::now();
     let deadline = t + args.drain_timeout;
     let mut calls = 0u32;
     let mut backoff = Duration::from_millis(250);
     let (mut last, mut took) = timed_reconcile(target, &admin, &sale.id).await;
+    let pending_at_end = last.as_ref().map_or(0, |r| r.pending_write_behind.max(0));
     calls += 1;
     loop {
         if let Ok(r) = &last
@@ -466,6 +463,9 @@ pub(crate) async fn run(c: &Common, args: &PurchaseArgs) -> Result<bool, String>
         calls += 1;
     }
     let waited = t.elapsed().as_secs_f64();
+    let drain_cpu = plan
+        .cpu
+        .report(&drain_from, &plan.cpu.sample(), pending_at_end as u64);
     let sale_json = json!({
         "id": sale.id,
         "totalUnits": after.total_units,
@@ -474,6 +474,9 @@ pub(crate) async fn run(c: &Common, args: &PurchaseArgs) -> Result<bool, String>
         "maxPerTransaction": after.max_per_transaction,
         "unitsBoughtThisRun": tally.units,
         "ordersThisRun": tally.orders,
+        "pendingWriteBehindAtEnd": pending_at_end,
+        "drainSeconds": (waited * 1000.0).round() / 1000.0,
+        "drainCpu": drain_cpu,
     });
     match last {
         Ok(r) => {
@@ -538,14 +541,7 @@ pub(crate) async fn run_get(c: &Common, path: &str) -> Result<bool, String> {
         auth,
         purchase: None,
     });
-    let plan = driver::Plan {
-        connections: c.connections,
-        warmup: c.warmup,
-        duration: c.duration,
-        requests: c.requests,
-        rate: c.rate,
-        timeout: c.timeout,
-    };
+    let plan = driver::Plan::of(c);
     let result = driver::run(&c.target, wl, &plan).await;
     let ok: u64 = result
         .measured

@@ -137,6 +137,18 @@ impl Report<'_> {
             m.transport_errors(),
             self.result.connects
         );
+        if let Some(procs) = self.result.cpu["processes"].as_object() {
+            let parts: Vec<String> = procs
+                .iter()
+                .map(
+                    |(name, v)| match (v["us_per_request"].as_f64(), v["cores"].as_f64()) {
+                        (Some(us), Some(cores)) => format!("{name} {us:.1} us ({cores:.2} cores)"),
+                        _ => format!("{name} unreadable"),
+                    },
+                )
+                .collect();
+            let _ = writeln!(s, "cpu per request: {}", parts.join(", "));
+        }
         if !self.invariants.is_empty() {
             let _ = writeln!(s, "invariants:");
             for i in &self.invariants {
@@ -175,6 +187,7 @@ impl Report<'_> {
             "outcomes": m.outcome_table(),
             "transport_errors": m.transport_errors(),
             "connections_opened": self.result.connects,
+            "cpu": self.result.cpu,
             "sale": self.sale,
             "invariants": self.invariants.iter().map(|i| json!({
                 "name": i.name, "pass": i.pass, "detail": i.detail,
