@@ -93,9 +93,6 @@ impl App {
                 "Redis had lost open sales; re-seeded them from MongoDB"
             );
         }
-        if let Err(e) = crate::realtime::check_keyspace_config(&state.redis).await {
-            tracing::warn!("{e}; stock updates fall back to a once-a-second refresh");
-        }
         state
             .fraud
             .blocklist
@@ -109,8 +106,6 @@ impl App {
             .context("failed to load the token epochs")?;
         let subscriber = crate::redis::build_subscriber(&state.config.redis)
             .context("REDIS_URL: invalid Redis configuration")?;
-        let nodes = crate::redis::node_subscribers(&state.config.redis, state.redis.next())
-            .context("REDIS_URL: invalid Redis configuration")?;
         let switches = crate::redis::sentinel::SwitchWatcher::new(
             &state.config.redis,
             state.redis.clone(),
@@ -119,7 +114,6 @@ impl App {
         .context("REDIS_SENTINELS: invalid Sentinel configuration")?;
         let source = crate::realtime::Source::new(
             subscriber,
-            nodes,
             state.hub.clone(),
             state.hot.clone(),
             state.fraud.blocklist.clone(),

@@ -53,13 +53,6 @@ impl SaleKeys {
     pub fn attempts(&self, user: &str) -> String {
         format!("{}:att:{user}", self.tag)
     }
-
-    /// The sale id back from a key's hash tag.
-    pub fn sale_of(key: &str) -> Option<SaleId> {
-        let rest = key.strip_prefix("{sale:")?;
-        let (hex, _) = rest.split_once('}')?;
-        SaleId::parse(hex).ok()
-    }
 }
 
 /// A sale's keys in the form the purchase call sends them, built once per
@@ -124,7 +117,6 @@ mod tests {
         }
         assert!(k.idempotency("u", Some("abc")).starts_with(&tag));
         assert!(k.idempotency("u", None).starts_with(&tag));
-        assert_eq!(SaleKeys::sale_of(&k.stock), Some(id));
         let call = CallKeys::new(id);
         let fixed: Vec<&str> = call.fixed.iter().filter_map(Key::as_str).collect();
         assert_eq!(
@@ -142,6 +134,5 @@ mod tests {
             call.no_idempotency.as_str(),
             Some(k.idempotency("u", None).as_str())
         );
-        assert_eq!(SaleKeys::sale_of("other"), None);
     }
 }

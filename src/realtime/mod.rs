@@ -1,5 +1,5 @@
 //! Real time: the WebSocket sockets, the per-sale hub, and the sources that
-//! feed it (Redis keyspace notifications for stock, pub/sub for lifecycle
+//! feed it (stock read from Redis each tick for the watched sales, pub/sub for lifecycle
 //! events published by the scheduler on any instance).
 
 mod hub;
@@ -9,7 +9,5 @@ mod ws;
 
 pub use hub::{Caps, Hub, HubStats, Membership, Refused, Slot, StockFrame};
 pub use messages::{ClientMessage, SaleRef, ServerMessage};
-pub use source::{
-    EVENTS_CHANNEL, LifecycleEvent, LifecycleKind, Source, check_keyspace_config, publish_lifecycle,
-};
+pub use source::{EVENTS_CHANNEL, LifecycleEvent, LifecycleKind, Source, publish_lifecycle};
 pub use ws::{RealtimeConfig, Sockets};

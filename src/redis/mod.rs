@@ -25,8 +25,8 @@ pub fn build_pool(cfg: &RedisConfig) -> Result<Pool, Error> {
     builder(cfg)?.build_pool(cfg.pool_size)
 }
 
-/// A client for subscriptions (keyspace notifications, lifecycle events).
-/// Its event channels are deep, so a burst of notifications lags rather than drops.
+/// A client for subscriptions (lifecycle, blocklist and token epoch events).
+/// Its event channels are deep, so a burst of events lags rather than drops.
 pub fn build_subscriber(cfg: &RedisConfig) -> Result<fred::clients::SubscriberClient, Error> {
     let mut b = builder(cfg)?;
     b.with_performance_config(|p| {
@@ -103,8 +103,7 @@ pub fn primaries(client: &Client) -> Vec<fred::types::config::Server> {
 }
 
 /// Runs a command on every node that holds data: each primary of a cluster,
-/// or the one server. Node-local settings (CONFIG) and node-local events
-/// (keyspace notifications) need this.
+/// or the one server. Node-local settings (CONFIG) need this.
 pub async fn on_each_node(
     client: &Client,
     name: &'static str,
@@ -154,28 +153,6 @@ pub async fn server_settings(client: &Client) -> Result<ServerSettings, Error> {
         appendonly: pick(config_get(client, "appendonly").await?, "yes"),
         appendfsync: pick(config_get(client, "appendfsync").await?, "always"),
     })
-}
-
-/// One subscriber per cluster primary, for keyspace notifications, which
-/// Redis delivers only on the node that holds the key. Empty for a single server.
-pub fn node_subscribers(
-    cfg: &RedisConfig,
-    client: &Client,
-) -> Result<Vec<fred::clients::SubscriberClient>, Error> {
-    let mut out = Vec::new();
-    for node in primaries(client) {
-        let mut b = builder(cfg)?;
-        b.with_config(|c| {
-            c.server = fred::types::config::ServerConfig::Centralized {
-                server: node.clone(),
-            };
-        });
-        b.with_performance_config(|p| {
-            p.broadcast_channel_capacity = 16 * 1024;
-        });
-        out.push(b.build_subscriber_client()?);
-    }
-    Ok(out)
 }
 
 /// Refuses an evicting Redis: an evicted stock or idempotency key would
