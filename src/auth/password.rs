@@ -12,6 +12,11 @@
 //! derivations, a quarter of the queue and `unknown_per_second` derivations
 //! started per second, so a flood of made-up emails can neither keep real
 //! customers from signing in nor keep a core busy hashing.
+//!
+//! Derivations run on threads of their own at a lower CPU priority
+//! (`HASH_NICE`, default 10): on a busy host they take what the request path
+//! leaves, so the hashes a sign-in flood still reaches cannot queue
+//! purchases behind them. Linux keeps a nice value per thread.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -37,8 +42,8 @@ pub enum PasswordError {
     Malformed,
     #[error("random number generator failed")]
     Rng,
-    #[error("hashing task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    #[error("hashing thread failed")]
+    Task,
     #[error("hashing pool closed")]
     Closed,
     /// Too many hashes waiting, or this one waited too long: retry shortly.
@@ -55,7 +60,7 @@ enum Lane {
     Unknown,
 }
 
-/// Hashes and verifies passwords on the blocking pool, rationed as the
+/// Hashes and verifies passwords on the hashing threads, rationed as the
 /// module doc says.
 #[derive(Debug, Clone)]
 pub struct PasswordHasher {
@@ -67,6 +72,80 @@ pub struct PasswordHasher {
     /// count stores a new one ([`Self::needs_rehash`]).
     dummy: Arc<String>,
     gate: Arc<Gate>,
+    pool: Arc<Pool>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads: as many as derivations may run at once (the gate
+/// admits no more), each at the configured nice value.
+#[derive(Debug)]
+struct Pool {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+impl Pool {
+    fn new(threads: usize, nice: i32) -> Result<Self, PasswordError> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name(format!("password-hash-{i}"))
+                .spawn(move || {
+                    if nice > 0 {
+                        lower_priority(nice);
+                    }
+                    loop {
+                        // The lock is held only to take a job, never while one runs.
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            // The hasher is gone: the thread ends.
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|_| PasswordError::Task)?;
+        }
+        Ok(Self {
+            jobs: std::sync::Mutex::new(tx),
+        })
+    }
+
+    async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, PasswordError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs
+            .lock()
+            .map_err(|_| PasswordError::Closed)?
+            .send(job)
+            .map_err(|_| PasswordError::Closed)?;
+        rx.await.map_err(|_| PasswordError::Task)
+    }
+}
+
+/// Sets the calling thread's nice value (Linux: per thread). A refusal only
+/// costs the priority, so it is logged, not fatal.
+fn lower_priority(nice: i32) {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
+        tracing::warn!(error = %e, nice, "could not lower the password hashing thread's priority");
+    }
+}
+
+/// The nice value of the calling thread.
+#[cfg(test)]
+fn current_nice() -> i32 {
+    rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap_or(i32::MIN)
 }
 
 /// The rationing: one semaphore for derivations, one more in front of it
@@ -151,6 +230,7 @@ impl PasswordHasher {
             rng,
             dummy: Arc::new(dummy),
             gate: Arc::new(Gate::new(limits)),
+            pool: Arc::new(Pool::new(limits.concurrency, limits.nice)?),
         })
     }
 
@@ -169,7 +249,9 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
         let _slot = self.gate.slot(Lane::Account).await?;
         let (rng, iterations, pw) = (self.rng.clone(), self.iterations, password.to_owned());
-        tokio::task::spawn_blocking(move || hash_blocking(&rng, iterations, &pw)).await?
+        self.pool
+            .run(move || hash_blocking(&rng, iterations, &pw))
+            .await?
     }
 
     /// Verifies `password` against `stored` in constant time; `None` runs the
@@ -187,7 +269,10 @@ impl PasswordHasher {
         let lane = if known { Lane::Account } else { Lane::Unknown };
         let _slot = self.gate.slot(lane).await?;
         let pw = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || verify_blocking(&pw, &stored)).await??;
+        let ok = self
+            .pool
+            .run(move || verify_blocking(&pw, &stored))
+            .await??;
         Ok(ok && known)
     }
 }
@@ -240,7 +325,39 @@ mod tests {
             queue,
             wait: Duration::from_millis(wait_ms),
             unknown_per_second: 0,
+            nice: 0,
         }
+    }
+
+    #[tokio::test]
+    async fn hashes_are_derived_on_threads_at_the_configured_nice_value() {
+        let h = PasswordHasher::new(
+            1_000,
+            HashLimits {
+                nice: 7,
+                ..limits(2, 8, 5_000)
+            },
+        )
+        .unwrap();
+        let own = current_nice();
+        let seen = h.pool.run(current_nice).await.unwrap();
+        // Raising a thread's nice value is always allowed (the value is
+        // absolute: a process already above 7 keeps its own)...
+        assert!(seen >= 7, "hashing thread at nice {seen}");
+        if own < 7 {
+            assert_eq!(seen, 7);
+        }
+        // ...and it stays on the hashing thread.
+        assert_eq!(current_nice(), own);
+        let name = h
+            .pool
+            .run(|| std::thread::current().name().map(str::to_owned))
+            .await
+            .unwrap();
+        assert!(name.is_some_and(|n| n.starts_with("password-hash-")));
+        // And the hasher still works there.
+        let stored = h.hash("pw").await.unwrap();
+        assert!(h.verify("pw", Some(&stored)).await.unwrap());
     }
 
     #[tokio::test]

@@ -38,11 +38,16 @@ pub const DEFAULT_HASH_QUEUE_TIMEOUT_MS: u64 = 2_000;
 /// can take.
 pub const ENV_HASH_UNKNOWN_PER_SECOND: &str = "HASH_UNKNOWN_PER_SECOND";
 pub const DEFAULT_HASH_UNKNOWN_PER_SECOND: u32 = 2;
+/// The nice value of the threads that derive password hashes (0-19): they
+/// get the CPU the request path leaves, so a sign-in flood's hashes cannot
+/// slow purchases down on a busy host.
+pub const ENV_HASH_NICE: &str = "HASH_NICE";
+pub const DEFAULT_HASH_NICE: i32 = 10;
 
 /// How much hashing one instance does at once, and how much it lets wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HashLimits {
-    /// Derivations running at once (each takes one blocking thread).
+    /// Derivations running at once (each on a hashing thread of its own).
     pub concurrency: usize,
     /// Requests allowed to wait for a derivation; more are refused at once.
     pub queue: usize,
@@ -51,6 +56,9 @@ pub struct HashLimits {
     /// Dummy-hash derivations started per second (0: no rate, only the
     /// lane's share of `concurrency`).
     pub unknown_per_second: u32,
+    /// The hashing threads' nice value, absolute (0: no change; one below
+    /// the process's own is refused by the kernel and logged).
+    pub nice: i32,
 }
 
 #[derive(Debug, Clone)]
@@ -68,7 +76,7 @@ pub struct AuthConfig {
 /// Reads `SECRET_KEY` (required), `JWT_ISSUER`, `JWT_TTL_SECONDS`,
 /// `PASSWORD_ITERATIONS` (and the test-only `PASSWORD_ITERATIONS_INSECURE`),
 /// `HASH_CONCURRENCY`, `HASH_QUEUE`, `HASH_QUEUE_TIMEOUT_MS`,
-/// `HASH_UNKNOWN_PER_SECOND` and
+/// `HASH_UNKNOWN_PER_SECOND`, `HASH_NICE` and
 /// `ADMIN_EMAIL` / `ADMIN_PASSWORD` (both or neither) / `ADMIN_NAME`.
 pub(super) fn read(src: &dyn Source) -> Result<AuthConfig, ConfigError> {
     let r = Reader::new(src);
@@ -116,6 +124,7 @@ pub(super) fn read(src: &dyn Source) -> Result<AuthConfig, ConfigError> {
                 0,
                 100_000,
             )?,
+            nice: r.ranged(ENV_HASH_NICE, DEFAULT_HASH_NICE, 0, 19)?,
         },
         admin_email,
         admin_password,
