@@ -22,8 +22,9 @@
 mod sink;
 pub mod stream;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
@@ -106,7 +107,25 @@ pub struct WriteBehind {
     max_deliveries: u64,
     /// Drained in order, each pass.
     sinks: Vec<Arc<dyn Lane>>,
+    /// What this consumer knows of each stream between passes, so an idle
+    /// stream costs one read per pass, not three.
+    memo: Arc<Mutex<HashMap<String, StreamMemo>>>,
 }
+
+/// This consumer's knowledge of one stream.
+#[derive(Debug, Default)]
+struct StreamMemo {
+    /// Every entry delivered to this consumer has been acknowledged, so
+    /// there is nothing of its own to re-read (false until a pass proves it,
+    /// and again after any pass that failed or left an entry pending).
+    clean: bool,
+    /// When this consumer last looked for entries other consumers left
+    /// idle; it looks again after a quarter of `claim_idle`.
+    claimed_at: Option<Instant>,
+}
+
+/// The longest pause between passes while every stream is idle.
+const IDLE_MAX_DELAY: Duration = Duration::from_millis(250);
 
 fn cmd(name: &'static str) -> CustomCommand {
     CustomCommand::new_static(name, ClusterHash::FirstKey, false)
@@ -131,6 +150,7 @@ impl WriteBehind {
             ack_timeout: Duration::ZERO,
             max_deliveries: crate::config::DEFAULT_WRITE_BEHIND_MAX_DELIVERIES,
             sinks: Vec::new(),
+            memo: Arc::default(),
         }
     }
 
@@ -235,6 +255,11 @@ impl WriteBehind {
             }
             match self.flush_once().await {
                 Ok(r) if r.read >= self.batch => delay = Duration::ZERO,
+                // Nothing anywhere: the pauses grow up to IDLE_MAX_DELAY, so
+                // idle open sales cost little; the first entry read resets them.
+                Ok(r) if r.read == 0 => {
+                    delay = (delay * 2).clamp(self.interval, IDLE_MAX_DELAY.max(self.interval));
+                }
                 Ok(_) => delay = self.interval,
                 Err(e) => {
                     metrics::counter!(crate::metrics::WRITE_BEHIND_FAILED_TOTAL).increment(1);
@@ -290,13 +315,20 @@ impl WriteBehind {
     ) -> Result<FlushReport, WriteBehindError> {
         let client = self.pool.next();
         let (entries, claimed) = self.collect(client, key).await?;
+        // What was read is pending with this consumer until acknowledged.
+        self.memo(key, |m| m.clean = false);
         let mut report = FlushReport {
             read: entries.len(),
             claimed,
             ..FlushReport::default()
         };
         if entries.is_empty() {
+            // collect read its own pending entries unless it knew there were none.
+            self.memo(key, |m| m.clean = true);
             report.retired = usize::from(self.retire_if_done(sink, client, key, stream).await?);
+            if report.retired > 0 {
+                self.forget(key);
+            }
             return Ok(report);
         }
         self.replicated(client, key).await?;
@@ -356,6 +388,7 @@ impl WriteBehind {
                 report.dropped = bad.len();
             }
         }
+        let left_pending = retry.iter().any(|again| *again);
         let ids: Vec<String> = entries
             .into_iter()
             .zip(retry)
@@ -363,6 +396,9 @@ impl WriteBehind {
             .map(|(e, _)| e.id)
             .collect();
         report.acked = self.finish(client, key, &ids).await?;
+        // Everything read is acknowledged (or dead-lettered): nothing of ours
+        // is pending unless an entry is left for another try.
+        self.memo(key, |m| m.clean = !left_pending);
         Ok(report)
     }
 
@@ -445,33 +481,86 @@ impl WriteBehind {
         client: &Client,
         key: &str,
     ) -> Result<(Vec<Entry>, usize), WriteBehindError> {
-        // 1. Our own pending entries: read before a failure, not yet acknowledged.
-        let mut entries = match self.read_group(client, key, "0").await {
+        let (clean, claim_due) = self.memo(key, |m| {
+            let due = m
+                .claimed_at
+                .is_none_or(|t| t.elapsed() >= self.claim_idle / 4);
+            (m.clean, due)
+        });
+        // 1. Our own pending entries: read before a failure, not yet
+        //    acknowledged (skipped while this consumer knows there are none).
+        let mut entries = if clean {
+            Vec::new()
+        } else {
+            self.read_or_create(client, key, "0").await?
+        };
+        // 2. Entries a dead consumer left pending: they must have been idle
+        //    for `claim_idle`, so looking every quarter of it is enough.
+        let mut claimed = 0;
+        if entries.len() < self.batch && claim_due {
+            let c = self
+                .autoclaim(client, key, self.batch - entries.len())
+                .await;
+            let c = match c {
+                Err(e) if e.details().starts_with("NOGROUP") => {
+                    self.forget(key);
+                    self.read_or_create(client, key, "0").await?
+                }
+                other => other?,
+            };
+            self.memo(key, |m| m.claimed_at = Some(Instant::now()));
+            claimed = c.len();
+            entries.extend(c);
+        }
+        // 3. New entries.
+        if entries.len() < self.batch {
+            entries.extend(self.read_or_create(client, key, ">").await?);
+        }
+        Ok((entries, claimed))
+    }
+
+    /// XREADGROUP from `from`; a stream or group that is missing (a new
+    /// stream, or Redis lost it) gets the group and reads as empty.
+    async fn read_or_create(
+        &self,
+        client: &Client,
+        key: &str,
+        from: &str,
+    ) -> Result<Vec<Entry>, WriteBehindError> {
+        match self.read_group(client, key, from).await {
             Err(e) if e.details().starts_with("NOGROUP") => {
+                self.forget(key);
                 let r: Result<(), _> = client.xgroup_create(key, GROUP, "0", true).await;
                 if let Err(e) = r
                     && !e.details().starts_with("BUSYGROUP")
                 {
                     return Err(e.into());
                 }
-                Vec::new()
+                Ok(Vec::new())
             }
-            other => other?,
-        };
-        // 2. Entries a dead consumer left pending.
-        let mut claimed = 0;
-        if entries.len() < self.batch {
-            let c = self
-                .autoclaim(client, key, self.batch - entries.len())
-                .await?;
-            claimed = c.len();
-            entries.extend(c);
+            other => Ok(other?),
         }
-        // 3. New entries.
-        if entries.len() < self.batch {
-            entries.extend(self.read_group(client, key, ">").await?);
+    }
+
+    /// Reads or updates what this consumer remembers of `key`.
+    fn memo<R>(&self, key: &str, f: impl FnOnce(&mut StreamMemo) -> R) -> R {
+        let mut memo = self
+            .memo
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(m) = memo.get_mut(key) {
+            return f(m);
         }
-        Ok((entries, claimed))
+        f(memo.entry(key.to_owned()).or_default())
+    }
+
+    /// Forgets `key` (retired, or its group is gone): the next pass starts
+    /// from scratch, own pending entries first.
+    fn forget(&self, key: &str) {
+        self.memo
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
     }
 
     /// Acknowledges what MongoDB accepted and trims the stream.

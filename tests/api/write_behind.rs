@@ -341,3 +341,47 @@ async fn an_ended_drained_sale_leaves_the_registry_and_one_with_pending_orders_s
     );
     assert!(registered(open), "an open sale is kept");
 }
+
+/// Redis's count of calls of one command since the last CONFIG RESETSTAT.
+fn calls(app: &TestApp, command: &str) -> u64 {
+    let stats = app.redis().cli(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_idle_stream_costs_one_read_per_pass_once_its_own_entries_are_written() {
+    let app = spawn_app().await;
+    let sale = app.open_sale(100, 10, 5).await;
+    let id = sale["id"].as_str().unwrap();
+    let (_, a) = app.customer("idle@x.io").await;
+    assert_eq!(app.purchase(&a, id, json!(1)).await.status(), 201);
+    // The first pass reads its own pending entries, looks for idle ones to
+    // claim and reads the new order.
+    let first = app.state.write_behind.flush_once().await.unwrap();
+    assert_eq!(first.written, 1);
+    app.redis().cli(&["CONFIG", "RESETSTAT"]);
+    let passes = 5;
+    for _ in 0..passes {
+        let r = app.state.write_behind.flush_once().await.unwrap();
+        assert_eq!(r.read, 0);
+    }
+    // Every stream drained (the sale's orders, the fraud events) is read
+    // once per pass for new entries, and nothing more: no re-read of own
+    // pending entries, no claim (the claim look-up waits a quarter of
+    // WRITE_BEHIND_CLAIM_IDLE_MS, 30 s here).
+    let reads = calls(&app, "xreadgroup");
+    assert!(reads >= passes, "{reads} reads in {passes} passes");
+    assert_eq!(reads % passes, 0, "{reads} reads in {passes} passes");
+    let streams = reads / passes;
+    assert!(streams <= 2, "{streams} streams read per pass");
+    assert_eq!(calls(&app, "xautoclaim"), 0);
+    // A new order is still read at once.
+    assert_eq!(app.purchase(&a, id, json!(1)).await.status(), 201);
+    let r = app.state.write_behind.flush_once().await.unwrap();
+    assert_eq!((r.read, r.written), (1, 1));
+}
