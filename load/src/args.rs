@@ -29,6 +29,8 @@ LOAD OPTIONS (both commands):
   --timeout S            per-request timeout in seconds (default 10)
   --threads T            tokio worker threads (default: available cores)
   --json                 print one JSON summary line on stdout (human report goes to stderr)
+  --honor-retry-after    closed model: after a 429 or 503 with Retry-After, wait that long (at most
+                         5 s) before the next request, as a polite client does
   --cpu-pids N=PID,...   also report the CPU time (user + system, from /proc) each named process
                          and this load generator spent over the measured window, per request
 
@@ -94,6 +96,10 @@ pub(crate) struct Common {
     pub(crate) json: bool,
     /// Processes whose CPU time per request the report gives.
     pub(crate) cpu_pids: Vec<crate::cpu::Watched>,
+    /// Closed model: after a 429 or 503 with Retry-After, a client waits
+    /// that long (at most 5 s) before its next request, as a polite client
+    /// does; otherwise it asks again at once.
+    pub(crate) honor_retry_after: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +163,7 @@ pub(crate) enum Command {
     Flood(crate::flood::FloodArgs),
 }
 
-const BOOLS: &[&str] = &["json", "help", "create"];
+const BOOLS: &[&str] = &["json", "help", "create", "honor-retry-after"];
 const COMMON: &[&str] = &[
     "target",
     "connections",
@@ -170,6 +176,7 @@ const COMMON: &[&str] = &[
     "json",
     "help",
     "cpu-pids",
+    "honor-retry-after",
 ];
 /// The sale and token flags shared by `purchase` and `ws`.
 const SALE: &[&str] = &[
@@ -364,6 +371,7 @@ fn common(f: &Flags) -> Result<Common, String> {
             .map(crate::cpu::parse_pids)
             .transpose()?
             .unwrap_or_default(),
+        honor_retry_after: f.bools.contains("honor-retry-after"),
     })
 }
 

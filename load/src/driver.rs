@@ -151,6 +151,8 @@ pub(crate) struct Plan {
     pub(crate) timeout: Duration,
     /// The processes whose CPU time the measured window is charged with.
     pub(crate) cpu: Probe,
+    /// Closed model: wait out a refusal's Retry-After before asking again.
+    pub(crate) honor_retry_after: bool,
 }
 
 impl Plan {
@@ -163,6 +165,7 @@ impl Plan {
             rate: c.rate,
             timeout: c.timeout,
             cpu: Probe::new(c.cpu_pids.clone()),
+            honor_retry_after: c.honor_retry_after,
         }
     }
 }
@@ -314,6 +317,14 @@ async fn closed_client(
         if matches!(res, Err(TransportError::Connect)) {
             // Do not spin on a refused connection.
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if plan.honor_retry_after
+            && let Ok(reply) = &res
+            && matches!(reply.status.as_u16(), 429 | 503)
+            && let Some(secs) = reply.retry_after
+        {
+            let until = Instant::now() + Duration::from_secs(secs.min(5));
+            tokio::time::sleep_until(until.min(t.end)).await;
         }
     }
     ClientOut {

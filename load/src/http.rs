@@ -60,6 +60,8 @@ impl Target {
 pub(crate) struct Reply {
     pub(crate) status: StatusCode,
     pub(crate) body: Bytes,
+    /// The Retry-After header in whole seconds, when there is one.
+    pub(crate) retry_after: Option<u64>,
 }
 
 /// A transport failure, by kind (used as the outcome label).
@@ -214,9 +216,15 @@ impl Client {
         let res = sender.send_request(req).await.map_err(|e| classify(&e))?;
         let (parts, body) = res.into_parts();
         let body = body.collect().await.map_err(|e| classify(&e))?.to_bytes();
+        let retry_after = parts
+            .headers
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         Ok(Reply {
             status: parts.status,
             body,
+            retry_after,
         })
     }
 }
