@@ -9,7 +9,10 @@ KEYS[2]  {sale:<id>}:stock    string  units left
 KEYS[3]  {sale:<id>}:buyers   hash  <userId> -> units bought; t:<userId> -> first purchase (unix ms)
 KEYS[4]  {sale:<id>}:lb       zset  <userId> scored by the order sequence of the buyer's first purchase
 KEYS[5]  {sale:<id>}:seq      string  last order sequence number
-KEYS[6]  {sale:<id>}:orders   stream  accepted orders, drained to MongoDB by the write-behind
+KEYS[6]  {sale:<id>}:orders   stream  accepted orders, drained to MongoDB by the write-behind;
+         one field per entry, o = "<seq>:<userId>:<qty>:<unit price cents>:<unix ms>:<ip>"
+         (one field, not six: cheaper to append, read and decode; the IP
+         comes last because an IPv6 address holds colons)
 KEYS[7]  {sale:<id>}:idem:<userId>:<key>  string  the first reply for an Idempotency-Key
          (pass any key of the same slot when ARGV[4] is 0). That a key is not
          reused on another sale is checked by the caller before this script,
@@ -142,7 +145,7 @@ if max_ip_accts > 0 then
   redis.call('SADD', KEYS[8], user)
 end
 local price = meta[5]
-redis.call('XADD', KEYS[6], '*', 'seq', seq, 'user', user, 'qty', qty, 'price', price, 'ts', now, 'ip', ARGV[3])
+redis.call('XADD', KEYS[6], '*', 'o', seq .. ':' .. user .. ':' .. qty .. ':' .. price .. ':' .. now .. ':' .. ARGV[3])
 if idem_ttl > 0 then
   redis.call('SET', KEYS[7], seq .. ':' .. remaining .. ':' .. now .. ':' .. price .. ':' .. qty, 'EX', idem_ttl)
 end

@@ -80,8 +80,31 @@ impl Sink for OrderStore {
     }
 }
 
-/// An order stream entry, as the purchase script appends it.
+/// An order stream entry, as the purchase script appends it: one field
+/// `o`, `<seq>:<userId>:<qty>:<unit price cents>:<unix ms>:<ip>`. Entries of
+/// the earlier six-field form (`seq`, `user`, `qty`, `price`, `ts`, `ip`),
+/// which a stream may still hold after an upgrade, decode too.
 pub(super) fn decode_order(fields: &[Value], sale: SaleId) -> Option<Order> {
+    if let [k, v] = fields
+        && k.as_str().is_some_and(|k| k == "o")
+    {
+        return decode_packed(&v.as_str()?, sale);
+    }
+    decode_fields(fields, sale)
+}
+
+fn decode_packed(o: &str, sale: SaleId) -> Option<Order> {
+    let mut parts = o.splitn(6, ':');
+    let seq = parts.next()?.parse::<i64>().ok()?;
+    let user = ObjectId::parse_str(parts.next()?).ok()?;
+    let qty = parts.next()?.parse::<i64>().ok()?;
+    let price = parts.next()?.parse::<i64>().ok()?;
+    let ts = parts.next()?.parse::<i64>().ok()?;
+    let ip = parts.next()?.to_owned();
+    order(sale, seq, user, qty, price, ts, ip)
+}
+
+fn decode_fields(fields: &[Value], sale: SaleId) -> Option<Order> {
     let mut seq = None;
     let mut user = None;
     let mut qty = None;
@@ -101,14 +124,25 @@ pub(super) fn decode_order(fields: &[Value], sale: SaleId) -> Option<Order> {
             _ => {}
         }
     }
-    let seq = seq?;
+    order(sale, seq?, user?, qty?, price?, ts?, ip)
+}
+
+fn order(
+    sale: SaleId,
+    seq: i64,
+    user: ObjectId,
+    qty: i64,
+    price: i64,
+    ts: i64,
+    ip: String,
+) -> Option<Order> {
     Some(Order {
         id: order_id(sale, seq),
         flash_sale_id: sale.oid(),
-        user_id: user?,
-        quantity: qty.filter(|q| *q > 0)?,
-        unit_price_cents: price?,
-        purchased_at: DateTime::from_millis(ts?),
+        user_id: user,
+        quantity: Some(qty).filter(|q| *q > 0)?,
+        unit_price_cents: price,
+        purchased_at: DateTime::from_millis(ts),
         seq,
         ip,
     })
@@ -120,6 +154,21 @@ mod tests {
 
     fn s(x: &str) -> Value {
         Value::String(x.into())
+    }
+
+    #[test]
+    fn packed_order_entries_decode_into_orders_with_ipv6_addresses() {
+        let sale = SaleId::new();
+        let user = ObjectId::new();
+        let o = format!("7:{}:3:250:1700000000123:2001:db8::1", user.to_hex());
+        let o = decode_order(&[s("o"), s(&o)], sale).unwrap();
+        assert_eq!(o.id, format!("{}-7", sale.hex()));
+        assert_eq!((o.quantity, o.unit_price_cents, o.user_id), (3, 250, user));
+        assert_eq!(o.purchased_at.timestamp_millis(), 1_700_000_000_123);
+        assert_eq!(o.ip, "2001:db8::1");
+        for bad in ["", "7", "x:y", &format!("7:{}:0:250:1:ip", user.to_hex())] {
+            assert!(decode_order(&[s("o"), s(bad)], sale).is_none(), "{bad}");
+        }
     }
 
     #[test]
