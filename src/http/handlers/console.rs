@@ -31,42 +31,27 @@ struct Asset {
 
 const INDEX: &[u8] = include_bytes!("../../../web/index.html");
 
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// `asset!(name, content type)`: `web/<name>`, embedded.
+macro_rules! asset {
+    ($name:literal, $content_type:expr) => {
+        Asset {
+            name: $name,
+            content_type: $content_type,
+            body: include_bytes!(concat!("../../../web/", $name)),
+        }
+    };
+}
+
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../../web/app.js"),
-    },
-    Asset {
-        name: "api.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../../web/api.js"),
-    },
-    Asset {
-        name: "sales.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../../web/sales.js"),
-    },
-    Asset {
-        name: "buyer.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../../web/buyer.js"),
-    },
-    Asset {
-        name: "admin.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../../web/admin.js"),
-    },
-    Asset {
-        name: "style.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../../web/style.css"),
-    },
-    Asset {
-        name: "favicon.svg",
-        content_type: "image/svg+xml",
-        body: include_bytes!("../../../web/favicon.svg"),
-    },
+    asset!("app.js", JS),
+    asset!("api.js", JS),
+    asset!("sales.js", JS),
+    asset!("buyer.js", JS),
+    asset!("admin.js", JS),
+    asset!("style.css", "text/css; charset=utf-8"),
+    asset!("favicon.svg", "image/svg+xml"),
 ];
 
 /// True when the request asks for a page: its Accept names text/html.
