@@ -4,7 +4,7 @@
 // events; the blocklist (add, remove); reconcile per sale.
 
 import { ApiError, h, money, duration, request, get, post, time } from './api.js';
-import { SaleBoard, phase, PHASE_WORDS, ratePerSecond } from './sales.js';
+import { SaleBoard, PHASE_WORDS, markPhase, ratePerSecond, startsIn } from './sales.js';
 
 const PAGE = 10;
 
@@ -198,17 +198,13 @@ export class Admin {
   update(s) {
     const c = this.cards.get(s.id);
     if (!c) return;
-    const p = phase(s);
+    const p = markPhase(c, s);
     const now = Date.now();
-    c.el.dataset.phase = p;
-    c.badge.textContent = PHASE_WORDS[p];
-    c.badge.className = `badge ${p}`;
     c.count.textContent = String(Math.max(0, s.availableUnits));
     c.bar.max = s.totalUnits;
     c.bar.value = Math.max(0, s.availableUnits);
     if (p === 'upcoming') {
-      const left = Date.parse(s.startTime) - now;
-      c.clock.textContent = left > 0 ? `Starts in ${duration(left)}` : 'Starting…';
+      c.clock.textContent = startsIn(s, now);
     } else if (p === 'live') {
       c.clock.textContent = `Live, ends in ${duration(Date.parse(s.endTime) - now)}`;
     } else {

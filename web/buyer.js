@@ -4,7 +4,7 @@
 // most once whatever happens to the connection.
 
 import { ApiError, h, money, duration, request, time } from './api.js';
-import { SaleBoard, phase, PHASE_WORDS } from './sales.js';
+import { SaleBoard, markPhase, startsIn } from './sales.js';
 
 // Attempts of one click when the outcome is unknown (network, 503).
 const ATTEMPTS = 3;
@@ -102,14 +102,10 @@ export class Buyer {
   update(s) {
     const c = this.cards.get(s.id);
     if (!c) return;
-    const p = phase(s);
+    const p = markPhase(c, s);
     const now = Date.now();
-    c.el.dataset.phase = p;
-    c.badge.textContent = PHASE_WORDS[p];
-    c.badge.className = `badge ${p}`;
     if (p === 'upcoming') {
-      const left = Date.parse(s.startTime) - now;
-      c.clock.textContent = left > 0 ? `Starts in ${duration(left)}` : 'Starting…';
+      c.clock.textContent = startsIn(s, now);
     } else if (p === 'live') {
       c.clock.textContent = `Ends in ${duration(Date.parse(s.endTime) - now)}`;
     } else if (p === 'sold-out') {

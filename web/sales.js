@@ -4,7 +4,7 @@
 // stock change is kept with its time, for the admin's purchases-per-second
 // chart and the sell-out time.
 
-import { get } from './api.js';
+import { duration, get } from './api.js';
 
 // The server allows 20 rooms per socket; leave some head-room.
 const MAX_ROOMS = 16;
@@ -134,4 +134,19 @@ export function ratePerSecond(s, secs = 60, now = Date.now()) {
     if (age >= 0 && age < secs) buckets[secs - 1 - age] += sold;
   }
   return buckets;
+}
+
+/** Marks a sale's card (`c.el`, `c.badge`) with its phase, and returns it. */
+export function markPhase(c, s, now = Date.now()) {
+  const p = phase(s, now);
+  c.el.dataset.phase = p;
+  c.badge.textContent = PHASE_WORDS[p];
+  c.badge.className = `badge ${p}`;
+  return p;
+}
+
+/** The countdown of a sale that has not started yet. */
+export function startsIn(s, now = Date.now()) {
+  const left = Date.parse(s.startTime) - now;
+  return left > 0 ? `Starts in ${duration(left)}` : 'Starting…';
 }
