@@ -654,6 +654,12 @@ mod tests {
         assert!(parse(&args("get --warmup 10 --duration 295")).is_err());
         assert!(parse(&args("get --target 192.168.1.1:80")).is_err());
         assert!(parse(&args("get --rate 10 --requests 5")).is_err());
+        assert!(parse(&args("get --cpu-pids server=0")).is_err());
+        assert!(parse(&args("get --cpu-pids load=12")).is_err());
+        assert!(parse(&args("get --cpu-pids server=12,redis=34")).is_ok());
+        assert!(parse(&args("signin-flood --rate 0")).is_err());
+        assert!(parse(&args("signin-flood --rate 100001")).is_err());
+        assert!(parse(&args("signin-flood --rate 700")).is_ok());
         assert!(parse(&args("get --bogus 1")).is_err());
     }
 

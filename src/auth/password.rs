@@ -81,7 +81,7 @@ type Job = Box<dyn FnOnce() + Send>;
 /// admits no more), each at the configured nice value.
 #[derive(Debug)]
 struct Pool {
-    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+    jobs: std::sync::mpsc::Sender<Job>,
 }
 
 impl Pool {
@@ -111,9 +111,7 @@ impl Pool {
                 })
                 .map_err(|_| PasswordError::Task)?;
         }
-        Ok(Self {
-            jobs: std::sync::Mutex::new(tx),
-        })
+        Ok(Self { jobs: tx })
     }
 
     async fn run<R: Send + 'static>(
@@ -124,11 +122,7 @@ impl Pool {
         let job: Job = Box::new(move || {
             let _ = tx.send(f());
         });
-        self.jobs
-            .lock()
-            .map_err(|_| PasswordError::Closed)?
-            .send(job)
-            .map_err(|_| PasswordError::Closed)?;
+        self.jobs.send(job).map_err(|_| PasswordError::Closed)?;
         rx.await.map_err(|_| PasswordError::Task)
     }
 }

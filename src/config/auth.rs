@@ -209,6 +209,21 @@ mod tests {
     }
 
     #[test]
+    fn hash_nice_outside_0_to_19_is_refused_naming_the_variable() {
+        for bad in ["-1", "20", "x"] {
+            assert_eq!(
+                refused(read, &with_key(&[(ENV_HASH_NICE, bad)])),
+                ENV_HASH_NICE,
+                "{bad}"
+            );
+        }
+        let c = read(&map(&with_key(&[(ENV_HASH_NICE, "0")]))).unwrap();
+        assert_eq!(c.hash_limits.nice, 0);
+        let c = read(&map(&with_key(&[]))).unwrap();
+        assert_eq!(c.hash_limits.nice, DEFAULT_HASH_NICE);
+    }
+
+    #[test]
     fn admin_email_without_password_is_refused() {
         let m = with_key(&[(ENV_ADMIN_EMAIL, "a@b.c")]);
         assert_eq!(refused(read, &m), ENV_ADMIN_PASSWORD);

@@ -163,7 +163,7 @@ impl Source {
 
     /// One tick: reads the stock of every watched sale and publishes what
     /// went down (the hub sends nothing for an unchanged level).
-    pub async fn poll(&self) {
+    async fn poll(&self) {
         let sales = self.hub.watched();
         if !sales.is_empty() {
             self.refresh(&sales).await;

@@ -11,6 +11,20 @@ use crate::support::eventually;
 use crate::support::mongo::MongoServer;
 use crate::support::redis::RedisServer;
 
+/// The lines of `XRANGE <stream>:dead - +`: ids, field names and values.
+fn dead_letters(app: &TestApp, stream: &str) -> Vec<String> {
+    let out = app
+        .redis()
+        .cli(&["XRANGE", &format!("{stream}:dead"), "-", "+"]);
+    out.lines().map(str::to_owned).collect()
+}
+
+/// The value after the first field named `name` in `dead_letters`' lines.
+fn field_of<'a>(lines: &'a [String], name: &str) -> Option<&'a str> {
+    let i = lines.iter().position(|l| l == name)?;
+    lines.get(i + 1).map(String::as_str)
+}
+
 async fn order_ids(app: &TestApp) -> Vec<String> {
     stored_order_ids(&app.mongo_url, &app.db_name).await
 }
@@ -141,16 +155,8 @@ async fn malformed_order_entries_are_dead_lettered_and_malformed_fraud_events_dr
         (r.read, r.written, r.acked, r.dead_lettered, r.dropped),
         (2, 0, 2, 1, 1)
     );
-    let dead = app
-        .redis()
-        .cli(&["XRANGE", &format!("{stream}:dead"), "-", "+"]);
-    let dead: Vec<&str> = dead.lines().collect();
-    let field = |name: &str| {
-        dead.iter()
-            .position(|l| *l == name)
-            .and_then(|i| dead.get(i + 1))
-            .copied()
-    };
+    let dead = dead_letters(&app, &stream);
+    let field = |name: &str| field_of(&dead, name);
     assert_eq!(
         field("entry"),
         Some(bad_order.as_str()),
@@ -229,16 +235,8 @@ async fn an_order_mongodb_keeps_refusing_is_dead_lettered_after_max_deliveries_a
         (third.read, third.rejected, third.dead_lettered, third.acked),
         (1, 1, 1, 1)
     );
-    let dead = app
-        .redis()
-        .cli(&["XRANGE", &format!("{stream}:dead"), "-", "+"]);
-    let dead: Vec<&str> = dead.lines().collect();
-    let field = |name: &str| {
-        dead.iter()
-            .position(|l| *l == name)
-            .and_then(|i| dead.get(i + 1))
-            .copied()
-    };
+    let dead = dead_letters(&app, &stream);
+    let field = |name: &str| field_of(&dead, name);
     assert_eq!(field("entry"), Some(poison.as_str()), "{dead:?}");
     assert!(
         field("reason").is_some_and(|r| r.contains("121")),
