@@ -15,6 +15,8 @@
 #                                       test of the web console, scripts/console-test.sh)
 #   - web/test/node_modules            (npm ci: playwright-core as pinned in
 #                                       web/test/package-lock.json; no browser download)
+#   - valgrind, only with SETUP_PROFILING=1 (scripts/profile.sh sets it: callgrind
+#                                       counts the server's instructions per request)
 #
 # A second run installs nothing and only reports what is present.
 #
@@ -95,6 +97,9 @@ fi
 # playwright-core (installed by npm below). Each check fails, naming its
 # package, when its tool is missing.
 tools=(jq curl faketime pgrep nginx promtool docker-compose node npm chromium)
+if [[ "${SETUP_PROFILING:-0}" == 1 ]]; then
+  tools+=(valgrind)
+fi
 missing_packages=()
 for tool in "${tools[@]}"; do
   if ! command -v "$tool" >/dev/null 2>&1; then

@@ -215,6 +215,7 @@ debian_package() {
     pgrep | kill) echo procps ;;
     promtool) echo prometheus ;;
     node) echo nodejs ;;
+    callgrind_control | callgrind_annotate) echo valgrind ;;
     *) echo "$1" ;; # redis-server, jq, curl, python3, faketime, nginx, docker-compose
   esac
 }

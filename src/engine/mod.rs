@@ -142,10 +142,17 @@ impl PurchaseEngine {
             Some(k) => Key::from(hot.names.idempotency(&user, Some(k))),
             None => hot.no_idempotency.clone(),
         });
-        keys.push(Key::from(
-            hot.names
-                .ip_accounts(&crate::net::ip_key(req.ip).to_string()),
-        ));
+        // The address as the order records it, and as the per-address
+        // account cap counts it (an IPv6 address by its /64): one string
+        // when they are the same, as every IPv4 address is.
+        let ip = req.ip.to_string();
+        let ip_key = crate::net::ip_key(req.ip);
+        let ip_key = if ip_key == req.ip {
+            hot.names.ip_accounts(&ip)
+        } else {
+            hot.names.ip_accounts(&ip_key.to_string())
+        };
+        keys.push(Key::from(ip_key));
         keys.push(Key::from(hot.names.attempts(&user)));
         let attempts = &self.inner.attempts;
         let ttl = if req.idempotency_key.is_some() {
@@ -158,7 +165,7 @@ impl PurchaseEngine {
         let args = vec![
             Value::from(user),
             Value::Integer(i64::from(req.quantity)),
-            Value::from(req.ip.to_string()),
+            Value::from(ip),
             int(u128::from(ttl)),
             Value::Integer(i64::from(attempts.max)),
             int(attempts.window.as_millis()),

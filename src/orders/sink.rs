@@ -96,7 +96,7 @@ pub(super) fn decode_order(fields: &[Value], sale: SaleId) -> Option<Order> {
 fn decode_packed(o: &str, sale: SaleId) -> Option<Order> {
     let mut parts = o.splitn(6, ':');
     let seq = parts.next()?.parse::<i64>().ok()?;
-    let user = ObjectId::parse_str(parts.next()?).ok()?;
+    let user = crate::ids::parse_oid(parts.next()?).ok()?;
     let qty = parts.next()?.parse::<i64>().ok()?;
     let price = parts.next()?.parse::<i64>().ok()?;
     let ts = parts.next()?.parse::<i64>().ok()?;

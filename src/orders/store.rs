@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use dashmap::DashMap;
 use futures_util::TryStreamExt;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::{Document, RawDocumentBuf, doc};
 use mongodb::{Collection, Database};
 
 use super::Order;
@@ -35,6 +35,9 @@ pub struct BuyerSummary {
 #[derive(Debug, Clone)]
 pub struct OrderStore {
     coll: Collection<Order>,
+    /// The same collection for the write-behind's inserts, which build
+    /// each document themselves ([`Order::to_raw`]).
+    raw: Collection<RawDocumentBuf>,
     /// The write-behind sink's view of each drained sale's end (unix ms by
     /// Redis's clock) and when it was read: an open sale is not asked about
     /// on every pass.
@@ -45,6 +48,7 @@ impl OrderStore {
     pub fn new(db: &Database) -> Self {
         Self {
             coll: db.collection(COLLECTION),
+            raw: db.collection(COLLECTION),
             windows: Arc::new(DashMap::new()),
         }
     }
@@ -63,7 +67,8 @@ impl OrderStore {
     /// Writes a batch idempotently; returns how many were new and which
     /// ones MongoDB refused.
     pub async fn insert_batch(&self, orders: &[Order]) -> Result<mongo::Written, StoreError> {
-        mongo::insert_idempotent(&self.coll, orders).await
+        let docs: Vec<RawDocumentBuf> = orders.iter().map(Order::to_raw).collect();
+        mongo::insert_idempotent(&self.raw, &docs).await
     }
 
     pub async fn for_user(
