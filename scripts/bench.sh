@@ -17,6 +17,9 @@
 #      (runs alternate with e's);
 #   g. as b, against a second server on a replicated Redis with
 #      REDIS_ACK_REPLICAS=1 (runs alternate with b's);
+#   k. as g, against a server on the same replicated Redis with
+#      REDIS_ACK_REPLICAS=0 (runs alternate with g's): g/k is what the
+#      confirmation itself costs, with the replica's CPU on both sides;
 #   i. overload: the buy path with 10x the connections, against a third
 #      server (on the service's stores) admitting at most CONNECTIONS
 #      requests at once (MAX_IN_FLIGHT); a refused client waits out the
@@ -159,6 +162,17 @@ start_flashsale "flashsale server (ack)" "$tmp/server-ack.log" "$server_bin" \
   REDIS_ACK_REPLICAS=1 REDIS_ACK_TIMEOUT_MS=1000
 ack_server_pid="$last_pid"
 log "flashsale server with REDIS_ACK_REPLICAS=1 on 127.0.0.1:$ack_http_port (primary $ack_port, replica $ack_replica_port)"
+# Part k's server: the same replicated Redis and database, no confirmation.
+# Both instances drain that Redis's order streams (one consumer group), as
+# two instances of one service do.
+noack_http_port="$(free_port)"
+start_flashsale "flashsale server (replicated, no ack)" "$tmp/server-noack.log" "$server_bin" \
+  "$noack_http_port" "$ack_port" "$mongo_port" flashsale_bench_ack \
+  SECRET_KEY="$secret" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password" \
+  PASSWORD_ITERATIONS=600000 RUST_LOG="${RUST_LOG:-warn}" IP_ALLOW=127.0.0.1/32 \
+  REDIS_ACK_REPLICAS=0
+noack_server_pid="$last_pid"
+log "flashsale server with REDIS_ACK_REPLICAS=0 on 127.0.0.1:$noack_http_port (the same primary and replica)"
 
 # --- part i: a third server on the service's stores, admitting CONNECTIONS at once --
 over_http_port="$(free_port)"
@@ -305,9 +319,10 @@ run_load() {
   fi
 }
 
-for part in b c d e f g h i j w; do : >"$tmp/$part.jsonl"; : >"$tmp/$part.evalsha.txt"; done
+for part in b c d e f g h i j k w; do : >"$tmp/$part.jsonl"; : >"$tmp/$part.evalsha.txt"; done
 : >"$tmp/a.cpu.txt"
 ack_cpu="server=$ack_server_pid,redis=$ack_redis_pid,store=$store_pid"
+noack_cpu="server=$noack_server_pid,redis=$ack_redis_pid,store=$store_pid"
 over_cpu="server=$over_server_pid,redis=$redis_pid,store=$store_pid"
 # Each ratio's two parts alternate (a b a b ..., c d c d ...), so a drift in
 # what the shared machine gives us during the bench lands on both sides.
@@ -321,6 +336,10 @@ for ((r = 1; r <= RUNS; r++)); do
   cp "$tmp/b.cmdstats.last" "$tmp/b.cmdstats.$r"
   log "g run $r/$RUNS: purchase with REDIS_ACK_REPLICAS=1 (a replica confirms each order)"
   CPU_PIDS="$ack_cpu" CPU_REDIS_PORT="$ack_port" TARGET_PORT="$ack_http_port" run_load g purchase --units 10000000 --max-per-user 1000000 \
+    --max-per-tx 10 --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT"
+  cp "$tmp/g.cmdstats.last" "$tmp/g.cmdstats.$r"
+  log "k run $r/$RUNS: purchase on the replicated Redis with REDIS_ACK_REPLICAS=0"
+  CPU_PIDS="$noack_cpu" CPU_REDIS_PORT="$ack_port" TARGET_PORT="$noack_http_port" run_load k purchase --units 10000000 --max-per-user 1000000 \
     --max-per-tx 10 --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT"
 done
 stop_pid "redis-server (benchmark)" "$bench_redis_pid"
@@ -513,6 +532,8 @@ outcomes() { jq -rs 'map(.outcomes) | add // {} | to_entries | map("\(.key)") | 
   echo "     outside IP_ALLOW (30 each per round, fresh addresses each round); runs alternate with e's"
   echo "  g: as b, against a second server with REDIS_ACK_REPLICAS=1 on its own primary + one replica"
   echo "     (WAIT grouped per connection; runs alternate with b's)"
+  echo "  k: as g, against a server on the same primary + replica with REDIS_ACK_REPLICAS=0 (runs"
+  echo "     alternate with g's; both servers drain that Redis's orders, as two instances would)"
   echo "  i: as b over $((CONNECTIONS * 10)) connections against a third server on the service's stores with"
   echo "     MAX_IN_FLIGHT=$CONNECTIONS (what it cannot admit is answered 503 with Retry-After); a refused client"
   echo "     waits out the Retry-After (flashsale-load --honor-retry-after), as the web console does"
@@ -529,6 +550,7 @@ outcomes() { jq -rs 'map(.outcomes) | add // {} | to_entries | map("\(.key)") | 
   row e "POST /api/purchase-product, open, half rate"
   row f "GET /api/leaderboard (100 of 100k), open"
   row g "POST /api/purchase-product, REDIS_ACK_REPLICAS=1"
+  row k "POST /api/purchase-product, replicated, ack 0"
   row h "POST /api/purchase-product, open, sign-in flood"
   row i "POST /api/purchase-product, 10x conns, polite"
   row j "POST /api/purchase-product, 10x conns, harsh"
@@ -537,6 +559,7 @@ outcomes() { jq -rs 'map(.outcomes) | add // {} | to_entries | map("\(.key)") | 
   echo "ratios of medians: b/a = $(ratio "$(med_of b)" "$(med_of a)")  (service buy path / Redis script alone)"
   echo "                   c/d = $(ratio "$(med_of c)" "$(med_of d)")  (rejection path / HTTP floor)"
   echo "                   g/b = $(ratio "$(med_of g)" "$(med_of b)")  (buy path confirmed by a replica / buy path)"
+  echo "                   g/k = $(ratio "$(med_of g)" "$(med_of k)")  (the same, both on a replicated Redis: what WAIT costs)"
   echo "p99 ratio of medians: h/e = $(ratio "$(jq -r '.latency_ms.p99' "$tmp/h.jsonl" | median3)" "$(jq -r '.latency_ms.p99' "$tmp/e.jsonl" | median3)")  (purchase p99 during a sign-in flood / without it)"
   echo "sign-in flood answers per h run: $(jq -rc '"\(.sent) in \(.seconds) s \(.outcomes)"' "$tmp/flood.jsonl" | paste -sd ';' | sed 's/;/; /g')"
   echo "outcomes seen in h: $(outcomes h)"
@@ -557,12 +580,14 @@ outcomes() { jq -rs 'map(.outcomes) | add // {} | to_entries | map("\(.key)") | 
   cpu_row e "purchase, open, half rate"
   cpu_row h "purchase, open, sign-in flood"
   cpu_row g "purchase, REDIS_ACK_REPLICAS=1"
+  cpu_row k "purchase, replicated, ack 0"
   cpu_row i "purchase, 10x conns, polite"
   cpu_row j "purchase, 10x conns, harsh"
   cpu_row f "GET /api/leaderboard"
   cpu_row w "purchase, ${STORM}s storm"
   echo "Redis commands per purchase in b (every command the service sent during the last run, over its"
   echo "  EVALSHA calls): $(awk -F'[:=,]' '{ sub(/^cmdstat_/, "", $1); c[$1] = $3; t += $3 } END { e = c["evalsha"]; if (e > 0) { printf "%.3f in all;", t / e; for (k in c) if (k != "evalsha" && c[k] / e >= 0.001) printf " %s %.3f", k, c[k] / e } }' "$tmp/b.cmdstats.$RUNS" 2>/dev/null)"
+  echo "purchases per WAIT in g (EVALSHA calls over WAIT calls, per run): $(for ((r = 1; r <= RUNS; r++)); do awk -F'[:=,]' '$1 == "cmdstat_evalsha" { e = $3 } $1 == "cmdstat_wait" { w = $3 } END { if (w > 0) printf "%.1f ", e / w; else printf "- " }' "$tmp/g.cmdstats.$r" 2>/dev/null; done)"
   echo
   echo "goals of issue 17 (medians unless said):"
   echo "  server CPU per purchase / per /healthz request (b/d): $(ratio "$(cpu_med b server)" "$(cpu_med d server)")  (goal <= 1.5)"
