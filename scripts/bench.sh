@@ -201,7 +201,7 @@ median3() { # median with 3 decimals
 }
 
 failures=0
-declare -A verdict=([a]=PASS [b]=PASS [c]=PASS [d]=PASS [e]=PASS [f]=PASS [g]=PASS [h]=PASS [i]=PASS [j]=PASS [w]=PASS [m]=PASS)
+declare -A verdict=([a]=PASS [b]=PASS [c]=PASS [d]=PASS [e]=PASS [f]=PASS [g]=PASS [h]=PASS [i]=PASS [j]=PASS [k]=PASS [w]=PASS [m]=PASS)
 
 # --- a. the limit: redis-benchmark EVALSHA purchase.lua ---------------------------
 bench_port="$(free_port)"
