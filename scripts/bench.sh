@@ -137,10 +137,18 @@ http_port="$(free_port)"
 secret="$(random_token 48)"
 admin_email="bench-admin@flashsale.local"
 admin_password="$(random_token 24)"
-start_flashsale "flashsale server" "$tmp/server.log" "$server_bin" \
-  "$http_port" "$redis_port" "$mongo_port" flashsale_bench \
-  SECRET_KEY="$secret" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password" \
-  PASSWORD_ITERATIONS=600000 RUST_LOG="${RUST_LOG:-warn}" IP_ALLOW=127.0.0.1/32 \
+# start_bench_server NAME LOG PORT REDIS_PORT DB [ENV...]: a release server on
+# the bench's store with the settings every bench server shares (one secret
+# and admin, production password hashing, all load trusted from 127.0.0.1);
+# sets last_pid.
+start_bench_server() {
+  local name="$1" logfile="$2" port="$3" rport="$4" db="$5"
+  shift 5
+  start_flashsale "$name" "$logfile" "$server_bin" "$port" "$rport" "$mongo_port" "$db" \
+    SECRET_KEY="$secret" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password" \
+    PASSWORD_ITERATIONS=600000 RUST_LOG="${RUST_LOG:-warn}" IP_ALLOW=127.0.0.1/32 "$@"
+}
+start_bench_server "flashsale server" "$tmp/server.log" "$http_port" "$redis_port" flashsale_bench \
   WS_MAX_CONNECTIONS_PER_IP=5000
 server_pid="$last_pid"
 log "flashsale server on 127.0.0.1:$http_port (ready)"
@@ -155,10 +163,7 @@ start_redis "redis-server (ack replica)" "$ack_replica_port" "$tmp/redis-ack-rep
 replica_in_sync() { redis-cli -p "$ack_replica_port" INFO replication | grep -q 'master_link_status:up'; }
 wait_until "the ack replica's sync" "$last_pid" 30 replica_in_sync
 ack_http_port="$(free_port)"
-start_flashsale "flashsale server (ack)" "$tmp/server-ack.log" "$server_bin" \
-  "$ack_http_port" "$ack_port" "$mongo_port" flashsale_bench_ack \
-  SECRET_KEY="$secret" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password" \
-  PASSWORD_ITERATIONS=600000 RUST_LOG="${RUST_LOG:-warn}" IP_ALLOW=127.0.0.1/32 \
+start_bench_server "flashsale server (ack)" "$tmp/server-ack.log" "$ack_http_port" "$ack_port" flashsale_bench_ack \
   REDIS_ACK_REPLICAS=1 REDIS_ACK_TIMEOUT_MS=1000
 ack_server_pid="$last_pid"
 log "flashsale server with REDIS_ACK_REPLICAS=1 on 127.0.0.1:$ack_http_port (primary $ack_port, replica $ack_replica_port)"
@@ -166,20 +171,14 @@ log "flashsale server with REDIS_ACK_REPLICAS=1 on 127.0.0.1:$ack_http_port (pri
 # Both instances drain that Redis's order streams (one consumer group), as
 # two instances of one service do.
 noack_http_port="$(free_port)"
-start_flashsale "flashsale server (replicated, no ack)" "$tmp/server-noack.log" "$server_bin" \
-  "$noack_http_port" "$ack_port" "$mongo_port" flashsale_bench_ack \
-  SECRET_KEY="$secret" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password" \
-  PASSWORD_ITERATIONS=600000 RUST_LOG="${RUST_LOG:-warn}" IP_ALLOW=127.0.0.1/32 \
+start_bench_server "flashsale server (replicated, no ack)" "$tmp/server-noack.log" "$noack_http_port" "$ack_port" flashsale_bench_ack \
   REDIS_ACK_REPLICAS=0
 noack_server_pid="$last_pid"
 log "flashsale server with REDIS_ACK_REPLICAS=0 on 127.0.0.1:$noack_http_port (the same primary and replica)"
 
 # --- part i: a third server on the service's stores, admitting CONNECTIONS at once --
 over_http_port="$(free_port)"
-start_flashsale "flashsale server (overload)" "$tmp/server-over.log" "$server_bin" \
-  "$over_http_port" "$redis_port" "$mongo_port" flashsale_bench \
-  SECRET_KEY="$secret" ADMIN_EMAIL="$admin_email" ADMIN_PASSWORD="$admin_password" \
-  PASSWORD_ITERATIONS=600000 RUST_LOG="${RUST_LOG:-warn}" IP_ALLOW=127.0.0.1/32 \
+start_bench_server "flashsale server (overload)" "$tmp/server-over.log" "$over_http_port" "$redis_port" flashsale_bench \
   MAX_IN_FLIGHT="$CONNECTIONS"
 over_server_pid="$last_pid"
 log "flashsale server with MAX_IN_FLIGHT=$CONNECTIONS on 127.0.0.1:$over_http_port (the service's stores)"
