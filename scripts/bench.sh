@@ -13,8 +13,8 @@
 #   d. the HTTP floor: flashsale-load get --path /healthz;
 #   e. the buy path in the open model at half of b's rate;
 #   h. as e, while flashsale-load signin-flood sends FLOOD_RATE made-up
-#      sign-ins per second (open model) from 300 loopback addresses at a time
-#      (runs alternate with e's);
+#      sign-ins per second (open model) from 300 loopback addresses at a time,
+#      each run from addresses no earlier run used (runs alternate with e's);
 #   g. as b, against a second server on a replicated Redis with
 #      REDIS_ACK_REPLICAS=1 (runs alternate with b's);
 #   k. as g, against a server on the same replicated Redis with
@@ -59,6 +59,10 @@
 #                  so it only gets CPU time no other process wants, as a store
 #                  on its own host would take none of the service's; normal:
 #                  it shares the cores like every other process
+#   PARTS          the parts to run, e.g. "g k" or "e h" (default: every part,
+#                  "a b c d e f g h i j k w m"); the table shows "-" for the rest
+#   E_RATE         open-model rate of e and h (default half of b's median; required
+#                  when PARTS runs e or h without b)
 #   SKIP_BUILD=1   use the existing target/release binaries
 #   CARGO_TARGET_DIR  honoured as usual
 set -euo pipefail
@@ -88,6 +92,18 @@ done
 ((FLOOD_RATE >= 1 && FLOOD_RATE <= 100000)) || die "FLOOD_RATE must be from 1 to 100000"
 ((STORM >= 1 && WARMUP + STORM <= 300)) || die "STORM must be >= 1 and WARMUP + STORM <= 300"
 ((CONNECTIONS * 10 <= 4096)) || die "CONNECTIONS must be at most 409 (part i opens 10x as many)"
+all_parts="a b c d e f g h i j k w m"
+PARTS="${PARTS:-$all_parts}"
+for p in $PARTS; do
+  [[ " $all_parts " == *" $p "* ]] || die "PARTS may hold only the parts $all_parts, got '$p'"
+done
+# want PART: true when PARTS asks for it.
+want() { [[ " $PARTS " == *" $1 "* ]]; }
+E_RATE="${E_RATE:-}"
+[[ -z "$E_RATE" || "$E_RATE" =~ ^[1-9][0-9]*$ ]] || die "E_RATE must be a positive whole number, got '$E_RATE'"
+if { want e || want h; } && ! want b && [[ -z "$E_RATE" ]]; then
+  die "E_RATE must be set when PARTS runs e or h without b (their rate is half of b's median)"
+fi
 STORE_SCHED="${STORE_SCHED:-idle}"
 case "$STORE_SCHED" in
   idle) store_prefix=(chrt --idle 0) ;;
@@ -154,34 +170,40 @@ server_pid="$last_pid"
 log "flashsale server on 127.0.0.1:$http_port (ready)"
 
 # --- part g: a second server on a replicated Redis with REDIS_ACK_REPLICAS=1 --------
-ack_port="$(free_port)"
-ack_replica_port="$(free_port)"
-start_redis "redis-server (ack primary)" "$ack_port" "$tmp/redis-ack" "$tmp/redis-ack/redis.log"
-ack_redis_pid="$last_pid"
-start_redis "redis-server (ack replica)" "$ack_replica_port" "$tmp/redis-ack-replica" \
-  "$tmp/redis-ack-replica/redis.log" --replicaof 127.0.0.1 "$ack_port"
-replica_in_sync() { redis-cli -p "$ack_replica_port" INFO replication | grep -q 'master_link_status:up'; }
-wait_until "the ack replica's sync" "$last_pid" 30 replica_in_sync
-ack_http_port="$(free_port)"
-start_bench_server "flashsale server (ack)" "$tmp/server-ack.log" "$ack_http_port" "$ack_port" flashsale_bench_ack \
-  REDIS_ACK_REPLICAS=1 REDIS_ACK_TIMEOUT_MS=1000
-ack_server_pid="$last_pid"
-log "flashsale server with REDIS_ACK_REPLICAS=1 on 127.0.0.1:$ack_http_port (primary $ack_port, replica $ack_replica_port)"
-# Part k's server: the same replicated Redis and database, no confirmation.
-# Both instances drain that Redis's order streams (one consumer group), as
-# two instances of one service do.
-noack_http_port="$(free_port)"
-start_bench_server "flashsale server (replicated, no ack)" "$tmp/server-noack.log" "$noack_http_port" "$ack_port" flashsale_bench_ack \
-  REDIS_ACK_REPLICAS=0
-noack_server_pid="$last_pid"
-log "flashsale server with REDIS_ACK_REPLICAS=0 on 127.0.0.1:$noack_http_port (the same primary and replica)"
+ack_server_pid="" noack_server_pid="" ack_redis_pid=""
+if want g || want k; then
+  ack_port="$(free_port)"
+  ack_replica_port="$(free_port)"
+  start_redis "redis-server (ack primary)" "$ack_port" "$tmp/redis-ack" "$tmp/redis-ack/redis.log"
+  ack_redis_pid="$last_pid"
+  start_redis "redis-server (ack replica)" "$ack_replica_port" "$tmp/redis-ack-replica" \
+    "$tmp/redis-ack-replica/redis.log" --replicaof 127.0.0.1 "$ack_port"
+  replica_in_sync() { redis-cli -p "$ack_replica_port" INFO replication | grep -q 'master_link_status:up'; }
+  wait_until "the ack replica's sync" "$last_pid" 30 replica_in_sync
+  ack_http_port="$(free_port)"
+  start_bench_server "flashsale server (ack)" "$tmp/server-ack.log" "$ack_http_port" "$ack_port" flashsale_bench_ack \
+    REDIS_ACK_REPLICAS=1 REDIS_ACK_TIMEOUT_MS=1000
+  ack_server_pid="$last_pid"
+  log "flashsale server with REDIS_ACK_REPLICAS=1 on 127.0.0.1:$ack_http_port (primary $ack_port, replica $ack_replica_port)"
+  # Part k's server: the same replicated Redis and database, no confirmation.
+  # Both instances drain that Redis's order streams (one consumer group), as
+  # two instances of one service do.
+  noack_http_port="$(free_port)"
+  start_bench_server "flashsale server (replicated, no ack)" "$tmp/server-noack.log" "$noack_http_port" "$ack_port" flashsale_bench_ack \
+    REDIS_ACK_REPLICAS=0
+  noack_server_pid="$last_pid"
+  log "flashsale server with REDIS_ACK_REPLICAS=0 on 127.0.0.1:$noack_http_port (the same primary and replica)"
+fi
 
 # --- part i: a third server on the service's stores, admitting CONNECTIONS at once --
-over_http_port="$(free_port)"
-start_bench_server "flashsale server (overload)" "$tmp/server-over.log" "$over_http_port" "$redis_port" flashsale_bench \
-  MAX_IN_FLIGHT="$CONNECTIONS"
-over_server_pid="$last_pid"
-log "flashsale server with MAX_IN_FLIGHT=$CONNECTIONS on 127.0.0.1:$over_http_port (the service's stores)"
+over_server_pid=""
+if want i || want j; then
+  over_http_port="$(free_port)"
+  start_bench_server "flashsale server (overload)" "$tmp/server-over.log" "$over_http_port" "$redis_port" flashsale_bench \
+    MAX_IN_FLIGHT="$CONNECTIONS"
+  over_server_pid="$last_pid"
+  log "flashsale server with MAX_IN_FLIGHT=$CONNECTIONS on 127.0.0.1:$over_http_port (the service's stores)"
+fi
 
 # --- helpers for results ---------------------------------------------------------
 # min median max of the numbers on stdin (one per line).
@@ -203,12 +225,8 @@ failures=0
 declare -A verdict=([a]=PASS [b]=PASS [c]=PASS [d]=PASS [e]=PASS [f]=PASS [g]=PASS [h]=PASS [i]=PASS [j]=PASS [k]=PASS [w]=PASS [m]=PASS)
 
 # --- a. the limit: redis-benchmark EVALSHA purchase.lua ---------------------------
-bench_port="$(free_port)"
-start_redis "redis-server (benchmark)" "$bench_port" "$tmp/redis-bench" "$tmp/redis-bench/redis.log"
-bench_redis_pid="$last_pid"
+bench_port="" bench_redis_pid="" sha="" bench_n=0
 rc() { redis-cli -h 127.0.0.1 -p "$bench_port" "$@"; }
-sha="$(rc SCRIPT LOAD "$(cat lua/purchase.lua)")"
-[[ "$sha" =~ ^[0-9a-f]{40}$ ]] || die "SCRIPT LOAD failed: $sha"
 # The call mirrors the engine's (src/engine/mod.rs): 9 keys, 6 arguments,
 # no Idempotency-Key, the attempts window at the service's defaults (30 per
 # 60 s), and a sale without a per-IP account cap (as flashsale-load creates).
@@ -232,9 +250,16 @@ evalsha_usec() {
   redis-cli -h 127.0.0.1 -p "$1" INFO commandstats | tr -d '\r' |
     sed -n 's/^cmdstat_evalsha:.*usec_per_call=\([0-9.]*\).*/\1/p'
 }
-seed_bench
-probe="$(rc EVALSHA "$sha" 9 "${keys[@]}" "{sale:bench}:att:user:probe" user:probe 1 127.0.0.1 0 30 60000 | head -n 1)"
-[[ "$probe" == 0 ]] || die "EVALSHA probe did not return ACCEPTED (0): $probe"
+if want a; then
+  bench_port="$(free_port)"
+  start_redis "redis-server (benchmark)" "$bench_port" "$tmp/redis-bench" "$tmp/redis-bench/redis.log"
+  bench_redis_pid="$last_pid"
+  sha="$(rc SCRIPT LOAD "$(cat lua/purchase.lua)")"
+  [[ "$sha" =~ ^[0-9a-f]{40}$ ]] || die "SCRIPT LOAD failed: $sha"
+  seed_bench
+  probe="$(rc EVALSHA "$sha" 9 "${keys[@]}" "{sale:bench}:att:user:probe" user:probe 1 127.0.0.1 0 30 60000 | head -n 1)"
+  [[ "$probe" == 0 ]] || die "EVALSHA probe did not return ACCEPTED (0): $probe"
+fi
 # Buyers are drawn from 100,000,000 (-r), so nearly every call is a buyer's
 # first purchase, as in b (a new sale each run, each buyer buying about
 # once): the first purchase is the dearer branch (buyer's first-purchase
@@ -247,12 +272,14 @@ redis_bench() {
     -c "$CONNECTIONS" -n "$1" -r 100000000 --csv "${bench_cmd[@]}" |
     tail -n 1 | sed 's/^"//; s/"$//' | awk -F'","' '{ print $2, $5, $7 }'
 }
-log "a: calibrating redis-benchmark"
-calib="$(redis_bench 20000)"
-calib_rps="${calib%% *}"
-[[ "$calib_rps" =~ ^[0-9.]+$ ]] || die "redis-benchmark calibration failed: '$calib'"
-bench_n="$(awk -v r="$calib_rps" -v d="$DURATION" 'BEGIN { n = int(r * d); if (n < 10000) n = 10000; if (n > 20000000) n = 20000000; print n }')"
-log "a: ${calib_rps} req/s in calibration; $bench_n requests per run (~${DURATION}s)"
+if want a; then
+  log "a: calibrating redis-benchmark"
+  calib="$(redis_bench 20000)"
+  calib_rps="${calib%% *}"
+  [[ "$calib_rps" =~ ^[0-9.]+$ ]] || die "redis-benchmark calibration failed: '$calib'"
+  bench_n="$(awk -v r="$calib_rps" -v d="$DURATION" 'BEGIN { n = int(r * d); if (n < 10000) n = 10000; if (n > 20000000) n = 20000000; print n }')"
+  log "a: ${calib_rps} req/s in calibration; $bench_n requests per run (~${DURATION}s)"
+fi
 : >"$tmp/a.txt"
 # One measured run of part a (called between b's runs, below).
 run_a() {
@@ -326,47 +353,65 @@ over_cpu="server=$over_server_pid,redis=$redis_pid,store=$store_pid"
 # Each ratio's two parts alternate (a b a b ..., c d c d ...), so a drift in
 # what the shared machine gives us during the bench lands on both sides.
 for ((r = 1; r <= RUNS; r++)); do
-  log "a run $r/$RUNS: redis-benchmark EVALSHA purchase.lua (the limit)"
-  run_a "$r"
-  log "b run $r/$RUNS: purchase (buy path)"
-  run_load b purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 \
-    --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT"
-  # Redis commands per purchase (every command the service sent, by name).
-  cp "$tmp/b.cmdstats.last" "$tmp/b.cmdstats.$r"
-  log "g run $r/$RUNS: purchase with REDIS_ACK_REPLICAS=1 (a replica confirms each order)"
-  CPU_PIDS="$ack_cpu" CPU_REDIS_PORT="$ack_port" TARGET_PORT="$ack_http_port" run_load g purchase --units 10000000 --max-per-user 1000000 \
+  if want a; then
+    log "a run $r/$RUNS: redis-benchmark EVALSHA purchase.lua (the limit)"
+    run_a "$r"
+  fi
+  if want b; then
+    log "b run $r/$RUNS: purchase (buy path)"
+    run_load b purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 \
+      --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT"
+    # Redis commands per purchase (every command the service sent, by name).
+    cp "$tmp/b.cmdstats.last" "$tmp/b.cmdstats.$r"
+  fi
+  want g && log "g run $r/$RUNS: purchase with REDIS_ACK_REPLICAS=1 (a replica confirms each order)"
+  want g && CPU_PIDS="$ack_cpu" CPU_REDIS_PORT="$ack_port" TARGET_PORT="$ack_http_port" run_load g purchase --units 10000000 --max-per-user 1000000 \
     --max-per-tx 10 --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT"
-  cp "$tmp/g.cmdstats.last" "$tmp/g.cmdstats.$r"
-  log "k run $r/$RUNS: purchase on the replicated Redis with REDIS_ACK_REPLICAS=0"
-  CPU_PIDS="$noack_cpu" CPU_REDIS_PORT="$ack_port" TARGET_PORT="$noack_http_port" run_load k purchase --units 10000000 --max-per-user 1000000 \
+  want g && cp "$tmp/g.cmdstats.last" "$tmp/g.cmdstats.$r"
+  want k && log "k run $r/$RUNS: purchase on the replicated Redis with REDIS_ACK_REPLICAS=0"
+  want k && CPU_PIDS="$noack_cpu" CPU_REDIS_PORT="$ack_port" TARGET_PORT="$noack_http_port" run_load k purchase --units 10000000 --max-per-user 1000000 \
     --max-per-tx 10 --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT"
 done
-stop_pid "redis-server (benchmark)" "$bench_redis_pid"
+[[ -z "$bench_redis_pid" ]] || stop_pid "redis-server (benchmark)" "$bench_redis_pid"
 for ((r = 1; r <= RUNS; r++)); do
-  log "c run $r/$RUNS: purchase --mode sold-out (rejection path)"
-  run_load c purchase --mode sold-out --units 100 --max-per-user 10 --max-per-tx 10 \
-    --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT"
-  log "d run $r/$RUNS: get /healthz (HTTP floor)"
-  run_load d get --path /healthz
+  if want c; then
+    log "c run $r/$RUNS: purchase --mode sold-out (rejection path)"
+    run_load c purchase --mode sold-out --units 100 --max-per-user 10 --max-per-tx 10 \
+      --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT"
+  fi
+  if want d; then
+    log "d run $r/$RUNS: get /healthz (HTTP floor)"
+    run_load d get --path /healthz
+  fi
 done
 
 # e. the buy path in the open model at half of b's median rate: latency from
 #    the intended send time, so queueing is not hidden.
-half_rate="$(jq -r '.achieved_rps' "$tmp/b.jsonl" | median | awk '{ printf "%d", $1 / 2 }')"
+# Rounds of 300 x 30 sign-ins one h run's flood needs.
+flood_rounds=$(((FLOOD_RATE * (WARMUP + DURATION + 1) + 8999) / 9000))
+half_rate="${E_RATE:-$(jq -r '.achieved_rps' "$tmp/b.jsonl" | median | awk '{ printf "%d", $1 / 2 }')}"
+rate_source="half of b's median"
+[[ -z "$E_RATE" ]] || rate_source="E_RATE"
 : >"$tmp/e.jsonl"
 : >"$tmp/flood.jsonl"
 for ((r = 1; r <= RUNS; r++)); do
-  log "e run $r/$RUNS: purchase, open model at $half_rate req/s (half of b's median)"
-  run_load e purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 \
+  want e || want h || break
+  want e && log "e run $r/$RUNS: purchase, open model at $half_rate req/s ($rate_source)"
+  want e && run_load e purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 \
     --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT" --rate "$half_rate"
+  want h || continue
   # h. the same, while a sign-in flood runs for the whole measured run: 300
   #    addresses outside IP_ALLOW, 30 made-up sign-ins each, round after round.
+  #    Each run's rounds come from addresses no earlier run used, so every
+  #    run meets fresh attackers (not ones the per-address limits already
+  #    refuse).
   log "h run $r/$RUNS: as e, during a sign-in flood of $FLOOD_RATE/s from 300 loopback addresses at a time"
   "$load_bin" signin-flood --target "127.0.0.1:$http_port" --addresses 300 --per-address 30 \
-    --rate "$FLOOD_RATE" --duration "$((WARMUP + DURATION))" --json \
+    --rate "$FLOOD_RATE" --duration "$((WARMUP + DURATION + 1))" --json \
+    --first-round "$((((r - 1) * flood_rounds) % 160))" \
     >>"$tmp/flood.jsonl" 2>>"$tmp/flood.log" &
   flood_pid=$!
-  run_load h purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 \
+  CPU_PIDS="server=$server_pid,redis=$redis_pid,store=$store_pid,flood=$flood_pid" run_load h purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 \
     --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT" --rate "$half_rate"
   wait "$flood_pid" || {
     log "h run $r: the sign-in flood failed: $(tail -n 3 "$tmp/flood.log")"
@@ -381,10 +426,12 @@ done
 #    ignore. Accepted purchases per second are compared with b's (i/b and
 #    j/b, goal 0.9).
 for ((r = 1; r <= RUNS; r++)); do
-  log "i run $r/$RUNS: purchase, closed model over $((CONNECTIONS * 10)) connections honouring Retry-After, MAX_IN_FLIGHT=$CONNECTIONS"
-  LOAD_CONNECTIONS="$((CONNECTIONS * 10))" CPU_PIDS="$over_cpu" TARGET_PORT="$over_http_port" \
+  want i || want j || break
+  want i && log "i run $r/$RUNS: purchase, closed model over $((CONNECTIONS * 10)) connections honouring Retry-After, MAX_IN_FLIGHT=$CONNECTIONS"
+  want i && LOAD_CONNECTIONS="$((CONNECTIONS * 10))" CPU_PIDS="$over_cpu" TARGET_PORT="$over_http_port" \
     run_load i purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 --quantity 1 \
     --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT" --honor-retry-after
+  want j || continue
   log "j run $r/$RUNS: as i, refused clients asking again at once"
   LOAD_CONNECTIONS="$((CONNECTIONS * 10))" CPU_PIDS="$over_cpu" TARGET_PORT="$over_http_port" \
     run_load j purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 --quantity 1 \
@@ -392,34 +439,37 @@ for ((r = 1; r <= RUNS; r++)); do
 done
 
 # f. a leaderboard page of 100 in the middle of 100,000 buyers (admin).
-admin_token="$(curl -fsS -X POST "http://127.0.0.1:$http_port/api/signin" -H 'content-type: application/json' \
-  -d "{\"email\":\"$admin_email\",\"password\":\"$admin_password\"}" | jq -r .accessToken)"
-lb_product="$(curl -fsS -X POST "http://127.0.0.1:$http_port/api/products" -H "authorization: Bearer $admin_token" \
-  -H 'content-type: application/json' -d '{"name":"leaderboard bench","price":1}' | jq -r .id)"
-lb_sale="$(curl -fsS -X POST "http://127.0.0.1:$http_port/api/flash-sales" -H "authorization: Bearer $admin_token" \
-  -H 'content-type: application/json' \
-  -d "{\"productId\":\"$lb_product\",\"startTime\":\"$(date -u -d '-1 min' +%Y-%m-%dT%H:%M:%SZ)\",\"endTime\":\"$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)\",\"discount\":0,\"totalUnits\":200000,\"maxPerUser\":2,\"maxPerTransaction\":2,\"maxAccountsPerIp\":0}" | jq -r .id)"
-[[ "$lb_sale" =~ ^[0-9a-f]{24}$ ]] || die "could not create the leaderboard sale"
-# 100,000 buyers written straight into the sale's leaderboard and buyer hash,
-# exactly as the purchase script would have left them.
-redis-cli -h 127.0.0.1 -p "$redis_port" EVAL "
-  for i = 1, 100000 do
-    local u = string.format('%024x', i)
-    redis.call('ZADD', KEYS[1], i, u)
-    redis.call('HSET', KEYS[2], u, 1 + i % 2, 't:' .. u, 1700000000000 + i)
-  end
-  return redis.call('ZCARD', KEYS[1])" 2 "{sale:$lb_sale}:lb" "{sale:$lb_sale}:buyers" >/dev/null
 : >"$tmp/f.jsonl"
-for ((r = 1; r <= RUNS; r++)); do
-  log "f run $r/$RUNS: leaderboard page of 100 at offset 50000 of 100,000 buyers"
-  # Open model at a fixed rate: a latency figure, not a saturation one.
-  LOAD_BEARER="$admin_token" run_load f get --path "/api/leaderboard?flashSaleId=$lb_sale&offset=50000&limit=100" \
-    --rate "${LEADERBOARD_RATE:-1000}"
-done
+if want f; then
+  admin_token="$(curl -fsS -X POST "http://127.0.0.1:$http_port/api/signin" -H 'content-type: application/json' \
+    -d "{\"email\":\"$admin_email\",\"password\":\"$admin_password\"}" | jq -r .accessToken)"
+  lb_product="$(curl -fsS -X POST "http://127.0.0.1:$http_port/api/products" -H "authorization: Bearer $admin_token" \
+    -H 'content-type: application/json' -d '{"name":"leaderboard bench","price":1}' | jq -r .id)"
+  lb_sale="$(curl -fsS -X POST "http://127.0.0.1:$http_port/api/flash-sales" -H "authorization: Bearer $admin_token" \
+    -H 'content-type: application/json' \
+    -d "{\"productId\":\"$lb_product\",\"startTime\":\"$(date -u -d '-1 min' +%Y-%m-%dT%H:%M:%SZ)\",\"endTime\":\"$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)\",\"discount\":0,\"totalUnits\":200000,\"maxPerUser\":2,\"maxPerTransaction\":2,\"maxAccountsPerIp\":0}" | jq -r .id)"
+  [[ "$lb_sale" =~ ^[0-9a-f]{24}$ ]] || die "could not create the leaderboard sale"
+  # 100,000 buyers written straight into the sale's leaderboard and buyer hash,
+  # exactly as the purchase script would have left them.
+  redis-cli -h 127.0.0.1 -p "$redis_port" EVAL "
+    for i = 1, 100000 do
+      local u = string.format('%024x', i)
+      redis.call('ZADD', KEYS[1], i, u)
+      redis.call('HSET', KEYS[2], u, 1 + i % 2, 't:' .. u, 1700000000000 + i)
+    end
+    return redis.call('ZCARD', KEYS[1])" 2 "{sale:$lb_sale}:lb" "{sale:$lb_sale}:buyers" >/dev/null
+  for ((r = 1; r <= RUNS; r++)); do
+    log "f run $r/$RUNS: leaderboard page of 100 at offset 50000 of 100,000 buyers"
+    # Open model at a fixed rate: a latency figure, not a saturation one.
+    LOAD_BEARER="$admin_token" run_load f get --path "/api/leaderboard?flashSaleId=$lb_sale&offset=50000&limit=100" \
+      --rate "${LEADERBOARD_RATE:-1000}"
+  done
+fi
 
 # w. the write-behind after a storm, beside the store's own insert rate.
 : >"$tmp/store-rate.txt"
 for ((r = 1; r <= RUNS; r++)); do
+  want w || break
   log "w run $r/$RUNS: the store's insert rate through pymongo (20,000 orders in batches of 500)"
   if out="$(timeout 300 "$root/.venv/bin/python" "$root/scripts/store-insert-rate.py" \
     "mongodb://127.0.0.1:$mongo_port/?directConnection=true" flashsale_bench_rate 20000 500 2>>"$tmp/store-rate.log")"; then
@@ -436,13 +486,15 @@ for ((r = 1; r <= RUNS; r++)); do
 done
 
 # m. the server's memory per idle WebSocket.
-log "m: 2,000 idle WebSocket watchers of one sale"
 : >"$tmp/m.jsonl"
-if ! timeout 300 "$load_bin" ws --target "127.0.0.1:$http_port" --watchers 2000 --purchases 5 \
-  --interval 0.2 --server-pid "$server_pid" --json >>"$tmp/m.jsonl" 2>"$tmp/m.log"; then
-  log "m: flashsale-load ws failed: $(tail -n 3 "$tmp/m.log")"
-  verdict[m]=FAIL
-  failures=$((failures + 1))
+if want m; then
+  log "m: 2,000 idle WebSocket watchers of one sale"
+  if ! timeout 300 "$load_bin" ws --target "127.0.0.1:$http_port" --watchers 2000 --purchases 5 \
+    --interval 0.2 --server-pid "$server_pid" --json >>"$tmp/m.jsonl" 2>"$tmp/m.log"; then
+    log "m: flashsale-load ws failed: $(tail -n 3 "$tmp/m.log")"
+    verdict[m]=FAIL
+    failures=$((failures + 1))
+  fi
 fi
 
 server_rss_peak="$(awk '/VmHWM/ { print $2 }' "/proc/$server_pid/status" 2>/dev/null || echo '?')"
@@ -526,7 +578,7 @@ outcomes() { jq -rs 'map(.outcomes) | add // {} | to_entries | map("\(.key)") | 
   echo "     the write-behind drains into secantusd-py during the run (and is awaited after it)"
   echo "  c: flashsale-load purchase --mode sold-out (100 units sold first, then only rejections), $BUYERS buyers"
   echo "  d: flashsale-load get --path /healthz"
-  echo "  e: as b, open model at half of b's median rate (latency from the intended send time)"
+  echo "  e: as b, open model at $half_rate req/s, $rate_source (latency from the intended send time)"
   echo "  h: as e, while flashsale-load signin-flood sends made-up sign-ins from 300 loopback addresses"
   echo "     outside IP_ALLOW (30 each per round, fresh addresses each round); runs alternate with e's"
   echo "  g: as b, against a second server with REDIS_ACK_REPLICAS=1 on its own primary + one replica"
@@ -538,7 +590,8 @@ outcomes() { jq -rs 'map(.outcomes) | add // {} | to_entries | map("\(.key)") | 
   echo "     waits out the Retry-After (flashsale-load --honor-retry-after), as the web console does"
   echo "  j: as i, a refused client asking again at once (the load generator's CPU goes to refusals)"
   echo "  w: as b for ${STORM}s (one sale of 10,000,000 units), then the drain into secantusd-py"
-  echo "  h's flood: open model, $FLOOD_RATE sign-ins/s, each on a new connection"
+  echo "  h's flood: open model, $FLOOD_RATE sign-ins/s, each on a new connection, each run from addresses"
+  echo "     no earlier run used (signin-flood --first-round), so every run meets fresh attackers"
   echo "  f: GET /api/leaderboard, page of 100 at offset 50000 of 100,000 buyers (admin token), open model at ${LEADERBOARD_RATE:-1000} req/s"
   echo
   printf '%-2s %-44s %10s %10s %10s %9s %9s  %s\n' "" "part" "req/s min" "median" "max" "p50 ms" "p99 ms" "checks"
@@ -562,6 +615,8 @@ outcomes() { jq -rs 'map(.outcomes) | add // {} | to_entries | map("\(.key)") | 
   echo "p99 ratio of medians: h/e = $(ratio "$(jq -r '.latency_ms.p99' "$tmp/h.jsonl" | median3)" "$(jq -r '.latency_ms.p99' "$tmp/e.jsonl" | median3)")  (purchase p99 during a sign-in flood / without it)"
   echo "sign-in flood answers per h run: $(jq -rc '"\(.sent) in \(.seconds) s \(.outcomes)"' "$tmp/flood.jsonl" | paste -sd ';' | sed 's/;/; /g')"
   echo "outcomes seen in h: $(outcomes h)"
+  echo "CPU per h run, cores (the flood generator shares the 2 cores with everything else): $(jq -rc '"flood \(.cpu.processes.flood.cores // "?"), server \(.cpu.processes.server.cores // "?"), redis \(.cpu.processes.redis.cores // "?"), load \(.cpu.processes.load.cores // "?")"' "$tmp/h.jsonl" | paste -sd ';' | sed 's/;/; /g')"
+  echo "  the same in e: $(jq -rc '"server \(.cpu.processes.server.cores // "?"), redis \(.cpu.processes.redis.cores // "?"), load \(.cpu.processes.load.cores // "?")"' "$tmp/e.jsonl" | paste -sd ';' | sed 's/;/; /g')"
   echo "outcomes seen: b: $(outcomes b); c: $(outcomes c); d: $(outcomes d)"
   echo "write-behind after each b run (orders of the run; seconds from the storm's end until MongoDB held"
   echo "  every one): $(jq -r '"\(.sale.ordersThisRun // "?") orders: \((.invariants[] | select(.name == "write-behind drained") | .detail | capture("after (?<s>[0-9.]+) s").s) // "?") s"' "$tmp/b.jsonl" | paste -sd ';' | sed 's/;/; /g')"

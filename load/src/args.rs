@@ -76,6 +76,8 @@ SIGNIN-FLOOD OPTIONS (plus --target, --threads, --timeout, --json):
   --addresses N          loopback addresses per round, one client each (default 300); they come
                          from 127.64.0.0 upwards, a new /16 per round
   --per-address N        sign-ins per address per round, one after another (default 30)
+  --first-round N        number the rounds from N (0-159, default 0): 127.(64 + N).0.0/16 first,
+                         so runs from different rounds come from addresses the server has not seen
   --duration S           rounds follow each other until this is up (default 10)
   --rate R               open model: R sign-ins per second in all, each on a new connection from
                          its address, whatever the answers take (at most 4096 in flight; the rest
@@ -202,6 +204,7 @@ const FLOOD: &[&str] = &[
     "duration",
     "addresses",
     "per-address",
+    "first-round",
     "rate",
 ];
 const WS: &[&str] = &[
@@ -522,6 +525,7 @@ fn flood(f: &Flags) -> Result<crate::flood::FloodArgs, String> {
             1,
             100_000,
         )?,
+        first_round: range("first-round", f.num("first-round")?.unwrap_or(0), 0, 159)?,
         duration: secs("duration", 10.0)?,
         rate: f
             .num::<f64>("rate")?
@@ -660,6 +664,9 @@ mod tests {
         assert!(parse(&args("signin-flood --rate 0")).is_err());
         assert!(parse(&args("signin-flood --rate 100001")).is_err());
         assert!(parse(&args("signin-flood --rate 700")).is_ok());
+        assert!(parse(&args("signin-flood --first-round 160")).is_err());
+        assert!(parse(&args("signin-flood --first-round -1")).is_err());
+        assert!(parse(&args("signin-flood --first-round 159")).is_ok());
         assert!(parse(&args("get --bogus 1")).is_err());
     }
 

@@ -27,6 +27,10 @@ pub(crate) struct FloodArgs {
     pub(crate) addresses: u16,
     /// Sign-ins each address sends per round.
     pub(crate) per_address: u32,
+    /// The first round's number: a run from round N uses other addresses
+    /// than runs before it from lower rounds, so each meets a server that
+    /// has seen none of them (fresh attackers every run).
+    pub(crate) first_round: u32,
     /// Rounds follow each other until this is up (at least one round).
     pub(crate) duration: Duration,
     /// Open model: sign-ins per second in all, whatever the answers take.
@@ -77,7 +81,7 @@ async fn send_one(client: &mut Client, round: u32, ip: Ipv4Addr, i: u32, statuse
 /// another; the next round starts when every address is done.
 async fn closed(args: &FloodArgs, statuses: &Statuses) -> Result<u32, String> {
     let started = Instant::now();
-    let mut round = 0u32;
+    let mut round = args.first_round;
     loop {
         let tasks: Vec<_> = (0..args.addresses)
             .map(|n| {
@@ -97,7 +101,7 @@ async fn closed(args: &FloodArgs, statuses: &Statuses) -> Result<u32, String> {
         }
         round += 1;
         if started.elapsed() >= args.duration {
-            return Ok(round);
+            return Ok(round - args.first_round);
         }
     }
 }
@@ -132,6 +136,7 @@ async fn open(args: &FloodArgs, rate: f64, statuses: &Statuses) -> Result<(u32, 
         tokio::time::sleep_until(at).await;
         let (round, n, i) = open_slot(k, args.addresses, args.per_address);
         rounds = rounds.max(round + 1);
+        let round = args.first_round + round;
         k += 1;
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             unsent += 1;
