@@ -68,12 +68,13 @@ start_store() {
 
 # Settings for a server all of whose clients come from 127.0.0.1 (the console
 # test, the fuzzer, the local cluster check): per-address limits, velocity
-# rules and the dummy-hash rate off, cheap password hashing.
+# rules and the dummy-hash rate and CPU budget off, cheap password hashing.
 single_address_env=(
   PASSWORD_ITERATIONS=1000 PASSWORD_ITERATIONS_INSECURE=1
   RATE_PURCHASE_PER_IP=0 RATE_PURCHASE_PER_USER=0
   RATE_SIGNIN_PER_IP=0 RATE_SIGNIN_PER_ACCOUNT=0 RATE_SIGNIN_PER_ACCOUNT_GLOBAL=0
   RATE_SIGNUP_PER_IP=0 SIGNIN_FAILURES_PER_IP=0 HASH_UNKNOWN_PER_SECOND=0
+  HASH_UNKNOWN_CPU_PERCENT=0
   PURCHASE_ATTEMPTS_PER_WINDOW=0 DEFAULT_MAX_ACCOUNTS_PER_IP=0
   FRAUD_RULE_NEW_ACCOUNT=off FRAUD_RULE_REFUSAL_BURST=off FRAUD_RULE_MANY_IPS=off
 )

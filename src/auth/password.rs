@@ -9,8 +9,10 @@
 //! bound the caller gets [`PasswordError::Busy`] at once (a 503 with
 //! Retry-After). Sign-ins for emails nobody holds (the dummy hash that keeps
 //! their timing equal) go through a lane of their own, limited to half the
-//! derivations, a quarter of the queue and `unknown_per_second` derivations
-//! started per second, so a flood of made-up emails can neither keep real
+//! derivations, a quarter of the queue, `unknown_per_second` derivations
+//! started per second and a CPU budget (`unknown_cpu_percent` of one core on
+//! average, from the derivation time measured at start-up, after a burst of
+//! [`DUMMY_BURST`]), so a flood of made-up emails can neither keep real
 //! customers from signing in nor keep a core busy hashing.
 //!
 //! Derivations run on threads of their own at a lower CPU priority
@@ -34,6 +36,9 @@ pub use crate::config::HashLimits;
 const SCHEME: &str = "pbkdf2-sha256";
 const SALT_LEN: usize = 16;
 const HASH_LEN: usize = 32;
+/// Dummy hashes the CPU budget lets start at once before its pace applies:
+/// a few people mistyping their email at the same moment still get 401.
+const DUMMY_BURST: u32 = 4;
 static ALGORITHM: pbkdf2::Algorithm = pbkdf2::PBKDF2_HMAC_SHA256;
 
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +155,8 @@ struct Gate {
     unknown_derivations: Semaphore,
     /// Dummy hashes started per second (`None`: no rate).
     unknown_rate: Option<governor::DefaultDirectRateLimiter>,
+    /// Dummy hashes started at the pace of the CPU budget (`None`: none).
+    unknown_budget: Option<governor::DefaultDirectRateLimiter>,
     waiting: [AtomicUsize; 2],
     queue: [usize; 2],
     wait: Duration,
@@ -162,8 +169,20 @@ struct Slot<'a> {
     _derivation: SemaphorePermit<'a>,
 }
 
+/// How often one dummy hash may start so that dummy hashes of `derivation`
+/// each take `percent` of one core on average (`None`: no budget).
+fn budget_period(derivation: Duration, percent: u32) -> Option<Duration> {
+    if percent == 0 {
+        return None;
+    }
+    let period = derivation.saturating_mul(100) / percent;
+    Some(period.max(Duration::from_micros(1)))
+}
+
 impl Gate {
-    fn new(limits: HashLimits) -> Self {
+    /// `derivation`: how long one derivation at the configured count takes
+    /// on this host (measured at start-up), for the dummy hashes' CPU budget.
+    fn new(limits: HashLimits, derivation: Duration) -> Self {
         let concurrency = limits.concurrency.max(1);
         let queue = limits.queue.max(1);
         Self {
@@ -171,6 +190,13 @@ impl Gate {
             unknown_derivations: Semaphore::new((concurrency / 2).max(1)),
             unknown_rate: NonZeroU32::new(limits.unknown_per_second)
                 .map(|n| governor::RateLimiter::direct(governor::Quota::per_second(n))),
+            unknown_budget: budget_period(derivation, limits.unknown_cpu_percent).and_then(
+                |period| {
+                    let quota = governor::Quota::with_period(period)?
+                        .allow_burst(NonZeroU32::new(DUMMY_BURST).expect("non-zero"));
+                    Some(governor::RateLimiter::direct(quota))
+                },
+            ),
             waiting: [AtomicUsize::new(0), AtomicUsize::new(0)],
             queue: [queue, (queue / 4).max(1)],
             wait: limits.wait,
@@ -179,8 +205,10 @@ impl Gate {
 
     async fn slot(&self, lane: Lane) -> Result<Slot<'_>, PasswordError> {
         if lane == Lane::Unknown
-            && let Some(rate) = &self.unknown_rate
-            && rate.check().is_err()
+            && [&self.unknown_rate, &self.unknown_budget]
+                .into_iter()
+                .flatten()
+                .any(|limit| limit.check().is_err())
         {
             return Err(PasswordError::Busy);
         }
@@ -218,12 +246,23 @@ impl PasswordHasher {
         let rng = SystemRandom::new();
         let mut pw = [0u8; 16];
         rng.fill(&mut pw).map_err(|_| PasswordError::Rng)?;
+        // The dummy's own derivation, on an idle start-up thread, is the
+        // measure of what one costs this host.
+        let started = std::time::Instant::now();
         let dummy = hash_blocking(&rng, iterations, &B64.encode(pw))?;
+        let derivation = started.elapsed();
+        tracing::info!(
+            iterations = iterations.get(),
+            derivation_ms = derivation.as_secs_f64() * 1e3,
+            dummy_hash_period_ms = budget_period(derivation, limits.unknown_cpu_percent)
+                .map(|p| p.as_secs_f64() * 1e3),
+            "password hashing measured"
+        );
         Ok(Self {
             iterations,
             rng,
             dummy: Arc::new(dummy),
-            gate: Arc::new(Gate::new(limits)),
+            gate: Arc::new(Gate::new(limits, derivation)),
             pool: Arc::new(Pool::new(limits.concurrency, limits.nice)?),
         })
     }
@@ -319,6 +358,7 @@ mod tests {
             queue,
             wait: Duration::from_millis(wait_ms),
             unknown_per_second: 0,
+            unknown_cpu_percent: 0,
             nice: 0,
         }
     }
@@ -392,7 +432,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_is_refused_at_once() {
-        let gate = Gate::new(limits(1, 1, 60_000));
+        let gate = Gate::new_for_test(limits(1, 1, 60_000));
         let held = gate.slot(Lane::Account).await.unwrap();
         // One may wait...
         let waiter = gate.slot(Lane::Account);
@@ -409,7 +449,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_wait_past_the_deadline_is_refused() {
-        let gate = Gate::new(limits(1, 8, 2_000));
+        let gate = Gate::new_for_test(limits(1, 8, 2_000));
         let _held = gate.slot(Lane::Account).await.unwrap();
         let started = tokio::time::Instant::now();
         assert!(matches!(
@@ -426,7 +466,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_emails_cannot_take_every_derivation_or_the_queue() {
-        let gate = Gate::new(limits(2, 8, 60_000));
+        let gate = Gate::new_for_test(limits(2, 8, 60_000));
         // The unknown lane gets one of the two derivations...
         let unknown = gate.slot(Lane::Unknown).await.unwrap();
         let mut more_unknown = Box::pin(gate.slot(Lane::Unknown));
@@ -446,9 +486,57 @@ mod tests {
         assert!(more_unknown.await.is_ok());
     }
 
+    impl Gate {
+        fn new_for_test(limits: HashLimits) -> Self {
+            Self::new(limits, Duration::from_millis(100))
+        }
+    }
+
+    #[test]
+    fn the_budget_paces_dummy_hashes_by_their_cost() {
+        // 145 ms derivations at 5 % of a core: one every 2.9 s.
+        assert_eq!(
+            budget_period(Duration::from_millis(145), 5),
+            Some(Duration::from_millis(2_900))
+        );
+        // At 100 % one may start as often as one takes.
+        assert_eq!(
+            budget_period(Duration::from_millis(145), 100),
+            Some(Duration::from_millis(145))
+        );
+        assert_eq!(budget_period(Duration::from_millis(145), 0), None);
+        assert_eq!(
+            budget_period(Duration::ZERO, 5),
+            Some(Duration::from_micros(1))
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_emails_get_at_most_their_cpu_budget_of_dummy_hashes() {
+        // 100 ms derivations at 1 % of a core: one per 10 s after the burst.
+        let gate = Gate::new(
+            HashLimits {
+                unknown_cpu_percent: 1,
+                ..limits(2, 8, 60_000)
+            },
+            Duration::from_millis(100),
+        );
+        for _ in 0..DUMMY_BURST {
+            drop(gate.slot(Lane::Unknown).await.unwrap());
+        }
+        assert!(matches!(
+            gate.slot(Lane::Unknown).await,
+            Err(PasswordError::Busy)
+        ));
+        // Real accounts are not budgeted.
+        for _ in 0..8 {
+            drop(gate.slot(Lane::Account).await.unwrap());
+        }
+    }
+
     #[tokio::test]
     async fn unknown_emails_start_at_most_their_rate_of_dummy_hashes() {
-        let gate = Gate::new(HashLimits {
+        let gate = Gate::new_for_test(HashLimits {
             unknown_per_second: 1,
             ..limits(2, 8, 60_000)
         });

@@ -38,6 +38,12 @@ pub const DEFAULT_HASH_QUEUE_TIMEOUT_MS: u64 = 2_000;
 /// can take.
 pub const ENV_HASH_UNKNOWN_PER_SECOND: &str = "HASH_UNKNOWN_PER_SECOND";
 pub const DEFAULT_HASH_UNKNOWN_PER_SECOND: u32 = 2;
+/// The share of one core, in percent, dummy hashes may take on average (0:
+/// no budget): with the derivation time measured at start-up, one dummy
+/// hash per `derivation * 100 / percent`, after a burst of a few. Bounds the
+/// CPU a flood of made-up emails takes whatever `PASSWORD_ITERATIONS` is.
+pub const ENV_HASH_UNKNOWN_CPU_PERCENT: &str = "HASH_UNKNOWN_CPU_PERCENT";
+pub const DEFAULT_HASH_UNKNOWN_CPU_PERCENT: u32 = 5;
 /// The nice value of the threads that derive password hashes (0-19): they
 /// get the CPU the request path leaves, so a sign-in flood's hashes cannot
 /// slow purchases down on a busy host.
@@ -56,6 +62,9 @@ pub struct HashLimits {
     /// Dummy-hash derivations started per second (0: no rate, only the
     /// lane's share of `concurrency`).
     pub unknown_per_second: u32,
+    /// The share of one core (percent) dummy hashes may take on average
+    /// (0: no budget).
+    pub unknown_cpu_percent: u32,
     /// The hashing threads' nice value, absolute (0: no change; one below
     /// the process's own is refused by the kernel and logged).
     pub nice: i32,
@@ -76,7 +85,7 @@ pub struct AuthConfig {
 /// Reads `SECRET_KEY` (required), `JWT_ISSUER`, `JWT_TTL_SECONDS`,
 /// `PASSWORD_ITERATIONS` (and the test-only `PASSWORD_ITERATIONS_INSECURE`),
 /// `HASH_CONCURRENCY`, `HASH_QUEUE`, `HASH_QUEUE_TIMEOUT_MS`,
-/// `HASH_UNKNOWN_PER_SECOND`, `HASH_NICE` and
+/// `HASH_UNKNOWN_PER_SECOND`, `HASH_UNKNOWN_CPU_PERCENT`, `HASH_NICE` and
 /// `ADMIN_EMAIL` / `ADMIN_PASSWORD` (both or neither) / `ADMIN_NAME`.
 pub(super) fn read(src: &dyn Source) -> Result<AuthConfig, ConfigError> {
     let r = Reader::new(src);
@@ -123,6 +132,12 @@ pub(super) fn read(src: &dyn Source) -> Result<AuthConfig, ConfigError> {
                 DEFAULT_HASH_UNKNOWN_PER_SECOND,
                 0,
                 100_000,
+            )?,
+            unknown_cpu_percent: r.ranged(
+                ENV_HASH_UNKNOWN_CPU_PERCENT,
+                DEFAULT_HASH_UNKNOWN_CPU_PERCENT,
+                0,
+                100,
             )?,
             nice: r.ranged(ENV_HASH_NICE, DEFAULT_HASH_NICE, 0, 19)?,
         },
@@ -221,6 +236,24 @@ mod tests {
         assert_eq!(c.hash_limits.nice, 0);
         let c = read(&map(&with_key(&[]))).unwrap();
         assert_eq!(c.hash_limits.nice, DEFAULT_HASH_NICE);
+    }
+
+    #[test]
+    fn the_dummy_hash_cpu_budget_is_a_percentage_of_one_core() {
+        for bad in ["-1", "101", "5%", "x"] {
+            assert_eq!(
+                refused(read, &with_key(&[(ENV_HASH_UNKNOWN_CPU_PERCENT, bad)])),
+                ENV_HASH_UNKNOWN_CPU_PERCENT,
+                "{bad}"
+            );
+        }
+        let c = read(&map(&with_key(&[(ENV_HASH_UNKNOWN_CPU_PERCENT, "0")]))).unwrap();
+        assert_eq!(c.hash_limits.unknown_cpu_percent, 0);
+        let c = read(&map(&with_key(&[]))).unwrap();
+        assert_eq!(
+            c.hash_limits.unknown_cpu_percent,
+            DEFAULT_HASH_UNKNOWN_CPU_PERCENT
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Attacks on the opening second of a sale that must cost only the
 //! attacker: a sign-in flood (hundreds of addresses signing in with made-up
 //! emails while buyers purchase and real customers sign in: buyers get their
-//! real outcome, never a 503, and real customers get in), and request bodies
-//! sent a byte at a time (they hold no in-flight slot and end with a 408).
+//! real outcome, never a 503, and real customers get in), made-up emails
+//! past the dummy hashes' CPU budget (503 at once, real accounts unaffected),
+//! and request bodies sent a byte at a time (they hold no in-flight slot and
+//! end with a 408).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -192,14 +194,15 @@ async fn a_signin_flood_neither_starves_buyers_nor_locks_real_customers_out() {
     let app = spawn_app_with(|s| {
         // A real hash cost and a real share of the in-flight limit, as in
         // production; of the abuse controls, the per-address sign-in rate,
-        // the failure budget and the dummy-hash rate are on (at their
-        // defaults).
+        // the failure budget, the dummy-hash rate and its CPU budget are on
+        // (at their defaults).
         s.insert("PASSWORD_ITERATIONS", "100000".to_owned());
         s.insert("HASH_CONCURRENCY", "2".to_owned());
         s.insert("MAX_IN_FLIGHT", "1024".to_owned());
         s.insert("RATE_SIGNIN_PER_IP", "30".to_owned());
         s.insert("SIGNIN_FAILURES_PER_IP", "10".to_owned());
         s.insert("HASH_UNKNOWN_PER_SECOND", "2".to_owned());
+        s.insert("HASH_UNKNOWN_CPU_PERCENT", "5".to_owned());
     })
     .await;
     for c in 0..CUSTOMERS {
@@ -291,4 +294,51 @@ async fn bodies_sent_a_byte_at_a_time_hold_no_slot_and_end_with_408() {
         assert!(text.contains("\"REQUEST_TIMEOUT\""), "{text}");
     }
     assert_eq!(app.state.admission.available_permits(), 1);
+}
+
+#[tokio::test]
+async fn dummy_hashes_stop_at_their_cpu_budget_and_real_accounts_still_sign_in() {
+    // 1 % of a core: after the burst of 4, one dummy hash per 100
+    // derivations' time, far longer than this test takes.
+    let app = spawn_app_with(|s| {
+        s.insert("PASSWORD_ITERATIONS", "100000".to_owned());
+        s.insert("HASH_UNKNOWN_CPU_PERCENT", "1".to_owned());
+    })
+    .await;
+    let r = app
+        .signup("Real", "budget-real@example.com", "real-customer-password")
+        .await;
+    assert_eq!(r.status(), 201);
+    let mut answers = Vec::new();
+    for i in 0..10 {
+        let r = app
+            .signin(&format!("made-up-{i}@example.com"), "not-the-password")
+            .await;
+        let status = r.status().as_u16();
+        let retry_after = r.headers().get("retry-after").is_some();
+        let v: Value = r.json().await.unwrap();
+        answers.push((
+            status,
+            v["error"]["code"].as_str().unwrap_or("").to_owned(),
+            retry_after,
+        ));
+    }
+    // The burst pays its dummy hashes and gets the wrong-credentials answer...
+    for a in &answers[..4] {
+        assert_eq!(
+            (a.0, a.1.as_str()),
+            (401, "INVALID_CREDENTIALS"),
+            "{answers:?}"
+        );
+    }
+    // ...past the budget a made-up email is refused at once, with Retry-After.
+    for a in &answers[4..] {
+        assert_eq!(a.0, 503, "{answers:?}");
+        assert!(a.2, "503 without Retry-After: {answers:?}");
+    }
+    // A real account is not budgeted.
+    let r = app
+        .signin("budget-real@example.com", "real-customer-password")
+        .await;
+    assert_eq!(r.status(), 200);
 }

@@ -58,6 +58,7 @@ pub fn base_settings(redis_url: &str, mongo_url: &str, db: &str) -> Settings {
         ("RATE_SIGNUP_PER_IP", "0".to_owned()),
         ("SIGNIN_FAILURES_PER_IP", "0".to_owned()),
         ("HASH_UNKNOWN_PER_SECOND", "0".to_owned()),
+        ("HASH_UNKNOWN_CPU_PERCENT", "0".to_owned()),
         ("PURCHASE_ATTEMPTS_PER_WINDOW", "0".to_owned()),
         ("DEFAULT_MAX_ACCOUNTS_PER_IP", "0".to_owned()),
         ("FRAUD_RULE_NEW_ACCOUNT", "off".to_owned()),
