@@ -364,13 +364,17 @@ for ((r = 1; r <= RUNS; r++)); do
     # Redis commands per purchase (every command the service sent, by name).
     cp "$tmp/b.cmdstats.last" "$tmp/b.cmdstats.$r"
   fi
-  want g && log "g run $r/$RUNS: purchase with REDIS_ACK_REPLICAS=1 (a replica confirms each order)"
-  want g && CPU_PIDS="$ack_cpu" CPU_REDIS_PORT="$ack_port" TARGET_PORT="$ack_http_port" run_load g purchase --units 10000000 --max-per-user 1000000 \
-    --max-per-tx 10 --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT"
-  want g && cp "$tmp/g.cmdstats.last" "$tmp/g.cmdstats.$r"
-  want k && log "k run $r/$RUNS: purchase on the replicated Redis with REDIS_ACK_REPLICAS=0"
-  want k && CPU_PIDS="$noack_cpu" CPU_REDIS_PORT="$ack_port" TARGET_PORT="$noack_http_port" run_load k purchase --units 10000000 --max-per-user 1000000 \
-    --max-per-tx 10 --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT"
+  if want g; then
+    log "g run $r/$RUNS: purchase with REDIS_ACK_REPLICAS=1 (a replica confirms each order)"
+    CPU_PIDS="$ack_cpu" CPU_REDIS_PORT="$ack_port" TARGET_PORT="$ack_http_port" run_load g purchase --units 10000000 --max-per-user 1000000 \
+      --max-per-tx 10 --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT"
+    cp "$tmp/g.cmdstats.last" "$tmp/g.cmdstats.$r"
+  fi
+  if want k; then
+    log "k run $r/$RUNS: purchase on the replicated Redis with REDIS_ACK_REPLICAS=0"
+    CPU_PIDS="$noack_cpu" CPU_REDIS_PORT="$ack_port" TARGET_PORT="$noack_http_port" run_load k purchase --units 10000000 --max-per-user 1000000 \
+      --max-per-tx 10 --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT"
+  fi
 done
 [[ -z "$bench_redis_pid" ]] || stop_pid "redis-server (benchmark)" "$bench_redis_pid"
 for ((r = 1; r <= RUNS; r++)); do
@@ -396,9 +400,11 @@ rate_source="half of b's median"
 : >"$tmp/flood.jsonl"
 for ((r = 1; r <= RUNS; r++)); do
   want e || want h || break
-  want e && log "e run $r/$RUNS: purchase, open model at $half_rate req/s ($rate_source)"
-  want e && run_load e purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 \
-    --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT" --rate "$half_rate"
+  if want e; then
+    log "e run $r/$RUNS: purchase, open model at $half_rate req/s ($rate_source)"
+    run_load e purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 \
+      --quantity 1 --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT" --rate "$half_rate"
+  fi
   want h || continue
   # h. the same, while a sign-in flood runs for the whole measured run: 300
   #    addresses outside IP_ALLOW, 30 made-up sign-ins each, round after round.
@@ -427,10 +433,12 @@ done
 #    j/b, goal 0.9).
 for ((r = 1; r <= RUNS; r++)); do
   want i || want j || break
-  want i && log "i run $r/$RUNS: purchase, closed model over $((CONNECTIONS * 10)) connections honouring Retry-After, MAX_IN_FLIGHT=$CONNECTIONS"
-  want i && LOAD_CONNECTIONS="$((CONNECTIONS * 10))" CPU_PIDS="$over_cpu" TARGET_PORT="$over_http_port" \
-    run_load i purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 --quantity 1 \
-    --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT" --honor-retry-after
+  if want i; then
+    log "i run $r/$RUNS: purchase, closed model over $((CONNECTIONS * 10)) connections honouring Retry-After, MAX_IN_FLIGHT=$CONNECTIONS"
+    LOAD_CONNECTIONS="$((CONNECTIONS * 10))" CPU_PIDS="$over_cpu" TARGET_PORT="$over_http_port" \
+      run_load i purchase --units 10000000 --max-per-user 1000000 --max-per-tx 10 --quantity 1 \
+      --buyers "$BUYERS" --drain-timeout "$DRAIN_TIMEOUT" --honor-retry-after
+  fi
   want j || continue
   log "j run $r/$RUNS: as i, refused clients asking again at once"
   LOAD_CONNECTIONS="$((CONNECTIONS * 10))" CPU_PIDS="$over_cpu" TARGET_PORT="$over_http_port" \

@@ -180,9 +180,9 @@ fn budget_period(derivation: Duration, percent: u32) -> Option<Duration> {
 }
 
 impl Gate {
-    /// `derivation`: how long one derivation at the configured count takes
-    /// on this host (measured at start-up), for the dummy hashes' CPU budget.
-    fn new(limits: HashLimits, derivation: Duration) -> Self {
+    /// `dummy_period`: how often one dummy hash may start under the CPU
+    /// budget ([`budget_period`]; `None`: no budget).
+    fn new(limits: HashLimits, dummy_period: Option<Duration>) -> Self {
         let concurrency = limits.concurrency.max(1);
         let queue = limits.queue.max(1);
         Self {
@@ -190,13 +190,11 @@ impl Gate {
             unknown_derivations: Semaphore::new((concurrency / 2).max(1)),
             unknown_rate: NonZeroU32::new(limits.unknown_per_second)
                 .map(|n| governor::RateLimiter::direct(governor::Quota::per_second(n))),
-            unknown_budget: budget_period(derivation, limits.unknown_cpu_percent).and_then(
-                |period| {
-                    let quota = governor::Quota::with_period(period)?
-                        .allow_burst(NonZeroU32::new(DUMMY_BURST).expect("non-zero"));
-                    Some(governor::RateLimiter::direct(quota))
-                },
-            ),
+            unknown_budget: dummy_period.and_then(|period| {
+                let quota = governor::Quota::with_period(period)?
+                    .allow_burst(NonZeroU32::new(DUMMY_BURST).expect("non-zero"));
+                Some(governor::RateLimiter::direct(quota))
+            }),
             waiting: [AtomicUsize::new(0), AtomicUsize::new(0)],
             queue: [queue, (queue / 4).max(1)],
             wait: limits.wait,
@@ -251,18 +249,18 @@ impl PasswordHasher {
         let started = std::time::Instant::now();
         let dummy = hash_blocking(&rng, iterations, &B64.encode(pw))?;
         let derivation = started.elapsed();
+        let dummy_period = budget_period(derivation, limits.unknown_cpu_percent);
         tracing::info!(
             iterations = iterations.get(),
             derivation_ms = derivation.as_secs_f64() * 1e3,
-            dummy_hash_period_ms = budget_period(derivation, limits.unknown_cpu_percent)
-                .map(|p| p.as_secs_f64() * 1e3),
+            dummy_hash_period_ms = dummy_period.map(|p| p.as_secs_f64() * 1e3),
             "password hashing measured"
         );
         Ok(Self {
             iterations,
             rng,
             dummy: Arc::new(dummy),
-            gate: Arc::new(Gate::new(limits, derivation)),
+            gate: Arc::new(Gate::new(limits, dummy_period)),
             pool: Arc::new(Pool::new(limits.concurrency, limits.nice)?),
         })
     }
@@ -432,7 +430,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_is_refused_at_once() {
-        let gate = Gate::new_for_test(limits(1, 1, 60_000));
+        let gate = Gate::new(limits(1, 1, 60_000), None);
         let held = gate.slot(Lane::Account).await.unwrap();
         // One may wait...
         let waiter = gate.slot(Lane::Account);
@@ -449,7 +447,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_wait_past_the_deadline_is_refused() {
-        let gate = Gate::new_for_test(limits(1, 8, 2_000));
+        let gate = Gate::new(limits(1, 8, 2_000), None);
         let _held = gate.slot(Lane::Account).await.unwrap();
         let started = tokio::time::Instant::now();
         assert!(matches!(
@@ -466,7 +464,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_emails_cannot_take_every_derivation_or_the_queue() {
-        let gate = Gate::new_for_test(limits(2, 8, 60_000));
+        let gate = Gate::new(limits(2, 8, 60_000), None);
         // The unknown lane gets one of the two derivations...
         let unknown = gate.slot(Lane::Unknown).await.unwrap();
         let mut more_unknown = Box::pin(gate.slot(Lane::Unknown));
@@ -484,12 +482,6 @@ mod tests {
         assert!(futures_util::poll!(&mut account).is_ready());
         drop(unknown);
         assert!(more_unknown.await.is_ok());
-    }
-
-    impl Gate {
-        fn new_for_test(limits: HashLimits) -> Self {
-            Self::new(limits, Duration::from_millis(100))
-        }
     }
 
     #[test]
@@ -515,11 +507,8 @@ mod tests {
     async fn unknown_emails_get_at_most_their_cpu_budget_of_dummy_hashes() {
         // 100 ms derivations at 1 % of a core: one per 10 s after the burst.
         let gate = Gate::new(
-            HashLimits {
-                unknown_cpu_percent: 1,
-                ..limits(2, 8, 60_000)
-            },
-            Duration::from_millis(100),
+            limits(2, 8, 60_000),
+            budget_period(Duration::from_millis(100), 1),
         );
         for _ in 0..DUMMY_BURST {
             drop(gate.slot(Lane::Unknown).await.unwrap());
@@ -536,10 +525,13 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_emails_start_at_most_their_rate_of_dummy_hashes() {
-        let gate = Gate::new_for_test(HashLimits {
-            unknown_per_second: 1,
-            ..limits(2, 8, 60_000)
-        });
+        let gate = Gate::new(
+            HashLimits {
+                unknown_per_second: 1,
+                ..limits(2, 8, 60_000)
+            },
+            None,
+        );
         drop(gate.slot(Lane::Unknown).await.unwrap());
         // The derivation is free again, but the second in this second is refused...
         assert!(matches!(
