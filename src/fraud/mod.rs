@@ -57,6 +57,35 @@ pub struct Fraud {
     cfg: FraudConfig,
 }
 
+/// Failed sign-ins (unknown email or wrong password) an address may have in
+/// its window before a sign-in of its that admission refuses still counts
+/// against its failure budget.
+pub const SIGNIN_REFUSALS_COUNT_AFTER: u32 = 3;
+
+/// What the cheap gate of a sign-in knows of its address: how many of its
+/// sign-ins in the window named an unknown email or a wrong password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SigninStanding {
+    failures: u32,
+}
+
+impl SigninStanding {
+    /// No failure in the window: served from the larger part of sign-in's
+    /// admission share.
+    pub fn is_clean(self) -> bool {
+        self.failures == 0
+    }
+
+    /// Whether a refusal by admission (503, no work done) still counts as
+    /// one of the address's failures. A customer who mistyped once or twice
+    /// gets it back; an address that keeps failing does not, so a flood
+    /// from it reaches its in-memory 429 after its budget of attempts
+    /// instead of after its budget of MongoDB lookups.
+    pub fn keeps_refusals(self) -> bool {
+        self.failures >= SIGNIN_REFUSALS_COUNT_AFTER
+    }
+}
+
 /// Why an abuse control refused a request before any work was done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denied {
@@ -149,17 +178,19 @@ impl Fraud {
     /// [`Fraud::signin_succeeded`]), so a flood spends the budget with its
     /// first requests, not only once their lookups and hashes are done.
     ///
-    /// Returns whether the address had no failure in its window before this
-    /// one (trusted addresses always count as clean).
-    pub fn admit_signin(&self, ip: IpAddr) -> Result<bool, Denied> {
+    /// Returns the address's standing: its failed sign-ins in the window
+    /// before this one (trusted addresses always stand clean).
+    pub fn admit_signin(&self, ip: IpAddr) -> Result<SigninStanding, Denied> {
         if self.is_trusted(ip) {
-            return Ok(true);
+            return Ok(SigninStanding { failures: 0 });
         }
         let key = ip_key(ip);
         self.limited(self.signin_ip.check(&key), ip, None, None)?;
         self.limited(self.signin_failures.check(&key), ip, None, None)?;
         self.signin_failures.record(&key);
-        Ok(self.signin_failed.failures(&key) == 0)
+        Ok(SigninStanding {
+            failures: self.signin_failed.failures(&key),
+        })
     }
 
     /// Marks `ip` as an address whose sign-in named an unknown email or a
@@ -171,7 +202,8 @@ impl Fraud {
     }
 
     /// Gives back the failure [`Fraud::admit_signin`] counted in advance:
-    /// the sign-in succeeded, or it was refused before any work (503).
+    /// the sign-in succeeded, or it was refused before any work (503) and
+    /// its address does not keep failing ([`SigninStanding::keeps_refusals`]).
     pub fn signin_succeeded(&self, ip: IpAddr) {
         if !self.is_trusted(ip) {
             self.signin_failures.refund(&ip_key(ip));

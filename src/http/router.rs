@@ -329,20 +329,22 @@ async fn dispatch(
     }
     // A sign-in over its address's rate or failure budget is refused before
     // it costs a slot, a MongoDB lookup or a hash.
-    let clean_signin = if route == Route::Signin {
+    let standing = if route == Route::Signin {
         match state.fraud.admit_signin(ip) {
-            Ok(clean) => clean,
+            Ok(standing) => Some(standing),
             Err(denied) => {
                 crate::metrics::signin_penalized();
                 return error(&denied.into());
             }
         }
     } else {
-        false
+        None
     };
-    // A sign-in refused below did no work: its failure goes back.
+    let clean_signin = standing.is_some_and(|s| s.is_clean());
+    // A sign-in refused below did no work: its failure goes back, unless
+    // its address keeps failing.
     let refused = |class| {
-        if route == Route::Signin {
+        if standing.is_some_and(|s| !s.keeps_refusals()) {
             state.fraud.signin_succeeded(ip);
         }
         overloaded(class)

@@ -342,3 +342,76 @@ async fn dummy_hashes_stop_at_their_cpu_budget_and_real_accounts_still_sign_in()
         .await;
     assert_eq!(r.status(), 200);
 }
+
+/// Signs in from `ip` and returns the status and the error code.
+async fn signin_from(base: &str, ip: Ipv4Addr, email: &str, password: &str) -> (u16, String) {
+    let r = client_from(ip)
+        .post(format!("{base}/api/signin"))
+        .json(&json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    (status, v["error"]["code"].as_str().unwrap_or("").to_owned())
+}
+
+#[tokio::test]
+async fn refusals_count_against_an_address_that_keeps_failing_but_not_a_customer_who_mistyped() {
+    let app = spawn_app_with(|s| {
+        s.insert("SIGNIN_FAILURES_PER_IP", "6".to_owned());
+    })
+    .await;
+    let base = app.api.base.clone();
+    let attacker = Ipv4Addr::new(127, 0, 9, 1);
+    let customer = Ipv4Addr::new(127, 0, 9, 2);
+    let r = app
+        .signup("Mistyped", "mistyped@example.com", "the-right-password")
+        .await;
+    assert_eq!(r.status(), 201);
+    // The customer mistypes once; the attacker names three made-up emails.
+    let first = signin_from(&base, customer, "mistyped@example.com", "wrong").await;
+    assert_eq!(first.0, 401, "{first:?}");
+    for i in 0..3 {
+        let a = signin_from(&base, attacker, &format!("made-up-{i}@x.example"), "pw").await;
+        assert_eq!(a.0, 401, "{a:?}");
+    }
+    // The sign-in lane for failing addresses is full, as during a flood.
+    let lane = Arc::clone(&app.state.auth_admission.failing);
+    let held = lane
+        .clone()
+        .acquire_many_owned(u32::try_from(lane.available_permits()).unwrap())
+        .await
+        .unwrap();
+    // The attacker's refusals are charged: 3 failures + 3 refusals spend its
+    // budget of 6, and the next sign-in is refused in memory (429).
+    let mut attacker_seen = Vec::new();
+    for i in 3..8 {
+        let a = signin_from(&base, attacker, &format!("made-up-{i}@x.example"), "pw").await;
+        attacker_seen.push(a.0);
+    }
+    assert_eq!(attacker_seen, [503, 503, 503, 429, 429]);
+    // The customer's refusals are given back: well past the budget, still
+    // 503 (come back later), never locked out.
+    for _ in 0..8 {
+        let c = signin_from(
+            &base,
+            customer,
+            "mistyped@example.com",
+            "the-right-password",
+        )
+        .await;
+        assert_eq!(c.0, 503, "{c:?}");
+    }
+    drop(held);
+    let c = signin_from(
+        &base,
+        customer,
+        "mistyped@example.com",
+        "the-right-password",
+    )
+    .await;
+    assert_eq!(c.0, 200, "{c:?}");
+    let a = signin_from(&base, attacker, "made-up-9@x.example", "pw").await;
+    assert_eq!(a, (429, "RATE_LIMITED".to_owned()));
+}
