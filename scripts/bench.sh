@@ -391,8 +391,12 @@ done
 
 # e. the buy path in the open model at half of b's median rate: latency from
 #    the intended send time, so queueing is not hidden.
-# Rounds of 300 x 30 sign-ins one h run's flood needs.
-flood_rounds=$(((FLOOD_RATE * (WARMUP + DURATION + 1) + 8999) / 9000))
+# How long each h run's flood lasts: past the purchase run's measured window
+# (the purchase generator connects its clients before its warm-up starts),
+# so the flood is still alive when the generator samples its CPU at the
+# window's end. Rounds of 300 x 30 sign-ins that needs.
+flood_secs=$((WARMUP + DURATION + 4))
+flood_rounds=$(((FLOOD_RATE * flood_secs + 8999) / 9000))
 half_rate="${E_RATE:-$(jq -r '.achieved_rps' "$tmp/b.jsonl" | median | awk '{ printf "%d", $1 / 2 }')}"
 rate_source="half of b's median"
 [[ -z "$E_RATE" ]] || rate_source="E_RATE"
@@ -413,7 +417,7 @@ for ((r = 1; r <= RUNS; r++)); do
   #    refuse).
   log "h run $r/$RUNS: as e, during a sign-in flood of $FLOOD_RATE/s from 300 loopback addresses at a time"
   "$load_bin" signin-flood --target "127.0.0.1:$http_port" --addresses 300 --per-address 30 \
-    --rate "$FLOOD_RATE" --duration "$((WARMUP + DURATION + 1))" --json \
+    --rate "$FLOOD_RATE" --duration "$flood_secs" --json \
     --first-round "$((((r - 1) * flood_rounds) % 160))" \
     >>"$tmp/flood.jsonl" 2>>"$tmp/flood.log" &
   flood_pid=$!
