@@ -257,52 +257,70 @@ fn local_nginx_conf(dir: &std::path::Path, upstream: &str, port: u16) -> String 
     conf
 }
 
+/// nginx with deploy/nginx.conf in front of one app, as one process under a
+/// guard; `base` is its address, `dir` holds its config and logs.
+struct LocalNginx {
+    base: String,
+    dir: tempfile::TempDir,
+    _process: support::ChildGuard,
+}
+
+impl LocalNginx {
+    async fn start(app: &helpers::TestApp) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = support::free_port();
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(
+            &conf,
+            local_nginx_conf(dir.path(), app.base.trim_start_matches("http://"), port),
+        )
+        .unwrap();
+        let args = |extra: &[&str]| {
+            let mut c = Command::new("nginx");
+            c.arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(&conf)
+                .arg("-e")
+                .arg(dir.path().join("error.log"))
+                .args(extra);
+            c
+        };
+        let check = args(&["-t", "-q"])
+            .output()
+            .expect("nginx (Debian package nginx; scripts/setup.sh installs it)");
+        assert!(
+            check.status.success(),
+            "nginx -t refuses the config: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        // One process (no workers to leave behind when the guard kills it).
+        let process = support::ChildGuard::spawn(
+            args(&["-g", "daemon off; master_process off;"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        )
+        .expect("nginx starts");
+        assert!(
+            support::eventually(Duration::from_secs(10), || async {
+                support::port_open(port)
+            })
+            .await,
+            "nginx listens on {port}"
+        );
+        Self {
+            base: format!("http://127.0.0.1:{port}"),
+            dir,
+            _process: process,
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_load_balancer_logs_paths_without_query_strings() {
     let app = spawn_app().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = support::free_port();
-    let conf = dir.path().join("nginx.conf");
-    std::fs::write(
-        &conf,
-        local_nginx_conf(dir.path(), app.base.trim_start_matches("http://"), port),
-    )
-    .unwrap();
-    let args = |extra: &[&str]| {
-        let mut c = Command::new("nginx");
-        c.arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .args(extra);
-        c
-    };
-    let check = args(&["-t", "-q"])
-        .output()
-        .expect("nginx (Debian package nginx; scripts/setup.sh installs it)");
-    assert!(
-        check.status.success(),
-        "nginx -t refuses the config: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    // One process (no workers to leave behind when the guard kills it).
-    let _nginx = support::ChildGuard::spawn(
-        args(&["-g", "daemon off; master_process off;"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
-    )
-    .expect("nginx starts");
-    assert!(
-        support::eventually(Duration::from_secs(10), || async {
-            support::port_open(port)
-        })
-        .await,
-        "nginx listens on {port}"
-    );
-
-    let lb = format!("http://127.0.0.1:{port}");
+    let nginx = LocalNginx::start(&app).await;
+    let lb = &nginx.base;
     let client = reqwest::Client::new();
     let r = client
         .get(format!("{lb}/api/products?offset=0&secret=QUERY-SECRET-1"))
@@ -318,7 +336,7 @@ async fn the_load_balancer_logs_paths_without_query_strings() {
         .unwrap();
     assert_eq!(r.status(), 426, "the request went through to the app");
 
-    let log = dir.path().join("access.log");
+    let log = nginx.dir.path().join("access.log");
     let logged = support::eventually(Duration::from_secs(10), || async {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         text.lines().count() >= 2
@@ -334,4 +352,104 @@ async fn the_load_balancer_logs_paths_without_query_strings() {
         text.contains("\"path\":\"/api/products\"") && text.contains("\"path\":\"/ws\""),
         "each request is logged by its path:\n{text}"
     );
+}
+
+/// `n` POSTs of `body(i)` to `url` from `ip`, one after another: each
+/// status, with the refusals' error code, limit name and Retry-After.
+async fn posts_from(
+    ip: std::net::Ipv4Addr,
+    url: &str,
+    n: usize,
+    body: impl Fn(usize) -> serde_json::Value,
+) -> Vec<(u16, String, String, Option<String>)> {
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::V4(ip))
+        .build()
+        .unwrap();
+    let mut seen = Vec::new();
+    for i in 0..n {
+        let r = client.post(url).json(&body(i)).send().await.unwrap();
+        let status = r.status().as_u16();
+        let retry_after = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        seen.push((
+            status,
+            v["error"]["code"].as_str().unwrap_or("").to_owned(),
+            v["error"]["details"]["limit"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+            retry_after,
+        ));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn the_load_balancer_refuses_sign_ins_and_sign_ups_past_an_address_rate_itself() {
+    // The app's own sign-in and sign-up limits are off here (every test
+    // client shares 127.0.0.1), so every 429 below is nginx's.
+    let app = spawn_app().await;
+    let nginx = LocalNginx::start(&app).await;
+    let signin = format!("{}/api/signin", nginx.base);
+    let flooder = std::net::Ipv4Addr::new(127, 0, 7, 1);
+    let started = std::time::Instant::now();
+    let seen = posts_from(
+        flooder,
+        &signin,
+        45,
+        |i| json!({ "email": format!("edge-{i}@flood.example"), "password": "not-the-password" }),
+    )
+    .await;
+    // The burst of 30 and the first go through (401 from the app); the
+    // bucket gains one more every 2 s.
+    let through = seen.iter().filter(|s| s.0 == 401).count();
+    let leaked = usize::try_from(started.elapsed().as_secs() / 2).unwrap() + 1;
+    assert!(
+        (31..=31 + leaked).contains(&through),
+        "{through} sign-ins reached the app: {seen:?}"
+    );
+    assert!(seen[..31].iter().all(|s| s.0 == 401), "{seen:?}");
+    // The rest: nginx's 429 in the services' error shape, with Retry-After.
+    for s in seen.iter().filter(|s| s.0 != 401) {
+        assert_eq!(
+            (s.0, s.1.as_str(), s.2.as_str(), s.3.as_deref()),
+            (429, "RATE_LIMITED", "edge-signin-ip", Some("2")),
+            "{seen:?}"
+        );
+    }
+    // Another address is not held up by it.
+    let other = posts_from(
+        std::net::Ipv4Addr::new(127, 0, 7, 2),
+        &signin,
+        1,
+        |_| json!({ "email": "someone@example.com", "password": "not-the-password" }),
+    )
+    .await;
+    assert_eq!(other[0].0, 401, "{other:?}");
+    // Sign-ups: a burst of 10 and the first, then nginx's 429.
+    let signup = format!("{}/api/signup", nginx.base);
+    let seen = posts_from(std::net::Ipv4Addr::new(127, 0, 7, 3), &signup, 14, |i| {
+        json!({
+            "name": "Edge",
+            "email": format!("edge-signup-{i}@example.com"),
+            "password": "a-long-enough-password",
+        })
+    })
+    .await;
+    assert!(seen[..11].iter().all(|s| s.0 == 201), "{seen:?}");
+    assert!(
+        seen.iter().any(|s| s.0 == 429),
+        "no sign-up was refused: {seen:?}"
+    );
+    for s in seen.iter().filter(|s| s.0 != 201) {
+        assert_eq!(
+            (s.0, s.1.as_str(), s.2.as_str(), s.3.as_deref()),
+            (429, "RATE_LIMITED", "edge-signup-ip", Some("6")),
+            "{seen:?}"
+        );
+    }
 }
