@@ -3,8 +3,9 @@
 //! emails while buyers purchase and real customers sign in: buyers get their
 //! real outcome, never a 503, and real customers get in), made-up emails
 //! past the dummy hashes' CPU budget (503 at once, real accounts unaffected),
-//! and request bodies sent a byte at a time (they hold no in-flight slot and
-//! end with a 408).
+//! and request bodies sent a byte at a time, over HTTP/1.1 or as HTTP/2
+//! streams up to the advertised stream limit (they hold no in-flight slot;
+//! over HTTP/1.1 they end with a 408).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -294,6 +295,67 @@ async fn bodies_sent_a_byte_at_a_time_hold_no_slot_and_end_with_408() {
         assert!(text.contains("\"REQUEST_TIMEOUT\""), "{text}");
     }
     assert_eq!(app.state.admission.available_permits(), 1);
+}
+
+#[tokio::test]
+async fn an_http2_connection_gets_its_stream_limit_and_its_slow_streams_hold_no_slot() {
+    let app = spawn_app_with(|s| {
+        s.insert("HTTP2_MAX_STREAMS", "4".to_owned());
+        s.insert("MAX_IN_FLIGHT", "1".to_owned());
+        s.insert("BODY_READ_TIMEOUT_MS", "30000".to_owned());
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut h2c, conn) = h2::client::handshake(tcp).await.unwrap();
+    let mut conn = Box::pin(conn);
+    // As many purchases as the connection may carry, each sending the
+    // first byte of its body and then nothing more.
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let req = http::Request::post(format!("http://{addr}/api/purchase-product"))
+            .header("authorization", format!("Bearer {}", customer_token()))
+            .header("content-type", "application/json")
+            .header("content-length", "64")
+            .body(())
+            .unwrap();
+        let (answer, mut body) = h2c.send_request(req, false).unwrap();
+        body.send_data(bytes::Bytes::from_static(b"{"), false)
+            .unwrap();
+        streams.push((answer, body));
+    }
+    // The server's SETTINGS say how many streams a connection may open.
+    let limit = tokio::time::timeout(
+        Duration::from_secs(10),
+        std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(r) = conn.as_mut().poll(cx) {
+                panic!("the connection ended: {r:?}");
+            }
+            match conn.max_concurrent_send_streams() {
+                4 => std::task::Poll::Ready(4),
+                _ => std::task::Poll::Pending,
+            }
+        }),
+    )
+    .await
+    .expect("the server's SETTINGS arrive");
+    assert_eq!(limit, 4);
+    // The connection is driven in the background from here on.
+    let driver = tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| conn.as_mut().poll(cx)).await;
+    });
+    // The slow streams hold no in-flight slot: the one there is serves a
+    // real request meanwhile.
+    let r = app.get("/api/products", Some(&app.admin_token)).await;
+    assert_eq!(
+        r.status(),
+        200,
+        "slow HTTP/2 streams hold no in-flight slot"
+    );
+    assert_eq!(app.state.admission.available_permits(), 1);
+    drop(streams);
+    drop(h2c);
+    driver.abort();
 }
 
 #[tokio::test]
