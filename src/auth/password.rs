@@ -153,10 +153,9 @@ fn current_nice() -> i32 {
 struct Gate {
     derivations: Semaphore,
     unknown_derivations: Semaphore,
-    /// Dummy hashes started per second (`None`: no rate).
-    unknown_rate: Option<governor::DefaultDirectRateLimiter>,
-    /// Dummy hashes started at the pace of the CPU budget (`None`: none).
-    unknown_budget: Option<governor::DefaultDirectRateLimiter>,
+    /// Dummy hashes started: the stricter of the per-second rate and the
+    /// CPU budget's pace ([`dummy_quota`]; `None`: neither is set).
+    unknown_pace: Option<governor::DefaultDirectRateLimiter>,
     waiting: [AtomicUsize; 2],
     queue: [usize; 2],
     wait: Duration,
@@ -179,6 +178,22 @@ fn budget_period(derivation: Duration, percent: u32) -> Option<Duration> {
     Some(period.max(Duration::from_micros(1)))
 }
 
+/// One quota for dummy hashes that holds both limits: `per_second` starts a
+/// second (0: none, burst of as many) and one start per `budget_period`
+/// (after a burst of [`DUMMY_BURST`]). The longer period and the smaller
+/// burst are stricter than each, and a single limiter spends no token of
+/// one limit on a start the other refuses.
+fn dummy_quota(per_second: u32, budget_period: Option<Duration>) -> Option<governor::Quota> {
+    let rate = NonZeroU32::new(per_second).map(|n| (Duration::from_secs(1) / n.get(), n));
+    let budget = budget_period.map(|p| (p, NonZeroU32::new(DUMMY_BURST).expect("non-zero")));
+    let (period, burst) = match (rate, budget) {
+        (Some((a, burst_a)), Some((b, burst_b))) => (a.max(b), burst_a.min(burst_b)),
+        (Some(one), None) | (None, Some(one)) => one,
+        (None, None) => return None,
+    };
+    Some(governor::Quota::with_period(period)?.allow_burst(burst))
+}
+
 impl Gate {
     /// `dummy_period`: how often one dummy hash may start under the CPU
     /// budget ([`budget_period`]; `None`: no budget).
@@ -188,13 +203,8 @@ impl Gate {
         Self {
             derivations: Semaphore::new(concurrency),
             unknown_derivations: Semaphore::new((concurrency / 2).max(1)),
-            unknown_rate: NonZeroU32::new(limits.unknown_per_second)
-                .map(|n| governor::RateLimiter::direct(governor::Quota::per_second(n))),
-            unknown_budget: dummy_period.and_then(|period| {
-                let quota = governor::Quota::with_period(period)?
-                    .allow_burst(NonZeroU32::new(DUMMY_BURST).expect("non-zero"));
-                Some(governor::RateLimiter::direct(quota))
-            }),
+            unknown_pace: dummy_quota(limits.unknown_per_second, dummy_period)
+                .map(governor::RateLimiter::direct),
             waiting: [AtomicUsize::new(0), AtomicUsize::new(0)],
             queue: [queue, (queue / 4).max(1)],
             wait: limits.wait,
@@ -203,10 +213,8 @@ impl Gate {
 
     async fn slot(&self, lane: Lane) -> Result<Slot<'_>, PasswordError> {
         if lane == Lane::Unknown
-            && [&self.unknown_rate, &self.unknown_budget]
-                .into_iter()
-                .flatten()
-                .any(|limit| limit.check().is_err())
+            && let Some(pace) = &self.unknown_pace
+            && pace.check().is_err()
         {
             return Err(PasswordError::Busy);
         }
@@ -500,6 +508,27 @@ mod tests {
         assert_eq!(
             budget_period(Duration::ZERO, 5),
             Some(Duration::from_micros(1))
+        );
+    }
+
+    #[test]
+    fn the_dummy_quota_is_the_stricter_of_the_rate_and_the_budget() {
+        let quota = |per_second, budget| {
+            dummy_quota(per_second, budget).map(|q| (q.replenish_interval(), q.burst_size().get()))
+        };
+        assert_eq!(quota(0, None), None);
+        assert_eq!(quota(2, None), Some((Duration::from_millis(500), 2)));
+        let slow = Some(Duration::from_millis(2_900));
+        assert_eq!(
+            quota(0, slow),
+            Some((Duration::from_millis(2_900), DUMMY_BURST))
+        );
+        assert_eq!(quota(2, slow), Some((Duration::from_millis(2_900), 2)));
+        let fast = Some(Duration::from_millis(100));
+        assert_eq!(quota(2, fast), Some((Duration::from_millis(500), 2)));
+        assert_eq!(
+            quota(10, fast),
+            Some((Duration::from_millis(100), DUMMY_BURST))
         );
     }
 
