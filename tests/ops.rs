@@ -357,15 +357,12 @@ async fn the_load_balancer_logs_paths_without_query_strings() {
 /// `n` POSTs of `body(i)` to `url` from `ip`, one after another: each
 /// status, with the refusals' error code, limit name and Retry-After.
 async fn posts_from(
-    ip: std::net::Ipv4Addr,
+    ip: &str,
     url: &str,
     n: usize,
     body: impl Fn(usize) -> serde_json::Value,
 ) -> Vec<(u16, String, String, Option<String>)> {
-    let client = reqwest::Client::builder()
-        .local_address(std::net::IpAddr::V4(ip))
-        .build()
-        .unwrap();
+    let client = helpers::client_from(ip);
     let mut seen = Vec::new();
     for i in 0..n {
         let r = client.post(url).json(&body(i)).send().await.unwrap();
@@ -395,7 +392,7 @@ async fn the_load_balancer_refuses_sign_ins_and_sign_ups_past_an_address_rate_it
     let app = spawn_app().await;
     let nginx = LocalNginx::start(&app).await;
     let signin = format!("{}/api/signin", nginx.base);
-    let flooder = std::net::Ipv4Addr::new(127, 0, 7, 1);
+    let flooder = "127.0.7.1";
     let started = std::time::Instant::now();
     let seen = posts_from(
         flooder,
@@ -423,7 +420,7 @@ async fn the_load_balancer_refuses_sign_ins_and_sign_ups_past_an_address_rate_it
     }
     // Another address is not held up by it.
     let other = posts_from(
-        std::net::Ipv4Addr::new(127, 0, 7, 2),
+        "127.0.7.2",
         &signin,
         1,
         |_| json!({ "email": "someone@example.com", "password": "not-the-password" }),
@@ -432,7 +429,7 @@ async fn the_load_balancer_refuses_sign_ins_and_sign_ups_past_an_address_rate_it
     assert_eq!(other[0].0, 401, "{other:?}");
     // Sign-ups: a burst of 10 and the first, then nginx's 429.
     let signup = format!("{}/api/signup", nginx.base);
-    let seen = posts_from(std::net::Ipv4Addr::new(127, 0, 7, 3), &signup, 14, |i| {
+    let seen = posts_from("127.0.7.3", &signup, 14, |i| {
         json!({
             "name": "Edge",
             "email": format!("edge-signup-{i}@example.com"),
